@@ -34,7 +34,10 @@ import { parseEndpoint } from '../net/addr.js';
 export const CONTROL_PROTOCOL_VERSION = 1;
 /** A node reports at most this many endpoints; more is a protocol error (bounds fan-out size). */
 export const MAX_ENDPOINTS = 16;
+/** Largest frame an agent may send; the coordinator's ws server enforces it as maxPayload. */
 export const MAX_FRAME_BYTES = 64 * 1024;
+/** Largest frame the coordinator may send (a snapshot of a 10,000-node mesh is a few MB). */
+export const MAX_SERVER_FRAME_BYTES = 64 * 1024 * 1024;
 export const NONCE_BYTES = 32;
 export const MAX_HOSTNAME_LEN = 63;
 export const MAX_TAGS = 16;
@@ -126,9 +129,9 @@ export function validateEndpointList(v: unknown): Decoded<string[]> {
   return ok(v as string[]);
 }
 
-function parseJsonFrame(raw: string | Uint8Array): Decoded<Record<string, unknown>> {
+function parseJsonFrame(raw: string | Uint8Array, maxBytes: number): Decoded<Record<string, unknown>> {
   const text = typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8');
-  if (text.length > MAX_FRAME_BYTES) return bad('frame too large');
+  if (text.length > maxBytes) return bad('frame too large');
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -150,7 +153,7 @@ export function validateJoinRequest(v: unknown): Decoded<JoinRequest> {
 
 /** Decodes a frame sent by an agent. */
 export function decodeClientMessage(raw: string | Uint8Array): Decoded<ClientMessage> {
-  const f = parseJsonFrame(raw);
+  const f = parseJsonFrame(raw, MAX_FRAME_BYTES);
   if (!f.ok) return f;
   const m = f.value;
   switch (m.type) {
@@ -202,7 +205,7 @@ function validateChange(c: unknown): c is PeerChange {
 
 /** Decodes a frame sent by the coordinator (the agent trusts only the pinned key, not the content). */
 export function decodeServerMessage(raw: string | Uint8Array): Decoded<ServerMessage> {
-  const f = parseJsonFrame(raw);
+  const f = parseJsonFrame(raw, MAX_SERVER_FRAME_BYTES);
   if (!f.ok) return f;
   const m = f.value;
   switch (m.type) {
