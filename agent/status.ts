@@ -1,0 +1,40 @@
+/**
+ * The status document: what `knit status --json` prints and the local API's
+ * GET /v1/status returns. Stable field names; tests and tools read them.
+ */
+import type { NatType } from '../shared/wire/control.js';
+
+export type PathKind = 'lan' | 'direct' | 'relay' | 'none';
+
+export interface PeerStatus {
+  id: number;
+  name: string;
+  nodeKey: string;
+  ip: string; // first mesh IPv4
+  ips: string[];
+  online: boolean;
+  path: PathKind;
+  endpoint?: string;
+  rttMs?: number;
+  lastHandshake: number; // wall ms, 0 = never
+  rxBytes: number;
+  txBytes: number;
+  why?: string; // when there is no direct path, a sentence a person can act on
+}
+
+export interface StatusDocument {
+  self: {
+    id: number;
+    name: string;
+    nodeKey: string;
+    ips: string[];
+    port: number;
+    endpoints: string[];
+    natType: NatType;
+    portPreserving?: boolean;
+  };
+  coordinator: { url: string; status: string; detail?: string; version: number };
+  engine: { kind: string; iface: string; portMode: 'proxy' | 'shared' | 'memory' };
+  counters: Record<string, number>;
+  peers: PeerStatus[];
+}

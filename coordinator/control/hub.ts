@@ -1,0 +1,278 @@
+/**
+ * The control hub: every agent's control session, transport-independent.
+ * The ws shell (ws-server.ts) and the simulator's in-process transport both
+ * hand it a `SessionTransport`; it never touches a socket or reads the time
+ * except through the injected Clock.
+ *
+ * Session flow: challenge → hello (proof of node key) → welcome (proof of the
+ * coordinator key) → snapshot or missed deltas → coalesced deltas. One
+ * session per node: a new authenticated session replaces the old one.
+ *
+ * Fan-out: registry mutations queue PeerChanges; the first queued change arms
+ * one timer; when it fires the window is committed as one delta (ChangeLog),
+ * encoded once, and the same string is handed to every ready session.
+ */
+import type { Clock, RandomBytes } from '../../shared/clock.js';
+import { defaultRandomBytes } from '../../shared/crypto/seal.js';
+import { KnitError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/log.js';
+import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
+import {
+  CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, helloProof, proofsEqual, welcomeProof,
+  type ClientMessage, type HelloMsg,
+} from '../../shared/wire/control.js';
+import type { CoordinatorMetrics } from '../metrics.js';
+import type { Registry } from '../registry/registry.js';
+import { ChangeLog } from '../registry/changes.js';
+
+export interface SessionTransport {
+  send(text: string): void;
+  close(code: number, reason: string): void;
+  readonly remoteAddress: string;
+}
+
+export interface SessionHandle {
+  receive(frame: string): void;
+  closed(): void;
+}
+
+export interface HubOptions {
+  registry: Registry;
+  clock: Clock;
+  logger: Logger;
+  metrics: CoordinatorMetrics;
+  stunPorts: number[];
+  random?: RandomBytes;
+  /** Coalescing window for peer-map deltas. 50 ms keeps fan-out well under 100 ms while folding join storms. */
+  coalesceMs?: number;
+  /** Accept loopback endpoints in reports (single-machine tests only). */
+  allowLoopbackEndpoints?: boolean;
+  ephemeralTimeoutMs?: number;
+}
+
+/** An agent that connects but never says hello is cut off after this long. */
+export const HELLO_TIMEOUT_MS = 10_000;
+/** call-me-maybe is cheap to send and costs the target a punch burst: 10/s with bursts of 20. */
+const CMM_RATE_PER_S = 10;
+const CMM_BURST = 20;
+/** How often ephemeral nodes are checked for expiry. */
+const EPHEMERAL_SWEEP_MS = 30_000;
+
+interface Session {
+  t: SessionTransport;
+  state: 'await-hello' | 'ready' | 'closed';
+  serverNonce: string;
+  nodeId: number;
+  nodeKey: string;
+  helloTimer?: ReturnType<Clock['setTimeout']>;
+  cmmTokens: number;
+  cmmAt: number;
+}
+
+export class ControlHub {
+  readonly log: ChangeLog;
+  private readonly ready = new Map<number, Session>(); // node id → its one live session
+  private readonly all = new Set<Session>();
+  private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private sweepTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private snapshotCache: { version: number; text: string } | undefined;
+  private readonly random: RandomBytes;
+  private stopped = false;
+
+  constructor(private readonly o: HubOptions) {
+    this.random = o.random ?? defaultRandomBytes;
+    this.log = new ChangeLog(o.registry.startVersion);
+    if (o.ephemeralTimeoutMs !== undefined) this.armSweep();
+  }
+
+  get onlineCount(): number {
+    return this.ready.size;
+  }
+
+  connect(t: SessionTransport): SessionHandle {
+    const s: Session = {
+      t, state: 'await-hello', serverNonce: Buffer.from(this.random(NONCE_BYTES)).toString('base64'),
+      nodeId: -1, nodeKey: '', cmmTokens: CMM_BURST, cmmAt: this.o.clock.now(),
+    };
+    this.all.add(s);
+    this.o.metrics.connections++;
+    s.helloTimer = this.o.clock.setTimeout(() => this.close(s, 4408, 'no hello in time'), HELLO_TIMEOUT_MS);
+    t.send(JSON.stringify({ type: 'challenge', v: CONTROL_PROTOCOL_VERSION, serverNonce: s.serverNonce, coordinatorKey: this.o.registry.coordinatorKey }));
+    return {
+      receive: (frame) => this.receive(s, frame),
+      closed: () => this.closed(s),
+    };
+  }
+
+  /** Something outside a session (a join, an admin removal) queued changes: make sure a flush is coming. */
+  noteChanges(): void {
+    if (this.flushTimer !== undefined || this.stopped || !this.o.registry.hasPending) return;
+    this.flushTimer = this.o.clock.setTimeout(() => {
+      this.flushTimer = undefined;
+      this.flush();
+    }, this.o.coalesceMs ?? 50);
+  }
+
+  /** Commits the pending window as one delta and sends it to every ready session. */
+  flush(): void {
+    const { changes, since } = this.o.registry.takePending();
+    const committed = this.log.commit(changes);
+    if (!committed) return;
+    this.snapshotCache = undefined;
+    this.o.registry.persistWindow(committed.msg.version);
+    for (const s of this.ready.values()) s.t.send(committed.text);
+    this.o.metrics.deltasSent += this.ready.size;
+    this.o.metrics.fanout.observe(Math.max(0, this.o.clock.now() - since) / 1000);
+  }
+
+  /** Closes a node's session (it was removed: 4404 tells the agent not to retry). */
+  kick(nodeId: number, code: number, reason: string): void {
+    const s = this.ready.get(nodeId);
+    if (s) this.close(s, code, reason);
+  }
+
+  /** Removes a node (admin or ephemeral expiry): delta to everyone, its own session closed for good. */
+  removeNode(id: number): boolean {
+    const removed = this.o.registry.remove(id);
+    if (removed) {
+      this.kick(id, 4404, 'this node was removed from the mesh');
+      this.noteChanges();
+    }
+    return removed;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.flushTimer !== undefined) this.o.clock.clearTimeout(this.flushTimer);
+    if (this.sweepTimer !== undefined) this.o.clock.clearTimeout(this.sweepTimer);
+    this.flushTimer = this.sweepTimer = undefined;
+    if (this.o.registry.hasPending) this.flush(); // don't lose the last window's soft state
+    for (const s of [...this.all]) this.close(s, 1001, 'coordinator shutting down');
+  }
+
+  private armSweep(): void {
+    this.sweepTimer = this.o.clock.setTimeout(() => {
+      for (const id of this.o.registry.expiredEphemeral(this.o.ephemeralTimeoutMs!)) {
+        this.o.logger.info('ephemeral node expired', { node: id });
+        this.removeNode(id);
+      }
+      if (!this.stopped) this.armSweep();
+    }, EPHEMERAL_SWEEP_MS);
+  }
+
+  private snapshotText(): string {
+    const version = this.log.version;
+    if (this.snapshotCache?.version !== version) {
+      // Built from memory, which may already hold changes of the next window; that is safe
+      // because every change is a "set" and will be re-applied by the delta that follows.
+      this.snapshotCache = { version, text: JSON.stringify({ type: 'snapshot', version, peers: [...this.o.registry.peers()] }) };
+    }
+    return this.snapshotCache.text;
+  }
+
+  private fail(s: Session, err: KnitError): void {
+    if (s.state === 'closed') return;
+    s.t.send(JSON.stringify({ type: 'error', code: err.code, message: err.message }));
+    this.close(s, err.closeCode, err.message);
+  }
+
+  private close(s: Session, code: number, reason: string): void {
+    if (s.state === 'closed') return;
+    s.t.close(code, reason.slice(0, 120));
+    this.closed(s);
+  }
+
+  private closed(s: Session): void {
+    if (s.state === 'closed') return;
+    const wasReady = s.state === 'ready';
+    s.state = 'closed';
+    this.all.delete(s);
+    this.o.metrics.connections--;
+    if (s.helloTimer !== undefined) this.o.clock.clearTimeout(s.helloTimer);
+    if (wasReady && this.ready.get(s.nodeId) === s) {
+      this.ready.delete(s.nodeId);
+      this.o.registry.setOnline(s.nodeId, false);
+      this.noteChanges();
+    }
+  }
+
+  private receive(s: Session, frame: string): void {
+    if (s.state === 'closed') return;
+    const d = decodeClientMessage(frame);
+    if (!d.ok) {
+      this.o.metrics.wsProtocolErrors++;
+      return this.fail(s, new KnitError('KNIT_ERR_PROTOCOL', d.error));
+    }
+    try {
+      this.handle(s, d.value);
+    } catch (err) {
+      if (err instanceof KnitError) return this.fail(s, err);
+      this.o.logger.error('control session failed', { err: (err as Error).message });
+      this.fail(s, new KnitError('KNIT_ERR_INTERNAL'));
+    }
+  }
+
+  private handle(s: Session, m: ClientMessage): void {
+    if (s.state === 'await-hello') {
+      if (m.type !== 'hello') throw new KnitError('KNIT_ERR_PROTOCOL', 'the first message must be hello');
+      return this.hello(s, m);
+    }
+    if (m.type === 'hello') throw new KnitError('KNIT_ERR_PROTOCOL', 'hello sent twice');
+    const now = this.o.clock.now();
+    if (m.type === 'endpoints') {
+      for (const e of m.endpoints) {
+        if (!isReportableEndpoint(parseEndpoint(e)!, { allowLoopback: this.o.allowLoopbackEndpoints })) {
+          throw new KnitError('KNIT_ERR_BAD_REQUEST', `endpoint ${e} is not reportable (loopback, multicast or unspecified)`);
+        }
+      }
+      this.o.registry.setEndpoints(s.nodeId, m.endpoints, m.natType);
+      this.noteChanges();
+      return;
+    }
+    // call-me-maybe: token bucket per session, then relay with the sender's proven key as `from`.
+    s.cmmTokens = Math.min(CMM_BURST, s.cmmTokens + ((now - s.cmmAt) / 1000) * CMM_RATE_PER_S);
+    s.cmmAt = now;
+    if (s.cmmTokens < 1) return; // over the rate: dropped silently, the sender retries on its own schedule
+    s.cmmTokens -= 1;
+    const target = this.o.registry.peerByKey(m.to);
+    const ts = target && this.ready.get(target.id);
+    if (ts && ts !== s) ts.t.send(JSON.stringify({ type: 'call-me-maybe', from: s.nodeKey, endpoints: m.endpoints }));
+  }
+
+  private hello(s: Session, m: HelloMsg): void {
+    const peer = this.o.registry.peerByKey(m.nodeKey);
+    if (!peer) throw new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node key is not registered (removed, or never joined)');
+    const k = controlAuthKey(this.o.registry.coordinatorPrivate, m.nodeKey);
+    if (!k || !proofsEqual(m.proof, helloProof(k, s.serverNonce, m.clientNonce, m.nodeKey, m.discoKey))) {
+      this.o.metrics.authFailures++;
+      throw new KnitError('KNIT_ERR_AUTH_FAILED');
+    }
+    if (s.helloTimer !== undefined) this.o.clock.clearTimeout(s.helloTimer);
+    s.helloTimer = undefined;
+    const previous = this.ready.get(peer.id);
+    if (previous) {
+      this.ready.delete(peer.id); // replaced: its close must not mark the node offline
+      this.close(previous, 4409, 'replaced by a newer session of the same node');
+    }
+    s.state = 'ready';
+    s.nodeId = peer.id;
+    s.nodeKey = peer.nodeKey;
+    this.ready.set(peer.id, s);
+    this.o.registry.setDiscoKey(peer.id, m.discoKey);
+    this.o.registry.setOnline(peer.id, true);
+    this.noteChanges();
+    s.t.send(JSON.stringify({
+      type: 'welcome', node: { id: peer.id, name: peer.name, addresses: peer.addresses },
+      serverProof: welcomeProof(k, m.clientNonce, s.serverNonce), stun: this.o.stunPorts,
+    }));
+    const missed = m.lastVersion > 0 ? this.log.since(m.lastVersion) : undefined;
+    if (missed) {
+      if (missed.length === 0) s.t.send(JSON.stringify({ type: 'delta', from: m.lastVersion, version: m.lastVersion, changes: [] }));
+      for (const text of missed) s.t.send(text);
+      this.o.metrics.deltasSent += missed.length;
+    } else {
+      s.t.send(this.snapshotText());
+      this.o.metrics.snapshotsSent++;
+    }
+  }
+}

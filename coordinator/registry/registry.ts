@@ -1,0 +1,335 @@
+/**
+ * The registry: the mesh's nodes, join tokens, admin credentials and address
+ * pool, on top of the store. It keeps every node's public record in memory
+ * (a 10,000-node map is a few MB) so that control sessions never touch SQLite
+ * on the read path, and it turns each accepted mutation into a PeerChange for
+ * the hub to fan out.
+ *
+ * Rules that matter for security live here: tokens are compared in constant
+ * time on their hash; token consumption and address allocation happen in the
+ * same BEGIN IMMEDIATE transaction, so a single-use token yields exactly one
+ * node however many joins race for it.
+ */
+import { decodeKey, encodeKey, generateKeyPair, publicKeyOf } from '../../shared/crypto/keys.js';
+import { defaultRandomBytes, equalBytes, sha256Hex } from '../../shared/crypto/seal.js';
+import type { Clock, RandomBytes } from '../../shared/clock.js';
+import { KnitError } from '../../shared/errors.js';
+import { parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type Ipv4Prefix } from '../../shared/net/cidr.js';
+import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN } from '../../shared/token.js';
+import { joinProof, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
+import type { NodeRow, SqliteStore, TokenRow } from '../store/sqlite.js';
+
+export const DEFAULT_IPV4_PREFIX = '100.64.0.0/10';
+
+export interface RegistryOptions {
+  clock: Clock; // now() stamps changes for fan-out latency; wallNow() stamps what people read (expiry, last seen)
+  url: string; // the coordinator's public URL, written into tokens
+  ipv4Prefix?: string; // only used when the store is new
+  random?: RandomBytes;
+}
+
+export interface TokenOptions {
+  reusable?: boolean;
+  uses?: number; // for reusable tokens; undefined = unlimited
+  ephemeral?: boolean;
+  expiresInMs?: number;
+  tags?: string[];
+}
+
+export type TokenSummary = Omit<TokenRow, 'secretHash'>;
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b).toString('hex');
+}
+
+export class Registry {
+  readonly coordinatorPrivate: Uint8Array;
+  readonly coordinatorKey: string;
+  readonly ipv4Prefix: Ipv4Prefix;
+  readonly ipv4PrefixText: string;
+  readonly ulaPrefix: string;
+  /** The version the peer map starts at this run (one past the last run's, so every resume gets a snapshot). */
+  readonly startVersion: number;
+  private readonly byId = new Map<number, PeerInfo>();
+  private readonly byKey = new Map<string, number>();
+  private readonly ephemeral = new Set<number>();
+  private readonly random: RandomBytes;
+  private pending: PeerChange[] = [];
+  /** Nodes whose endpoints / disco key / last-seen changed in memory but not yet on disk. */
+  private readonly dirty = new Set<number>();
+  private pendingSince = 0;
+
+  constructor(readonly store: SqliteStore, private readonly options: RegistryOptions) {
+    this.random = options.random ?? defaultRandomBytes;
+    const init = store.immediate(() => {
+      let priv = decodeKey(store.getMeta('coordinator_private_key'));
+      if (!priv) {
+        priv = generateKeyPair().privateKey;
+        store.setMeta('coordinator_private_key', encodeKey(priv));
+      }
+      let prefix = store.getMeta('ipv4_prefix');
+      if (!prefix) {
+        prefix = options.ipv4Prefix ?? DEFAULT_IPV4_PREFIX;
+        if (!parseIpv4Prefix(prefix)) throw new KnitError('KNIT_ERR_USAGE', `${prefix} is not an IPv4 prefix between /8 and /30`);
+        store.setMeta('ipv4_prefix', prefix);
+      }
+      let ula = store.getMeta('ula_prefix');
+      if (!ula) {
+        // RFC 4193: fd00::/8 + 40 random bits = a /48 unique to this mesh.
+        const r = this.random(5);
+        ula = `fd${hex(r.subarray(0, 1))}:${hex(r.subarray(1, 3))}:${hex(r.subarray(3, 5))}::/48`;
+        store.setMeta('ula_prefix', ula);
+      }
+      const version = Number(store.getMeta('version') ?? '0') + 1;
+      store.setMeta('version', String(version));
+      return { priv, prefix, ula, version };
+    });
+    this.coordinatorPrivate = init.priv;
+    this.coordinatorKey = encodeKey(publicKeyOf(init.priv));
+    this.ipv4PrefixText = init.prefix;
+    this.ipv4Prefix = parseIpv4Prefix(init.prefix)!;
+    this.ulaPrefix = init.ula;
+    this.startVersion = init.version;
+    for (const row of store.nodes()) this.remember(row, false);
+  }
+
+  // ---- reads (memory only) ---------------------------------------------------
+
+  peers(): IterableIterator<PeerInfo> {
+    return this.byId.values();
+  }
+  get nodeCount(): number {
+    return this.byId.size;
+  }
+  peer(id: number): PeerInfo | undefined {
+    return this.byId.get(id);
+  }
+  peerByKey(nodeKey: string): PeerInfo | undefined {
+    const id = this.byKey.get(nodeKey);
+    return id === undefined ? undefined : this.byId.get(id);
+  }
+  isEphemeral(id: number): boolean {
+    return this.ephemeral.has(id);
+  }
+
+  /** Takes the changes accepted since the last call, and when the oldest of them was accepted. */
+  takePending(): { changes: PeerChange[]; since: number } {
+    const out = { changes: this.pending, since: this.pendingSince };
+    this.pending = [];
+    return out;
+  }
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  private push(c: PeerChange): void {
+    if (this.pending.length === 0) this.pendingSince = this.options.clock.now();
+    this.pending.push(c);
+  }
+
+  private remember(row: NodeRow, online: boolean): PeerInfo {
+    const peer: PeerInfo = {
+      id: row.id, name: row.name, nodeKey: row.nodeKey, discoKey: row.discoKey,
+      addresses: [`${row.ipv4}/32`, `${row.ipv6}/128`], endpoints: row.endpoints, natType: row.natType,
+      online, lastSeen: row.lastSeen, tags: row.tags,
+    };
+    this.byId.set(row.id, peer);
+    this.byKey.set(row.nodeKey, row.id);
+    if (row.ephemeral) this.ephemeral.add(row.id);
+    return peer;
+  }
+
+  // ---- admin credential and tokens ---------------------------------------------
+
+  private mint(kind: 'join' | 'admin'): { id: string; secretHash: string; text: string } {
+    const id = this.random(TOKEN_ID_LEN);
+    const secret = this.random(TOKEN_SECRET_LEN);
+    const text = encodeToken({ kind, id, secret, coordinatorKey: decodeKey(this.coordinatorKey)!, url: this.options.url });
+    return { id: hex(id), secretHash: sha256Hex(secret), text };
+  }
+
+  /** Creates the admin credential on first start; returns the token text exactly once, else undefined. */
+  ensureAdmin(): string | undefined {
+    const now = this.options.clock.wallNow();
+    return this.store.immediate(() => {
+      if (this.store.adminCount() > 0) return undefined;
+      const t = this.mint('admin');
+      this.store.insertAdmin(t.id, t.secretHash, now);
+      return t.text;
+    });
+  }
+
+  verifyAdmin(tokenText: string | undefined): boolean {
+    const t = parseToken(tokenText);
+    if (!t || t.kind !== 'admin') return false;
+    const hash = this.store.adminHash(t.id);
+    return hash !== undefined && equalBytes(Buffer.from(hash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'));
+  }
+
+  createToken(opts: TokenOptions): { token: string; summary: TokenSummary } {
+    const now = this.options.clock.wallNow();
+    const tags = opts.tags ?? [];
+    const t = this.mint('join');
+    const row = {
+      id: t.id, secretHash: t.secretHash, reusable: opts.reusable === true,
+      usesLeft: opts.reusable ? (opts.uses ?? null) : 1, ephemeral: opts.ephemeral === true,
+      expires: opts.expiresInMs === undefined ? null : now + opts.expiresInMs, tags, created: now,
+    };
+    this.store.insertToken(row);
+    const { secretHash: _omit, ...summary } = { ...row, revoked: false, joins: 0 };
+    return { token: t.text, summary };
+  }
+
+  listTokens(): TokenSummary[] {
+    return this.store.tokens().map(({ secretHash: _omit, ...rest }) => rest);
+  }
+
+  revokeToken(id: string): boolean {
+    return /^[0-9a-f]{16}$/.test(id) && this.store.revokeToken(id);
+  }
+
+  // ---- join -------------------------------------------------------------------
+
+  private uniqueName(hostname: string): string {
+    const base = hostname.toLowerCase();
+    if (!this.store.nameTaken(base)) return base;
+    for (let i = 2; ; i++) {
+      const name = `${base.slice(0, 60)}-${i}`;
+      if (!this.store.nameTaken(name)) return name;
+    }
+  }
+
+  private allocateIpIndex(): number {
+    const reused = this.store.takeFreeIpIndex();
+    if (reused !== undefined) return reused;
+    const next = Number(this.store.getMeta('next_ip_index') ?? '0');
+    if (next >= prefixHostCount(this.ipv4Prefix)) throw new KnitError('KNIT_ERR_ADDRESS_EXHAUSTED');
+    this.store.setMeta('next_ip_index', String(next + 1));
+    return next;
+  }
+
+  /**
+   * Checks and consumes the token and registers the node, atomically. Joining
+   * again with a node key the mesh already knows returns that node unchanged
+   * and consumes no use (an agent re-running `up` must not burn tokens), but
+   * the token must still be valid: a revoked or expired token proves nothing.
+   */
+  join(req: JoinRequest): { response: JoinResponse; created: boolean } {
+    const now = this.options.clock.wallNow();
+    const t = parseToken(req.token);
+    if (!t || t.kind !== 'join') throw new KnitError('KNIT_ERR_TOKEN_INVALID');
+    if (t.coordinatorKey !== this.coordinatorKey) throw new KnitError('KNIT_ERR_TOKEN_WRONG_COORDINATOR');
+    const { row, created } = this.store.immediate(() => {
+      const tok = this.store.token(t.id);
+      if (!tok || tok.revoked || !equalBytes(Buffer.from(tok.secretHash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'))) {
+        throw new KnitError('KNIT_ERR_TOKEN_INVALID');
+      }
+      if (tok.expires !== null && now >= tok.expires) throw new KnitError('KNIT_ERR_TOKEN_EXPIRED');
+      const existing = this.store.nodeByKey(req.nodeKey);
+      if (existing) return { row: existing, created: false };
+      if (tok.usesLeft !== null && tok.usesLeft <= 0) throw new KnitError('KNIT_ERR_TOKEN_USED');
+      const ipIndex = this.allocateIpIndex();
+      const fields = {
+        nodeKey: req.nodeKey, discoKey: req.discoKey ?? '', name: this.uniqueName(req.hostname), ipIndex,
+        ipv4: prefixHost(this.ipv4Prefix, ipIndex), ipv6: ulaHost(this.ulaPrefix, ipIndex + 1), tags: tok.tags,
+        ephemeral: tok.ephemeral, created: now, lastSeen: Math.floor(now), tokenId: tok.id,
+      };
+      const id = this.store.insertNode(fields);
+      this.store.useToken(tok.id);
+      return { row: { ...fields, id, endpoints: [], natType: 'unknown' as NatType }, created: true };
+    });
+    let peer = this.byId.get(row.id);
+    if (created || !peer) {
+      peer = this.remember(row, false);
+      this.push({ op: 'upsert', peer });
+    }
+    const proof = joinProof(this.coordinatorPrivate, req.nodeKey, req.nodeKey, peer.id, peer.addresses);
+    if (!proof) throw new KnitError('KNIT_ERR_BAD_REQUEST', 'nodeKey is not a usable X25519 public key');
+    return {
+      created,
+      response: {
+        node: { id: peer.id, name: peer.name, addresses: peer.addresses, tags: peer.tags, ephemeral: this.ephemeral.has(peer.id) },
+        mesh: { ipv4Prefix: this.ipv4PrefixText, ipv6Prefix: this.ulaPrefix },
+        coordinatorKey: this.coordinatorKey,
+        coordinatorProof: proof,
+      },
+    };
+  }
+
+  // ---- mutations from control sessions and admins ------------------------------------
+
+  setOnline(id: number, online: boolean): void {
+    const p = this.byId.get(id);
+    if (!p || p.online === online) return;
+    const lastSeen = Math.floor(this.options.clock.wallNow());
+    this.byId.set(id, { ...p, online, lastSeen });
+    this.dirty.add(id);
+    this.push({ op: 'online', id, online, lastSeen });
+  }
+
+  setEndpoints(id: number, endpoints: string[], natType: NatType): void {
+    const p = this.byId.get(id);
+    if (!p) return;
+    if (p.natType === natType && p.endpoints.length === endpoints.length && p.endpoints.every((e, i) => e === endpoints[i])) return;
+    this.byId.set(id, { ...p, endpoints, natType });
+    this.dirty.add(id);
+    this.push({ op: 'endpoints', id, endpoints, natType });
+  }
+
+  setDiscoKey(id: number, discoKey: string): void {
+    const p = this.byId.get(id);
+    if (!p || p.discoKey === discoKey) return;
+    this.byId.set(id, { ...p, discoKey });
+    this.dirty.add(id);
+    this.push({ op: 'disco', id, discoKey });
+  }
+
+  /** Removes a node; its address goes back to the pool. Returns false if there was no such node. */
+  remove(id: number): boolean {
+    const p = this.byId.get(id);
+    if (!p) return false;
+    const row = this.store.nodeById(id);
+    this.store.immediate(() => {
+      this.store.deleteNode(id);
+      if (row) this.store.freeIpIndex(row.ipIndex);
+    });
+    this.byId.delete(id);
+    this.dirty.delete(id);
+    this.byKey.delete(p.nodeKey);
+    this.ephemeral.delete(id);
+    this.push({ op: 'remove', id });
+    return true;
+  }
+
+  /** Ephemeral nodes offline for longer than `timeoutMs` (wall time), for the sweeper. */
+  expiredEphemeral(timeoutMs: number): number[] {
+    const wallNow = this.options.clock.wallNow();
+    const out: number[] = [];
+    for (const id of this.ephemeral) {
+      const p = this.byId.get(id);
+      if (p && !p.online && wallNow - p.lastSeen >= timeoutMs) out.push(id);
+    }
+    return out;
+  }
+
+  /**
+   * Writes the window's soft state (endpoints, disco keys, last seen) and the
+   * new peer-map version in one transaction. Batched because a reconnect
+   * storm would otherwise cost one fsync per node; none of this state is
+   * acknowledged to anyone, and agents report it again on reconnect.
+   */
+  persistWindow(version: number): void {
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    this.store.immediate(() => {
+      for (const id of ids) {
+        const p = this.byId.get(id);
+        if (!p) continue;
+        this.store.setEndpoints(id, p.endpoints, p.natType);
+        this.store.setDiscoKey(id, p.discoKey);
+        this.store.setLastSeen(id, p.lastSeen);
+      }
+      this.store.setMeta('version', String(version));
+    });
+  }
+}
