@@ -33,10 +33,21 @@ export interface EnginePeerStats {
 
 export type EngineKind = 'memory' | 'wireguard-go' | 'kernel';
 
+export interface ApplyOptions {
+  /**
+   * Write every peer's endpoint again even where it is unchanged. wireguard-go
+   * caches the source address it last sent from; after the host's own address
+   * changes it keeps using the stale one until its next handshake retry
+   * (docs/engines.md, LAB-NOTES). Re-setting the endpoint clears that cache at
+   * once, so the roaming monitor asks for this after an address change.
+   */
+  reassertEndpoints?: boolean;
+}
+
 export interface Engine {
   readonly kind: EngineKind;
   /** Brings the engine to `desired`, touching only what differs. */
-  apply(desired: EngineConfig): Promise<void>;
+  apply(desired: EngineConfig, options?: ApplyOptions): Promise<void>;
   stats(): Promise<EnginePeerStats[]>;
   /** Removes the interface, addresses and routes it created. Idempotent. */
   close(): Promise<void>;

@@ -59,7 +59,11 @@ export class Registry {
   private readonly dirty = new Set<number>();
   private pendingSince = 0;
 
+  /** The public URL written into new tokens (settable: with port 0 it is known only after listen). */
+  publicUrl: string;
+
   constructor(readonly store: SqliteStore, private readonly options: RegistryOptions) {
+    this.publicUrl = options.url;
     this.random = options.random ?? defaultRandomBytes;
     const init = store.immediate(() => {
       let priv = decodeKey(store.getMeta('coordinator_private_key'));
@@ -144,7 +148,7 @@ export class Registry {
   private mint(kind: 'join' | 'admin'): { id: string; secretHash: string; text: string } {
     const id = this.random(TOKEN_ID_LEN);
     const secret = this.random(TOKEN_SECRET_LEN);
-    const text = encodeToken({ kind, id, secret, coordinatorKey: decodeKey(this.coordinatorKey)!, url: this.options.url });
+    const text = encodeToken({ kind, id, secret, coordinatorKey: decodeKey(this.coordinatorKey)!, url: this.publicUrl });
     return { id: hex(id), secretHash: sha256Hex(secret), text };
   }
 

@@ -3,7 +3,7 @@
  * mode, with a usage error (exit 2) that names the bad flag in one line.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { KnitError } from '../../shared/errors.js';
+import { KnitError } from '../errors.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 

@@ -1,0 +1,236 @@
+/**
+ * The coordinator's commands:
+ *
+ *   knit coordinator [--listen HOST:PORT] [--stun HOST:PORT|off] [--stun2 HOST:PORT] [--data DIR] [--url URL] …
+ *   knit token create [--reusable] [--uses N] [--ephemeral] [--expires 24h] [--tags a,b]
+ *   knit token list | knit token revoke ID
+ *   knit nodes [list] [--json] | knit nodes remove ID
+ *
+ * Admin commands work on a local data dir (`--data DIR`, the default
+ * ./knit-data: SQLite in WAL mode is safe to share with a running coordinator)
+ * or a remote coordinator (`--coordinator URL` with KNIT_ADMIN_TOKEN).
+ * Exit codes: 0 ok, 1 operational failure, 2 usage error.
+ */
+import { isIP } from 'node:net';
+import { systemClock } from '../shared/clock.js';
+import { KnitError, isKnitError } from '../shared/errors.js';
+import { createLogger } from '../shared/log.js';
+import { parseDuration } from '../shared/duration.js';
+import { isValidTag } from '../shared/wire/control.js';
+import { parseFlags, intFlag } from '../shared/cli/args.js';
+import { createCoordinator, databasePath, DEFAULT_EPHEMERAL_TIMEOUT_MS, type HostPort } from './index.js';
+import { Registry } from './registry/registry.js';
+import { SqliteStore } from './store/sqlite.js';
+import { runningCoordinatorPid } from './store/pidfile.js';
+
+const HELP: Record<string, string> = {
+  coordinator: `usage: knit coordinator [flags]
+  --listen HOST:PORT          HTTP + control WebSocket (default 0.0.0.0:8080)
+  --stun HOST:PORT|off        STUN observer on UDP (default 0.0.0.0:3478)
+  --stun2 HOST:PORT           a second STUN port, so agents can detect endpoint-dependent NAT mapping
+  --data DIR                  where the SQLite store lives (default ./knit-data)
+  --url URL                   public URL written into join tokens (default from --listen)
+  --ipv4-prefix CIDR          mesh IPv4 prefix, fixed at first start (default 100.64.0.0/10)
+  --ephemeral-timeout DUR     remove ephemeral nodes offline this long (default 10m)
+  --allow-loopback-endpoints  accept loopback endpoints (single-machine tests only)`,
+  token: `usage: knit token create [--reusable] [--uses N] [--ephemeral] [--expires 24h] [--tags a,b]
+       knit token list
+       knit token revoke ID
+  --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)`,
+  nodes: `usage: knit nodes [list] [--json]
+       knit nodes remove ID
+  --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)`,
+};
+
+export function parseHostPort(text: string, flag: string): HostPort {
+  const m = /^\[?([^\]]*?)\]?:([0-9]{1,5})$/.exec(text);
+  if (!m || !isIP(m[1]!) || Number(m[2]) > 65535) throw new KnitError('KNIT_ERR_USAGE', `--${flag} must be HOST:PORT with a numeric IP (got "${text}")`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+async function runCoordinator(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, {
+    listen: { type: 'string' }, stun: { type: 'string' }, stun2: { type: 'string' }, data: { type: 'string' }, url: { type: 'string' },
+    'ipv4-prefix': { type: 'string' }, 'ephemeral-timeout': { type: 'string' }, 'allow-loopback-endpoints': { type: 'boolean' },
+  });
+  if (values.help) return console.log(HELP.coordinator), 0;
+  const listen = parseHostPort(values.listen ?? '0.0.0.0:8080', 'listen');
+  const stun: HostPort[] = [];
+  if (values.stun !== 'off') stun.push(parseHostPort(values.stun ?? '0.0.0.0:3478', 'stun'));
+  if (values.stun2) stun.push(parseHostPort(values.stun2, 'stun2'));
+  if (values.url !== undefined && !/^https?:\/\/[^\s/?#]+$/.test(values.url)) throw new KnitError('KNIT_ERR_USAGE', '--url must look like http://host:port');
+  const ephemeral = values['ephemeral-timeout'] === undefined ? DEFAULT_EPHEMERAL_TIMEOUT_MS : parseDuration(values['ephemeral-timeout']);
+  if (ephemeral === undefined) throw new KnitError('KNIT_ERR_USAGE', '--ephemeral-timeout must be a duration like 90s, 10m, 24h');
+  const logger = createLogger({ base: { component: 'coordinator' } });
+  const c = createCoordinator({
+    dataDir: values.data ?? './knit-data', listen, stun, url: values.url, ipv4Prefix: values['ipv4-prefix'],
+    allowLoopbackEndpoints: values['allow-loopback-endpoints'], ephemeralTimeoutMs: ephemeral,
+  }, { logger });
+  const admin = c.ensureAdmin();
+  const ports = await c.start();
+  if (admin) {
+    // Printed once, on stdout, never logged: only its hash is stored.
+    console.log(`\nAdmin token (shown only this once; keep it secret):\n\n  ${admin}\n\nCreate a join token with:  npx knit token create --data ${values.data ?? './knit-data'}\n`);
+  }
+  logger.info('coordinator ready', { http: `${listen.host}:${ports.httpPort}`, stun: ports.stunPorts, url: c.registry.publicUrl, nodes: c.registry.nodeCount });
+  await new Promise<void>((resolve) => {
+    const done = () => resolve();
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+  logger.info('coordinator stopping');
+  await c.stop();
+  return 0;
+}
+
+/** Admin operations, local (store) or remote (HTTP). */
+interface Admin {
+  createToken(body: { reusable?: boolean; uses?: number; ephemeral?: boolean; expiresInS?: number; tags?: string[] }): Promise<{ token: string }>;
+  listTokens(): Promise<unknown[]>;
+  revokeToken(id: string): Promise<void>;
+  listNodes(): Promise<Record<string, unknown>[]>;
+  removeNode(id: number): Promise<void>;
+  close(): void;
+}
+
+function localAdmin(dataDir: string): Admin {
+  const store = new SqliteStore(databasePath(dataDir));
+  // The URL in tokens: what the running coordinator would write (stored at its start).
+  const url = store.getMeta('public_url') ?? 'http://127.0.0.1:8080';
+  const registry = new Registry(store, { clock: systemClock, url });
+  return {
+    createToken: async (b) => registry.createToken({ ...b, expiresInMs: b.expiresInS === undefined ? undefined : b.expiresInS * 1000 }),
+    listTokens: async () => registry.listTokens(),
+    revokeToken: async (id) => { if (!registry.revokeToken(id)) throw new KnitError('KNIT_ERR_NOT_FOUND', 'no such token'); },
+    listNodes: async () => [...registry.peers()] as unknown as Record<string, unknown>[],
+    removeNode: async (id) => {
+      // A running coordinator holds the node's live session in memory; removing it from the
+      // store behind its back would leave the node connected, so that goes through its API.
+      const pid = runningCoordinatorPid(dataDir);
+      if (pid) throw new KnitError('KNIT_ERR_USAGE', `a coordinator (pid ${pid}) is running on ${dataDir}: remove through it with --coordinator URL and KNIT_ADMIN_TOKEN`);
+      if (!registry.remove(id)) throw new KnitError('KNIT_ERR_NODE_UNKNOWN');
+    },
+    close: () => store.close(),
+  };
+}
+
+function remoteAdmin(base: string): Admin {
+  const token = process.env.KNIT_ADMIN_TOKEN;
+  if (!token) throw new KnitError('KNIT_ERR_USAGE', '--coordinator needs the admin token in the KNIT_ADMIN_TOKEN environment variable');
+  const call = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => {
+    let res: Response;
+    try {
+      res = await fetch(base.replace(/\/$/, '') + path, {
+        method, signal: AbortSignal.timeout(10_000),
+        headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch (err) {
+      throw new KnitError('KNIT_ERR_UNREACHABLE', `cannot reach the coordinator at ${base}`, { cause: err });
+    }
+    const json = (await res.json().catch(() => ({}))) as Record<string, unknown> & { error?: { code: string; message: string } };
+    if (!res.ok) throw new KnitError((json.error?.code as never) ?? 'KNIT_ERR_INTERNAL', json.error?.message ?? `HTTP ${res.status}`);
+    return json;
+  };
+  return {
+    createToken: async (b) => (await call('POST', '/v1/admin/tokens', b)) as unknown as { token: string },
+    listTokens: async () => (await call('GET', '/v1/admin/tokens')).tokens as unknown[],
+    revokeToken: async (id) => { await call('DELETE', `/v1/admin/tokens/${encodeURIComponent(id)}`); },
+    listNodes: async () => (await call('GET', '/v1/admin/nodes')).nodes as Record<string, unknown>[],
+    removeNode: async (id) => { await call('DELETE', `/v1/admin/nodes/${id}`); },
+    close: () => {},
+  };
+}
+
+const adminFlags = { data: { type: 'string' }, coordinator: { type: 'string' }, json: { type: 'boolean' } } as const;
+
+function openAdmin(values: { data?: string; coordinator?: string }): Admin {
+  if (values.data && values.coordinator) throw new KnitError('KNIT_ERR_USAGE', 'use either --data or --coordinator, not both');
+  return values.coordinator ? remoteAdmin(values.coordinator) : localAdmin(values.data ?? './knit-data');
+}
+
+async function runToken(argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, {
+    ...adminFlags, reusable: { type: 'boolean' }, uses: { type: 'string' }, ephemeral: { type: 'boolean' },
+    expires: { type: 'string' }, tags: { type: 'string' },
+  }, true);
+  if (values.help || positionals.length === 0) return console.log(HELP.token), values.help ? 0 : 2;
+  const [sub, arg] = positionals;
+  if (sub === 'create') {
+    const expires = values.expires === undefined ? undefined : parseDuration(values.expires);
+    if (values.expires !== undefined && expires === undefined) throw new KnitError('KNIT_ERR_USAGE', '--expires must be a duration like 30m, 24h, 7d');
+    if (values.uses !== undefined && !values.reusable) throw new KnitError('KNIT_ERR_USAGE', '--uses needs --reusable');
+    const tags = values.tags?.split(',').map((t) => t.trim()).filter(Boolean);
+    if (tags && !tags.every(isValidTag)) throw new KnitError('KNIT_ERR_USAGE', '--tags must be lowercase words (a-z, 0-9, _ and -) separated by commas');
+    const admin = openAdmin(values);
+    try {
+      const r = await admin.createToken({
+        reusable: values.reusable, ephemeral: values.ephemeral, tags,
+        uses: values.uses === undefined ? undefined : intFlag(values.uses, 'uses', 1, 1_000_000, 1),
+        expiresInS: expires === undefined ? undefined : expires / 1000,
+      });
+      console.log(r.token);
+    } finally {
+      admin.close();
+    }
+    return 0;
+  }
+  if (sub === 'list' || sub === 'revoke') {
+    const admin = openAdmin(values);
+    try {
+      if (sub === 'list') console.log(JSON.stringify(await admin.listTokens(), null, 2));
+      else {
+        if (!arg) throw new KnitError('KNIT_ERR_USAGE', 'usage: knit token revoke ID');
+        await admin.revokeToken(arg);
+        console.log(`revoked ${arg}`);
+      }
+    } finally {
+      admin.close();
+    }
+    return 0;
+  }
+  throw new KnitError('KNIT_ERR_USAGE', `unknown token command "${sub}" (create, list, revoke)`);
+}
+
+async function runNodes(argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, adminFlags, true);
+  if (values.help) return console.log(HELP.nodes), 0;
+  const [sub = 'list', arg] = positionals;
+  if (sub !== 'list' && sub !== 'remove') throw new KnitError('KNIT_ERR_USAGE', `unknown nodes command "${sub}" (list, remove)`);
+  const admin = openAdmin(values);
+  try {
+    if (sub === 'remove') {
+      if (!arg || !/^[0-9]{1,15}$/.test(arg)) throw new KnitError('KNIT_ERR_USAGE', 'usage: knit nodes remove ID (a number from knit nodes list)');
+      await admin.removeNode(Number(arg));
+      console.log(`removed node ${arg}`);
+      return 0;
+    }
+    const nodes = await admin.listNodes();
+    if (values.json) console.log(JSON.stringify(nodes, null, 2));
+    else if (nodes.length === 0) console.log('no nodes yet');
+    else {
+      console.log('ID    NAME                IP               ONLINE  ENDPOINTS');
+      for (const n of nodes) {
+        const ip = String((n.addresses as string[])[0] ?? '').replace(/\/32$/, '');
+        console.log(`${String(n.id).padEnd(6)}${String(n.name).padEnd(20)}${ip.padEnd(17)}${(n.online ? 'yes' : 'no').padEnd(8)}${(n.endpoints as string[]).join(' ')}`);
+      }
+    }
+    return 0;
+  } finally {
+    admin.close();
+  }
+}
+
+export async function runCoordinatorCli(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === 'coordinator') return await runCoordinator(rest);
+    if (cmd === 'token') return await runToken(rest);
+    if (cmd === 'nodes') return await runNodes(rest);
+    throw new KnitError('KNIT_ERR_USAGE', `unknown command ${cmd}`);
+  } catch (err) {
+    if (!isKnitError(err)) throw err;
+    console.error(`knit ${cmd}: ${err.message}`);
+    return err.code === 'KNIT_ERR_USAGE' ? 2 : 1;
+  }
+}
