@@ -46,5 +46,7 @@ export function prefixContains(p: Ipv4Prefix, ip: string): boolean {
 /** An IPv6 ULA host address: a /48 ULA prefix's first subnet plus the 32-bit index. */
 export function ulaHost(ulaPrefix48: string, index: number): string {
   const head = ulaPrefix48.replace(/::\/48$/, '').replace(/\/48$/, '');
-  return `${head}::${(index >>> 16).toString(16)}:${(index & 0xffff).toString(16)}`;
+  const hi = index >>> 16;
+  const lo = (index & 0xffff).toString(16);
+  return hi === 0 ? `${head}::${lo}` : `${head}::${hi.toString(16)}:${lo}`;
 }

@@ -16,7 +16,7 @@
  * PADDING (0x0026, RFC 5780 §7.6): Knit pads its requests so that a response is
  * never larger than the request that caused it (no amplification).
  */
-import { isIPv4 } from 'node:net';
+import { bytesToIp, ipToBytes } from '../net/ip-bytes.js';
 import type { UdpEndpoint } from '../udp.js';
 
 export const STUN_HEADER_LEN = 20;
@@ -98,37 +98,9 @@ export function encodeBindingRequest(txid: Uint8Array, options: { software?: boo
   });
 }
 
-function ipBytes(address: string): Uint8Array {
-  if (isIPv4(address)) return Uint8Array.from(address.split('.').map(Number));
-  const [head, tail = ''] = address.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = address.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => { const v = parseInt(g, 16); out[i * 2] = v >>> 8; out[i * 2 + 1] = v & 0xff; });
-  return out;
-}
-
-function ipText(b: Uint8Array): string {
-  if (b.length === 4) return Array.from(b).join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-  // Compress the longest run of zero groups (RFC 5952).
-  let best = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== '0') { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-}
-
 /** A binding success response carrying XOR-MAPPED-ADDRESS of `mapped`. */
 export function encodeBindingResponse(txid: Uint8Array, mapped: UdpEndpoint, options: { software?: boolean } = {}): Uint8Array {
-  const ip = ipBytes(mapped.address);
+  const ip = ipToBytes(mapped.address);
   const value = new Uint8Array(4 + ip.length);
   value[1] = ip.length === 4 ? 0x01 : 0x02;
   const xport = mapped.port ^ (STUN_MAGIC_COOKIE >>> 16);
@@ -204,5 +176,5 @@ function parseAddress(v: Uint8Array, xorTxid: Uint8Array | undefined): UdpEndpoi
     mask.set(xorTxid, 4);
     for (let i = 0; i < iplen; i++) ip[i]! ^= mask[i]!;
   }
-  return { address: ipText(ip), port };
+  return { address: bytesToIp(ip), port };
 }

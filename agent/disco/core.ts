@@ -1,0 +1,391 @@
+/**
+ * The disco core: every peer's path machine plus the packet handling around
+ * them, sans-I/O. The agent shell feeds it events (peer map updates, disco
+ * packets from the tunnel port, call-me-maybe relayed by the coordinator,
+ * network changes, WireGuard stats, timer ticks) with `now`, performs the
+ * actions it returns, and arms one timer for `nextWakeup()`. The simulator
+ * runs this very code.
+ *
+ * Safety rules enforced here:
+ *  - only packets sealed by a known peer's disco key are looked at;
+ *  - a ping must carry the node key the coordinator bound to that disco key;
+ *  - a pong counts only for an outstanding ping: same txid, same address, in time;
+ *  - pings per destination, pongs per source and call-me-maybes per peer are rate-limited;
+ *  - a pong is never larger than its ping (see shared/wire/disco.ts).
+ */
+import { LRUCache } from 'lru-cache';
+import type { RandomBytes } from '../../shared/clock.js';
+import { decodeKey } from '../../shared/crypto/keys.js';
+import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
+import type { UdpEndpoint } from '../../shared/udp.js';
+import type { NatType } from '../../shared/wire/control.js';
+import { DISCO_TXID_LEN, discoSender, discoSharedKey, openDisco, sealDisco, type DiscoMessage } from '../../shared/wire/disco.js';
+import type { PathKind } from '../status.js';
+import {
+  addCandidate, due, expireCandidates, newPeerPath, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
+  pathKind, PING_TIMEOUT_MS, startBurst, type Candidate, type PeerPathState,
+} from './peer-path.js';
+
+export interface DiscoPeerInput {
+  nodeKey: string;
+  discoKey: string; // '' = unknown yet (never connected)
+  name: string;
+  endpoints: string[];
+  natType: NatType;
+  online: boolean;
+}
+
+export type DiscoEvent =
+  | { type: 'peers-updated'; peers: DiscoPeerInput[] }
+  | { type: 'lan-candidate'; nodeKey: string; endpoint: UdpEndpoint }
+  | { type: 'udp'; from: UdpEndpoint; bytes: Uint8Array }
+  | { type: 'call-me-maybe'; fromNodeKey: string; endpoints: string[] }
+  | { type: 'network-changed' }
+  | { type: 'self-endpoints'; endpoints: string[]; natType: NatType }
+  | { type: 'wireguard-stats'; nodeKey: string; lastHandshakeMs: number; endpoint?: string }
+  | { type: 'ping-now'; nodeKey: string }
+  | { type: 'tick' };
+
+export type DiscoAction =
+  | { type: 'send-udp'; to: UdpEndpoint; bytes: Uint8Array }
+  | { type: 'send-call-me-maybe'; toNodeKey: string; endpoints: string[] }
+  /** Hand this endpoint to the engine. `initiator`: this side should start WireGuard's handshake (see docs/disco.md, anti-stall). */
+  | { type: 'set-peer-endpoint'; nodeKey: string; endpoint: string; path: PathKind; initiator: boolean }
+  | { type: 'path-changed'; nodeKey: string; from: PathKind; to: PathKind; endpoint?: string; rttMs?: number }
+  | { type: 'pong'; nodeKey: string; endpoint: string; rttMs: number; path: PathKind };
+
+export interface DiscoPeerStatus {
+  nodeKey: string;
+  name: string;
+  path: PathKind;
+  endpoint?: string;
+  rttMs?: number;
+  lastPongAt?: number;
+  candidates: number;
+  why?: string;
+}
+
+export interface DiscoCounters {
+  pingsSent: number;
+  pongsSent: number;
+  pongsAccepted: number;
+  dropMalformed: number;
+  dropUnknownSender: number;
+  dropBadNodeKey: number;
+  dropUnexpectedPong: number;
+  dropRateLimited: number;
+  callMeMaybeSent: number;
+  callMeMaybeReceived: number;
+}
+
+/** Minimum spacing of pings to one destination (all peers together). */
+export const MIN_PING_INTERVAL_MS = 200;
+/** Pongs answered per source address per second. Pongs are small, but a flood of replayed pings shouldn't be echoed. */
+export const PONGS_PER_SOURCE_PER_S = 20;
+/** A peer is asked to call back at most this often. */
+export const CALL_ME_MAYBE_INTERVAL_MS = 2000;
+/** Outstanding pings kept at most (the oldest is forgotten first). */
+const MAX_OUTSTANDING = 8192;
+
+interface Peer {
+  input: DiscoPeerInput;
+  discoPub?: Uint8Array;
+  shared?: Uint8Array;
+  path: PeerPathState;
+  lastCallMeMaybeAt: number;
+  lastKind: PathKind;
+  lastHandshakeMs: number;
+}
+
+interface Outstanding { nodeKey: string; key: string; sentAt: number }
+
+export interface DiscoCoreOptions {
+  nodeKey: string;
+  discoPrivateKey: Uint8Array;
+  discoPublicKey: Uint8Array;
+  random: RandomBytes;
+}
+
+export class DiscoCore {
+  private readonly peers = new Map<string, Peer>(); // by node key
+  private readonly byDisco = new Map<string, string>(); // disco key (base64) → node key
+  private readonly outstanding = new Map<string, Outstanding>(); // txid hex → ping
+  private readonly destLastPing = new LRUCache<string, number>({ max: 4096 });
+  private readonly pongBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
+  private readonly nodeKeyBytes: Uint8Array;
+  private selfEndpoints: string[] = [];
+  private selfNatType: NatType = 'unknown';
+  readonly counters: DiscoCounters = {
+    pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
+    dropUnexpectedPong: 0, dropRateLimited: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0,
+  };
+
+  constructor(private readonly o: DiscoCoreOptions) {
+    const k = decodeKey(o.nodeKey);
+    if (!k) throw new TypeError('nodeKey must be a base64 X25519 key');
+    this.nodeKeyBytes = k;
+  }
+
+  handle(e: DiscoEvent, now: number): DiscoAction[] {
+    const out: DiscoAction[] = [];
+    switch (e.type) {
+      case 'peers-updated': this.updatePeers(e.peers, now, out); break;
+      case 'lan-candidate': {
+        const p = this.peers.get(e.nodeKey);
+        if (p && addCandidate(p.path, e.endpoint, 'lan', now) && p.path.best?.kind !== 'lan') startBurst(p.path, now);
+        break;
+      }
+      case 'udp': this.receive(e.from, e.bytes, now, out); break;
+      case 'call-me-maybe': {
+        const p = this.peers.get(e.fromNodeKey);
+        if (!p) break;
+        this.counters.callMeMaybeReceived++;
+        const keys = new Set<string>();
+        for (const text of e.endpoints.slice(0, 16)) {
+          const ep = parseEndpoint(text);
+          if (!ep) continue;
+          keys.add(formatEndpoint(ep));
+          addCandidate(p.path, ep, 'call-me-maybe', now);
+        }
+        // The peer's address may have changed: let any fresh answer replace the current path.
+        if (p.path.best && !keys.has(p.path.best.key)) p.path.best.suspect = true;
+        startBurst(p.path, now);
+        break;
+      }
+      case 'network-changed':
+        for (const p of this.peers.values()) {
+          if (p.path.best) p.path.best.suspect = true;
+          startBurst(p.path, now);
+          this.callMeMaybe(p, now, out, true);
+        }
+        break;
+      case 'self-endpoints':
+        this.selfEndpoints = e.endpoints.slice(0, 16);
+        this.selfNatType = e.natType;
+        break;
+      case 'wireguard-stats': {
+        const p = this.peers.get(e.nodeKey);
+        if (!p) break;
+        p.lastHandshakeMs = e.lastHandshakeMs;
+        const ep = e.endpoint ? parseEndpoint(e.endpoint) : undefined;
+        // WireGuard only moves its endpoint after an authenticated packet, so a handshake
+        // from an address counts as proof the way a pong does.
+        if (ep && e.lastHandshakeMs > 0) {
+          const c = noteWireguardEvidence(p.path, ep, now);
+          if (c) this.chosen(p, c, now, out);
+        }
+        break;
+      }
+      case 'ping-now': {
+        const p = this.peers.get(e.nodeKey);
+        if (!p) break;
+        const target = p.path.best ? p.path.candidates.get(p.path.best.key) : undefined;
+        for (const c of target ? [target] : p.path.candidates.values()) this.ping(p, c, now, out, true);
+        break;
+      }
+      case 'tick': break;
+    }
+    this.runTimers(now, out);
+    return out;
+  }
+
+  nextWakeup(): number | undefined {
+    let t: number | undefined;
+    for (const p of this.peers.values()) {
+      const w = peerNextWakeup(p.path);
+      if (w !== undefined && (t === undefined || w < t)) t = w;
+    }
+    return t;
+  }
+
+  peerStatus(now: number): DiscoPeerStatus[] {
+    return [...this.peers.values()].map((p) => {
+      const path = pathKind(p.path, now);
+      const best = p.path.best && p.path.candidates.get(p.path.best.key);
+      return {
+        nodeKey: p.input.nodeKey, name: p.input.name, path,
+        endpoint: path !== 'none' ? best?.key : undefined, rttMs: path !== 'none' ? best?.rttMs : undefined,
+        lastPongAt: best && Number.isFinite(best.lastPongAt) ? best.lastPongAt : undefined,
+        candidates: p.path.candidates.size,
+        why: path === 'none' ? this.explain(p) : undefined,
+      };
+    });
+  }
+
+  /** A sentence a person can act on, for a peer without a path. */
+  private explain(p: Peer): string {
+    if (!p.discoPub) return 'the peer has never connected to the coordinator, so its keys and endpoints are unknown';
+    if (p.path.candidates.size === 0) {
+      return p.input.online ? 'the peer has not reported any endpoints yet' : 'the peer is offline and no endpoint of it is known';
+    }
+    const tried = p.path.candidates.size;
+    if (this.selfNatType === 'blocked' || p.input.natType === 'blocked') return 'UDP is blocked on one side; a relay is needed';
+    if (this.selfNatType === 'endpoint-dependent' && p.input.natType === 'endpoint-dependent') {
+      return 'both sides map endpoint-dependently (symmetric NAT), so hole punching cannot work; a relay is needed';
+    }
+    if (!p.input.online) return `the peer is offline (coordinator) and none of its ${tried} known endpoints answered`;
+    return `no candidate answered (${tried} tried, ${p.path.pingsSent} pings): a firewall may drop UDP on port ${p.input.endpoints[0]?.split(':').pop() ?? '?'}, or the peer's agent is not running`;
+  }
+
+  private updatePeers(list: DiscoPeerInput[], now: number, out: DiscoAction[]): void {
+    const seen = new Set<string>();
+    for (const input of list) {
+      seen.add(input.nodeKey);
+      let p = this.peers.get(input.nodeKey);
+      const isNew = !p;
+      if (!p) {
+        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0 };
+        this.peers.set(input.nodeKey, p);
+      }
+      const discoChanged = p.input.discoKey !== input.discoKey || (isNew && input.discoKey !== '');
+      if (discoChanged) {
+        if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
+        const pub = decodeKey(input.discoKey);
+        p.discoPub = pub;
+        p.shared = pub && discoSharedKey(this.o.discoPrivateKey, pub);
+        if (pub) this.byDisco.set(input.discoKey, input.nodeKey);
+      }
+      p.input = input;
+      let added = false;
+      for (const text of input.endpoints) {
+        const ep = parseEndpoint(text);
+        if (ep && addCandidate(p.path, ep, 'coordinator', now)) added = true;
+      }
+      if (!p.shared) continue;
+      if (isNew || discoChanged) {
+        // A new peer, or the same peer restarted (new disco key): punch and ask it to call back.
+        if (p.path.best) p.path.best.suspect = true;
+        startBurst(p.path, now);
+        this.callMeMaybe(p, now, out, false);
+      } else if (added && !p.path.best) startBurst(p.path, now);
+    }
+    for (const [key, p] of this.peers) {
+      if (seen.has(key)) continue;
+      this.peers.delete(key);
+      if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
+    }
+  }
+
+  private callMeMaybe(p: Peer, now: number, out: DiscoAction[], force: boolean): void {
+    if (!force && now - p.lastCallMeMaybeAt < CALL_ME_MAYBE_INTERVAL_MS) return;
+    p.lastCallMeMaybeAt = now;
+    this.counters.callMeMaybeSent++;
+    out.push({ type: 'send-call-me-maybe', toNodeKey: p.input.nodeKey, endpoints: this.selfEndpoints });
+  }
+
+  private runTimers(now: number, out: DiscoAction[]): void {
+    for (const [txid, o] of this.outstanding) {
+      if (now - o.sentAt <= PING_TIMEOUT_MS) break; // insertion order = send order
+      this.outstanding.delete(txid);
+    }
+    for (const p of this.peers.values()) {
+      if (!p.shared) continue;
+      const d = due(p.path, now);
+      for (const c of d.ping) this.ping(p, c, now, out, false);
+      if (d.died || d.burstEnded) {
+        this.callMeMaybe(p, now, out, false);
+        expireCandidates(p.path, now);
+      }
+      this.notePathKind(p, now, out);
+    }
+  }
+
+  private notePathKind(p: Peer, now: number, out: DiscoAction[]): void {
+    const kind = pathKind(p.path, now);
+    if (kind === p.lastKind) return;
+    const best = p.path.best && p.path.candidates.get(p.path.best.key);
+    out.push({ type: 'path-changed', nodeKey: p.input.nodeKey, from: p.lastKind, to: kind, endpoint: kind !== 'none' ? best?.key : undefined, rttMs: best?.rttMs });
+    p.lastKind = kind;
+  }
+
+  private ping(p: Peer, c: Candidate, now: number, out: DiscoAction[], explicit: boolean): void {
+    const last = this.destLastPing.get(c.key);
+    if (last !== undefined && now - last < MIN_PING_INTERVAL_MS && !explicit) {
+      this.counters.dropRateLimited++;
+      return;
+    }
+    this.destLastPing.set(c.key, now);
+    const txid = this.o.random(DISCO_TXID_LEN);
+    const txHex = Buffer.from(txid).toString('hex');
+    this.outstanding.set(txHex, { nodeKey: p.input.nodeKey, key: c.key, sentAt: now });
+    if (this.outstanding.size > MAX_OUTSTANDING) this.outstanding.delete(this.outstanding.keys().next().value!);
+    c.lastPingAt = now;
+    p.path.pingsSent++;
+    this.counters.pingsSent++;
+    out.push({ type: 'send-udp', to: c.ep, bytes: this.seal(p, { type: 'ping', txid, nodeKey: this.nodeKeyBytes }) });
+  }
+
+  private seal(p: Peer, m: DiscoMessage): Uint8Array {
+    return sealDisco(m, this.o.discoPublicKey, p.shared!, this.o.random(24));
+  }
+
+  private allowPong(source: string, now: number): boolean {
+    const b = this.pongBudget.get(source) ?? { tokens: PONGS_PER_SOURCE_PER_S, at: now };
+    b.tokens = Math.min(PONGS_PER_SOURCE_PER_S, b.tokens + ((now - b.at) / 1000) * PONGS_PER_SOURCE_PER_S);
+    b.at = now;
+    this.pongBudget.set(source, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  private receive(from: UdpEndpoint, bytes: Uint8Array, now: number, out: DiscoAction[]): void {
+    const sender = discoSender(bytes);
+    if (!sender) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const nodeKey = this.byDisco.get(Buffer.from(sender).toString('base64'));
+    const p = nodeKey ? this.peers.get(nodeKey) : undefined;
+    if (!p || !p.shared) {
+      this.counters.dropUnknownSender++;
+      return;
+    }
+    const m = openDisco(bytes, p.shared);
+    if (!m) {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const fromKey = formatEndpoint(from);
+    if (m.type === 'ping') {
+      if (Buffer.from(m.nodeKey).toString('base64') !== p.input.nodeKey) {
+        this.counters.dropBadNodeKey++;
+        return;
+      }
+      if (!this.allowPong(from.address, now)) {
+        this.counters.dropRateLimited++;
+        return;
+      }
+      this.counters.pongsSent++;
+      out.push({ type: 'send-udp', to: from, bytes: this.seal(p, { type: 'pong', txid: m.txid, src: from }) });
+      // The ping's source is where the peer's packets come from: a candidate worth pinging back
+      // at once — that return ping is what opens our side of a NAT for the crossing.
+      const isNew = addCandidate(p.path, from, 'ping', now);
+      const c = p.path.candidates.get(fromKey);
+      if (c && (isNew || !p.path.best || p.path.best.suspect)) this.ping(p, c, now, out, false);
+      return;
+    }
+    if (m.type === 'pong') {
+      const txHex = Buffer.from(m.txid).toString('hex');
+      const o = this.outstanding.get(txHex);
+      if (!o || o.nodeKey !== p.input.nodeKey || o.key !== fromKey || now - o.sentAt > PING_TIMEOUT_MS) {
+        this.counters.dropUnexpectedPong++;
+        return;
+      }
+      this.outstanding.delete(txHex);
+      this.counters.pongsAccepted++;
+      const rtt = Math.max(0, Math.round(now - o.sentAt));
+      const changed = notePong(p.path, fromKey, rtt, now);
+      if (changed) this.chosen(p, changed, now, out);
+      out.push({ type: 'pong', nodeKey: p.input.nodeKey, endpoint: fromKey, rttMs: rtt, path: pathKind(p.path, now) });
+      return;
+    }
+    // call-me-maybe over disco: accepted the same way as one relayed by the coordinator.
+    this.handle({ type: 'call-me-maybe', fromNodeKey: p.input.nodeKey, endpoints: m.endpoints.map(formatEndpoint) }, now).forEach((a) => out.push(a));
+  }
+
+  private chosen(p: Peer, c: Candidate, now: number, out: DiscoAction[]): void {
+    out.push({ type: 'set-peer-endpoint', nodeKey: p.input.nodeKey, endpoint: c.key, path: c.kind, initiator: this.o.nodeKey < p.input.nodeKey });
+    this.notePathKind(p, now, out);
+  }
+}

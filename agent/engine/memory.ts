@@ -1,0 +1,90 @@
+/**
+ * The in-memory engine: the same contract and the same diff as the real
+ * adapters, with the "engine" being a record in memory. The agent's tests and
+ * the simulator use it; it shows what was applied, every diff it was handed
+ * (so a test can prove that a repeated apply wrote nothing), and takes
+ * handshake/byte/roamed-endpoint figures from a test hook, since nothing here
+ * ever carries a packet.
+ */
+import { silentLogger, type Logger } from '../../shared/log.js';
+import { EMPTY_ENGINE_STATE, type EngineDiff, type EngineState } from './diff.js';
+import { createDiffingEngine, type ManagedEngine } from './diffing-engine.js';
+import type { EnginePeerStats } from './types.js';
+
+/** What a test may feed for one peer; unset fields keep their defaults (0, the applied endpoint). */
+export type MemoryPeerStatsPatch = Partial<Omit<EnginePeerStats, 'publicKey'>>;
+
+export interface MemoryEngine extends ManagedEngine {
+  readonly kind: 'memory';
+  /** The state held now (normalised config plus routes); undefined before the first apply. */
+  applied(): EngineState | undefined;
+  /** How many applies actually changed something. */
+  changes(): number;
+  /** Every non-empty diff, oldest first. */
+  diffs(): EngineDiff[];
+  /** Whether close() has run. */
+  isClosed(): boolean;
+  /**
+   * Test hook: what WireGuard would report for a peer (a handshake, bytes, or the
+   * endpoint it roamed to). Ignored for peers not applied; forgotten when the peer is removed.
+   */
+  setPeerStats(publicKey: string, patch: MemoryPeerStatsPatch): void;
+}
+
+const clone = <T>(v: T): T => structuredClone(v);
+
+export function createMemoryEngine(options: { logger?: Logger } = {}): MemoryEngine {
+  let state: EngineState | undefined;
+  let closed = false;
+  const history: EngineDiff[] = [];
+  const fed = new Map<string, MemoryPeerStatsPatch>();
+
+  const engine = createDiffingEngine(
+    {
+      kind: 'memory',
+      async start() {
+        state = clone(EMPTY_ENGINE_STATE);
+      },
+      async readState() {
+        return clone(state ?? EMPTY_ENGINE_STATE);
+      },
+      async push(diff, next) {
+        history.push(clone(diff));
+        // WireGuard forgets a removed peer's counters; so does this.
+        for (const key of diff.removePeers) fed.delete(key);
+        state = clone(next);
+      },
+      async readStats() {
+        return (state?.peers ?? []).map((p) => {
+          const f = fed.get(p.publicKey) ?? {};
+          return {
+            publicKey: p.publicKey,
+            endpoint: f.endpoint ?? p.endpoint,
+            lastHandshakeMs: f.lastHandshakeMs ?? 0,
+            rxBytes: f.rxBytes ?? 0,
+            txBytes: f.txBytes ?? 0,
+          };
+        });
+      },
+      async stop() {
+        closed = true;
+        state = undefined;
+        fed.clear();
+      },
+    },
+    options.logger ?? silentLogger,
+  );
+
+  return {
+    ...engine,
+    kind: 'memory',
+    applied: () => (state ? clone(state) : undefined),
+    changes: () => history.length,
+    diffs: () => clone(history),
+    isClosed: () => closed,
+    setPeerStats(publicKey, patch) {
+      if (!state?.peers.some((p) => p.publicKey === publicKey)) return;
+      fed.set(publicKey, { ...fed.get(publicKey), ...patch });
+    },
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * Disco: Knit's path-discovery packets, sent on the tunnel's UDP port beside
+ * WireGuard and STUN.
+ *
+ *   0      6                        38                       62
+ *   +------+------------------------+------------------------+---------------------+
+ *   | magic| sender disco key (32)  | nonce (24)             | sealed box          |
+ *   +------+------------------------+------------------------+---------------------+
+ *   magic = "KNIT" 0xF0 0x9F. It can't be mistaken for WireGuard (type byte 1–4,
+ *   then three zero bytes) nor STUN (first two bits 00, cookie at offset 4).
+ *
+ *   sealed box = XChaCha20-Poly1305 under deriveSharedKey(own disco key, peer disco
+ *   key, "disco"), nonce as above, the 38-byte header as associated data:
+ *     type (1) | version (1) | body
+ *       ping          1: txid (12) | sender node key (32) | padding
+ *       pong          2: txid (12) | observed source (16-byte IP + 2-byte port)
+ *       call-me-maybe 3: up to DISCO_MAX_ENDPOINTS × (16-byte IP + 2-byte port)
+ *
+ * A pong (96 bytes on the wire) is always smaller than the ping it answers
+ * (110 bytes or more), so answering can never amplify. Decoders never throw:
+ * malformed or unauthenticated input returns undefined.
+ */
+import { KEY_LEN } from '../crypto/keys.js';
+import { deriveSharedKey, openWithKey, SEAL_NONCE_LEN, SEAL_TAG_LEN, sealWithKey } from '../crypto/seal.js';
+import { bytesToEndpoint, endpointToBytes, ENDPOINT_BYTES_LEN } from '../net/ip-bytes.js';
+import type { UdpEndpoint } from '../udp.js';
+
+export const DISCO_MAGIC = Uint8Array.from([0x4b, 0x4e, 0x49, 0x54, 0xf0, 0x9f]);
+export const DISCO_MAGIC_LEN = 6;
+export const DISCO_HEADER_LEN = DISCO_MAGIC_LEN + KEY_LEN + SEAL_NONCE_LEN; // 62
+export const DISCO_VERSION = 1;
+export const DISCO_TXID_LEN = 12;
+export const DISCO_MAX_ENDPOINTS = 16;
+/** Largest disco packet accepted: a full call-me-maybe plus slack for newer versions' fields. */
+export const DISCO_MAX_LEN = 1024;
+
+export const DISCO_TYPE_PING = 1;
+export const DISCO_TYPE_PONG = 2;
+export const DISCO_TYPE_CALL_ME_MAYBE = 3;
+
+export type DiscoMessage =
+  | { type: 'ping'; txid: Uint8Array; nodeKey: Uint8Array; padding?: number }
+  | { type: 'pong'; txid: Uint8Array; src: UdpEndpoint }
+  | { type: 'call-me-maybe'; endpoints: UdpEndpoint[] };
+
+export function isDiscoPacket(b: Uint8Array): boolean {
+  if (b.length < DISCO_HEADER_LEN + 2 + SEAL_TAG_LEN) return false;
+  for (let i = 0; i < DISCO_MAGIC_LEN; i++) if (b[i] !== DISCO_MAGIC[i]) return false;
+  return true;
+}
+
+/** The plaintext (type | version | body) of a message. */
+export function encodeDiscoPlaintext(m: DiscoMessage): Uint8Array {
+  switch (m.type) {
+    case 'ping': {
+      if (m.txid.length !== DISCO_TXID_LEN || m.nodeKey.length !== KEY_LEN) throw new RangeError('bad ping fields');
+      const out = new Uint8Array(2 + DISCO_TXID_LEN + KEY_LEN + (m.padding ?? 0));
+      out[0] = DISCO_TYPE_PING; out[1] = DISCO_VERSION;
+      out.set(m.txid, 2);
+      out.set(m.nodeKey, 2 + DISCO_TXID_LEN);
+      return out;
+    }
+    case 'pong': {
+      if (m.txid.length !== DISCO_TXID_LEN) throw new RangeError('bad pong txid');
+      const out = new Uint8Array(2 + DISCO_TXID_LEN + ENDPOINT_BYTES_LEN);
+      out[0] = DISCO_TYPE_PONG; out[1] = DISCO_VERSION;
+      out.set(m.txid, 2);
+      out.set(endpointToBytes(m.src), 2 + DISCO_TXID_LEN);
+      return out;
+    }
+    case 'call-me-maybe': {
+      if (m.endpoints.length > DISCO_MAX_ENDPOINTS) throw new RangeError('too many endpoints');
+      const out = new Uint8Array(2 + ENDPOINT_BYTES_LEN * m.endpoints.length);
+      out[0] = DISCO_TYPE_CALL_ME_MAYBE; out[1] = DISCO_VERSION;
+      m.endpoints.forEach((ep, i) => out.set(endpointToBytes(ep), 2 + i * ENDPOINT_BYTES_LEN));
+      return out;
+    }
+  }
+}
+
+/** Parses a plaintext; strict on lengths of known fields, lenient on trailing bytes (newer versions). */
+export function decodeDiscoPlaintext(p: Uint8Array): DiscoMessage | undefined {
+  if (p.length < 2 || p[1]! < 1) return undefined;
+  const body = p.subarray(2);
+  switch (p[0]) {
+    case DISCO_TYPE_PING:
+      if (body.length < DISCO_TXID_LEN + KEY_LEN) return undefined;
+      return { type: 'ping', txid: body.slice(0, DISCO_TXID_LEN), nodeKey: body.slice(DISCO_TXID_LEN, DISCO_TXID_LEN + KEY_LEN) };
+    case DISCO_TYPE_PONG: {
+      if (body.length < DISCO_TXID_LEN + ENDPOINT_BYTES_LEN) return undefined;
+      const src = bytesToEndpoint(body.subarray(DISCO_TXID_LEN, DISCO_TXID_LEN + ENDPOINT_BYTES_LEN));
+      return src && { type: 'pong', txid: body.slice(0, DISCO_TXID_LEN), src };
+    }
+    case DISCO_TYPE_CALL_ME_MAYBE: {
+      if (body.length % ENDPOINT_BYTES_LEN !== 0 || body.length / ENDPOINT_BYTES_LEN > DISCO_MAX_ENDPOINTS) return undefined;
+      const endpoints: UdpEndpoint[] = [];
+      for (let o = 0; o < body.length; o += ENDPOINT_BYTES_LEN) {
+        const ep = bytesToEndpoint(body.subarray(o, o + ENDPOINT_BYTES_LEN));
+        if (!ep) return undefined;
+        endpoints.push(ep);
+      }
+      return { type: 'call-me-maybe', endpoints };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** The key two disco key holders share; the core caches it per peer (an X25519 per packet is the cost). */
+export function discoSharedKey(ownPrivate: Uint8Array, peerPublic: Uint8Array): Uint8Array | undefined {
+  try {
+    return deriveSharedKey(ownPrivate, peerPublic, 'disco');
+  } catch {
+    return undefined; // low-order key
+  }
+}
+
+export function sealDisco(m: DiscoMessage, senderPublic: Uint8Array, sharedKey: Uint8Array, nonce: Uint8Array): Uint8Array {
+  if (senderPublic.length !== KEY_LEN || nonce.length !== SEAL_NONCE_LEN) throw new RangeError('bad disco header fields');
+  const header = new Uint8Array(DISCO_HEADER_LEN);
+  header.set(DISCO_MAGIC, 0);
+  header.set(senderPublic, DISCO_MAGIC_LEN);
+  header.set(nonce, DISCO_MAGIC_LEN + KEY_LEN);
+  const sealed = sealWithKey(sharedKey, nonce, encodeDiscoPlaintext(m), header);
+  const out = new Uint8Array(DISCO_HEADER_LEN + sealed.length);
+  out.set(header);
+  out.set(sealed, DISCO_HEADER_LEN);
+  return out;
+}
+
+/** The sender's disco key, read before authentication so the receiver can pick the shared key. */
+export function discoSender(b: Uint8Array): Uint8Array | undefined {
+  if (!isDiscoPacket(b) || b.length > DISCO_MAX_LEN) return undefined;
+  return b.slice(DISCO_MAGIC_LEN, DISCO_MAGIC_LEN + KEY_LEN);
+}
+
+export function openDisco(b: Uint8Array, sharedKey: Uint8Array): DiscoMessage | undefined {
+  if (!isDiscoPacket(b) || b.length > DISCO_MAX_LEN) return undefined;
+  const header = b.subarray(0, DISCO_HEADER_LEN);
+  const nonce = b.subarray(DISCO_MAGIC_LEN + KEY_LEN, DISCO_HEADER_LEN);
+  const plain = openWithKey(sharedKey, nonce, b.subarray(DISCO_HEADER_LEN), header);
+  return plain && decodeDiscoPlaintext(plain);
+}
