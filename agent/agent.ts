@@ -1,0 +1,370 @@
+/**
+ * The agent runtime: the one place where the control client, endpoint
+ * discovery, the disco core and the tunnel engine meet. It owns the tunnel
+ * port's socket and the timer; every decision is made by the pure cores it
+ * feeds (DiscoCore, StunProbe, the netmap reducer). Sockets, clock, random
+ * and the control transport are injected, so the simulator runs this same
+ * runtime on virtual ones.
+ *
+ * Flow:
+ *   control: welcome → STUN servers; snapshot/delta → disco peers + engine peers
+ *   udp port: disco packet → DiscoCore; STUN answer → StunProbe; other → counted and dropped
+ *   StunProbe result → our endpoints → coordinator + DiscoCore (for call-me-maybe)
+ *   DiscoCore actions → udp sends, call-me-maybe via control, engine endpoint changes
+ *   network change → re-probe, re-punch, re-assert endpoints in the engine
+ */
+import { x25519 } from '@noble/curves/ed25519.js';
+import type { Clock, RandomBytes } from '../shared/clock.js';
+import { encodeKey } from '../shared/crypto/keys.js';
+import type { Logger } from '../shared/log.js';
+import type { UdpEndpoint, UdpSocket } from '../shared/udp.js';
+import type { NatType, PeerInfo, WelcomeMsg } from '../shared/wire/control.js';
+import { isDiscoPacket } from '../shared/wire/disco.js';
+import { isStunPacket } from '../shared/wire/stun.js';
+import { ControlClient, type ControlStatus, type ControlTransport } from './control/client.js';
+import type { Netmap } from './control/netmap.js';
+import { DiscoCore, type DiscoAction } from './disco/core.js';
+import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
+import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
+import type { NodeIdentity, NodeRecord } from './state.js';
+import type { PathKind, StatusDocument } from './status.js';
+
+export interface AgentOptions {
+  identity: NodeIdentity;
+  node: NodeRecord;
+  /** The observer's IP (the coordinator host, resolved by the shell). */
+  stunHost: string;
+  iface: string;
+  keepaliveS: number;
+  portMode: 'proxy' | 'shared' | 'memory';
+  initialNetmap?: Netmap;
+}
+
+export interface AgentDeps {
+  clock: Clock;
+  random: RandomBytes;
+  logger: Logger;
+  udp: UdpSocket;
+  transport: ControlTransport;
+  engine: Engine;
+  localAddresses: () => string[];
+  saveNetmap?: (map: Netmap) => void;
+  /** Packets that are neither disco nor STUN (WireGuard's, in proxy mode). */
+  onOtherPacket?: (bytes: Uint8Array, from: UdpEndpoint) => void;
+}
+
+/** WireGuard stats are read this often; they confirm paths and feed `knit status`. */
+export const STATS_POLL_MS = 2000;
+
+export interface PingResult { ok: boolean; path: PathKind; endpoint?: string; rttMs?: number; error?: string }
+
+export class Agent {
+  private readonly disco: DiscoCore;
+  private readonly probe: StunProbe;
+  private readonly control: ControlClient;
+  private readonly discoKey: string;
+  private netmap: Netmap;
+  private endpoints = new Map<string, { endpoint: string; initiator: boolean }>(); // node key → chosen endpoint
+  private stats = new Map<string, EnginePeerStats>();
+  private selfEndpoints: string[] = [];
+  private natType: NatType = 'unknown';
+  private portPreserved?: boolean;
+  private timer: ReturnType<Clock['setTimeout']> | undefined;
+  private timerAt = Infinity;
+  private statsTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private applying: Promise<void> = Promise.resolve();
+  private applyQueued = false;
+  private reassert = false;
+  private controlStatus: { status: ControlStatus; detail?: string } = { status: 'disconnected' };
+  private pingWaiters = new Map<string, (r: PingResult) => void>();
+  private running = false;
+  private stunServers: UdpEndpoint[] = [];
+  private discoveryWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
+  readonly counters = { udpOther: 0, udpTotal: 0 };
+  /** Path changes, for `knit ping --until-direct` and logs. */
+  onPathChange?: (nodeKey: string, from: PathKind, to: PathKind) => void;
+
+  constructor(private readonly o: AgentOptions, private readonly d: AgentDeps) {
+    const discoPrivate = d.random(32);
+    const discoPublic = x25519.getPublicKey(discoPrivate);
+    this.discoKey = encodeKey(discoPublic);
+    this.netmap = o.initialNetmap ?? { version: 0, selfId: o.node.id, peers: new Map() };
+    this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random });
+    this.probe = new StunProbe(() => d.udp.localPort(), d.random);
+    this.control = new ControlClient(
+      { url: o.node.coordinatorUrl, coordinatorKey: o.node.coordinatorKey, nodePrivateKey: o.identity.privateKey, nodeKey: o.identity.publicKey, discoKey: this.discoKey, initialMap: this.netmap },
+      {
+        transport: d.transport, clock: d.clock, random: d.random, logger: d.logger,
+        events: {
+          onWelcome: (w) => this.welcomed(w),
+          onNetmap: (m) => this.netmapChanged(m, true),
+          onCallMeMaybe: (from, eps) => this.discoEvent({ type: 'call-me-maybe', fromNodeKey: from, endpoints: eps }),
+          onStatus: (status, detail) => {
+            this.controlStatus = { status, detail };
+            d.logger.info('coordinator connection', { status, detail });
+          },
+        },
+      },
+    );
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
+    this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.d.udp.localPort(), []);
+    this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now());
+    // A cached peer map lets cached peers connect before (or without) the coordinator.
+    if (this.netmap.peers.size > 0) this.netmapChanged(this.netmap, false);
+    else this.requestApply();
+    this.control.start();
+    this.pollStats();
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.control.stop();
+    if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
+    if (this.statsTimer !== undefined) this.d.clock.clearTimeout(this.statsTimer);
+    for (const w of this.pingWaiters.values()) w({ ok: false, path: 'none', error: 'agent stopping' });
+    for (const w of this.discoveryWaiters.splice(0)) w(undefined);
+    this.pingWaiters.clear();
+    await this.applying;
+    this.d.udp.close();
+  }
+
+  /** The host's addresses changed (roaming): re-probe, re-punch, re-assert the engine's endpoints. */
+  networkChanged(): void {
+    const now = this.d.clock.now();
+    this.d.logger.info('network changed', { addresses: this.d.localAddresses() });
+    this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.d.udp.localPort(), []);
+    this.reportEndpoints();
+    this.probe.configure(this.stunServers, this.d.localAddresses());
+    this.runDiscovery(this.probe.trigger(now));
+    this.discoEvent({ type: 'network-changed' });
+    this.reassert = true;
+    this.requestApply();
+  }
+
+  private welcomed(w: WelcomeMsg): void {
+    this.stunServers = w.stun.map((port) => ({ address: this.o.stunHost, port }));
+    this.probe.configure(this.stunServers, this.d.localAddresses());
+    this.runDiscovery(this.probe.trigger(this.d.clock.now()));
+    this.reportEndpoints();
+  }
+
+  private netmapChanged(map: Netmap, fromCoordinator: boolean): void {
+    this.netmap = map;
+    const peers = [...map.peers.values()];
+    const keys = new Set(peers.map((p) => p.nodeKey));
+    for (const k of this.endpoints.keys()) if (!keys.has(k)) this.endpoints.delete(k);
+    this.discoEvent({
+      type: 'peers-updated',
+      peers: peers.map((p) => ({ nodeKey: p.nodeKey, discoKey: p.discoKey, name: p.name, endpoints: p.endpoints, natType: p.natType, online: p.online })),
+    });
+    this.requestApply();
+    if (fromCoordinator) this.d.saveNetmap?.(map);
+  }
+
+  private packet(bytes: Uint8Array, from: UdpEndpoint): void {
+    this.counters.udpTotal++;
+    const now = this.d.clock.now();
+    if (isDiscoPacket(bytes)) return this.discoEvent({ type: 'udp', from, bytes });
+    if (isStunPacket(bytes)) return this.runDiscovery(this.probe.packet(from, bytes, now));
+    this.counters.udpOther++;
+    this.d.onOtherPacket?.(bytes, from);
+  }
+
+  private discoEvent(e: Parameters<DiscoCore['handle']>[0]): void {
+    this.perform(this.disco.handle(e, this.d.clock.now()));
+    this.arm();
+  }
+
+  private runDiscovery(actions: DiscoveryAction[]): void {
+    for (const a of actions) {
+      if (a.type === 'send') this.d.udp.send(a.bytes, a.to);
+      else {
+        const r = a.result;
+        this.natType = r.natType;
+        this.portPreserved = r.portPreserved;
+        this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.d.udp.localPort(), r.reflexive);
+        this.d.logger.debug('endpoints discovered', { endpoints: this.selfEndpoints, nat: r.natType });
+        this.reportEndpoints();
+        for (const w of this.discoveryWaiters.splice(0)) w(r);
+      }
+    }
+    this.arm();
+  }
+
+  /** Runs a fresh STUN round from the tunnel port (knit netcheck); undefined when no observer is known yet. */
+  netcheck(): Promise<{ result?: DiscoveryResult; servers: string[]; localAddresses: string[]; port: number }> {
+    const base = { servers: this.stunServers.map((s) => `${s.address}:${s.port}`), localAddresses: this.d.localAddresses(), port: this.d.udp.localPort() };
+    if (this.stunServers.length === 0) return Promise.resolve(base);
+    return new Promise((resolve) => {
+      this.discoveryWaiters.push((result) => resolve({ ...base, result }));
+      this.runDiscovery(this.probe.trigger(this.d.clock.now()));
+    });
+  }
+
+  private reportEndpoints(): void {
+    this.control.reportEndpoints(this.selfEndpoints, this.natType);
+    this.perform(this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now()));
+  }
+
+  private perform(actions: DiscoAction[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case 'send-udp': this.d.udp.send(a.bytes, a.to); break;
+        case 'send-call-me-maybe': this.control.callMeMaybe(a.toNodeKey, a.endpoints); break;
+        case 'set-peer-endpoint':
+          this.endpoints.set(a.nodeKey, { endpoint: a.endpoint, initiator: a.initiator });
+          this.requestApply();
+          break;
+        case 'path-changed':
+          this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint, rttMs: a.rttMs });
+          this.onPathChange?.(a.nodeKey, a.from, a.to);
+          break;
+        case 'pong': {
+          const w = this.pingWaiters.get(a.nodeKey);
+          if (w) {
+            this.pingWaiters.delete(a.nodeKey);
+            w({ ok: true, path: a.path, endpoint: a.endpoint, rttMs: a.rttMs });
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  private peerName(nodeKey: string): string {
+    for (const p of this.netmap.peers.values()) if (p.nodeKey === nodeKey) return p.name;
+    return nodeKey.slice(0, 8);
+  }
+
+  /** One timer for both cores: the earliest wakeup either asks for. */
+  private arm(): void {
+    if (!this.running) return;
+    const at = Math.min(this.disco.nextWakeup() ?? Infinity, this.probe.nextWakeup() ?? Infinity);
+    if (at === this.timerAt && this.timer !== undefined) return;
+    if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = at;
+    if (at === Infinity) return;
+    this.timer = this.d.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      const now = this.d.clock.now();
+      this.runDiscovery(this.probe.tick(now));
+      this.perform(this.disco.handle({ type: 'tick' }, now));
+      this.arm();
+    }, Math.max(0, at - this.d.clock.now()));
+  }
+
+  private desiredConfig(): EngineConfig {
+    return {
+      privateKey: encodeKey(this.o.identity.privateKey),
+      listenPort: this.d.udp.localPort(),
+      addresses: this.o.node.addresses,
+      peers: [...this.netmap.peers.values()].map((p: PeerInfo) => {
+        const chosen = this.endpoints.get(p.nodeKey);
+        const handshook = (this.stats.get(p.nodeKey)?.lastHandshakeMs ?? 0) > 0;
+        // Anti-stall (LAB-NOTES): only one side keeps WireGuard's keepalive running until the
+        // first handshake, so the two sides never initiate in lock-step.
+        const keepalive = chosen && (chosen.initiator || handshook) ? this.o.keepaliveS : 0;
+        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint: chosen?.endpoint, persistentKeepaliveS: keepalive };
+      }),
+    };
+  }
+
+  /** Applies the desired engine config; applies never overlap, and a burst of requests costs one apply. */
+  private requestApply(): void {
+    if (this.applyQueued) return;
+    this.applyQueued = true;
+    this.applying = this.applying.then(async () => {
+      this.applyQueued = false;
+      if (!this.running) return;
+      const reassert = this.reassert;
+      this.reassert = false;
+      try {
+        await this.d.engine.apply(this.desiredConfig(), { reassertEndpoints: reassert });
+      } catch (err) {
+        this.d.logger.error('engine apply failed', { err: (err as Error).message });
+      }
+    });
+  }
+
+  private pollStats(): void {
+    if (!this.running) return;
+    this.statsTimer = this.d.clock.setTimeout(async () => {
+      try {
+        const list = await this.d.engine.stats();
+        let newHandshake = false;
+        for (const s of list) {
+          const prev = this.stats.get(s.publicKey);
+          if ((prev?.lastHandshakeMs ?? 0) === 0 && s.lastHandshakeMs > 0) newHandshake = true;
+          this.stats.set(s.publicKey, s);
+          if (s.lastHandshakeMs > 0 && s.lastHandshakeMs !== prev?.lastHandshakeMs) {
+            this.discoEvent({ type: 'wireguard-stats', nodeKey: s.publicKey, lastHandshakeMs: s.lastHandshakeMs, endpoint: s.endpoint });
+          }
+        }
+        if (newHandshake) this.requestApply(); // the responder side may now turn its keepalive on
+      } catch (err) {
+        this.d.logger.warn('engine stats failed', { err: (err as Error).message });
+      }
+      this.pollStats();
+    }, STATS_POLL_MS);
+  }
+
+  /** Finds a peer by name, mesh IP or node key. */
+  findPeer(selector: string): PeerInfo | undefined {
+    for (const p of this.netmap.peers.values()) {
+      if (p.name === selector || p.nodeKey === selector || p.addresses.some((a) => a.split('/')[0] === selector)) return p;
+    }
+    return undefined;
+  }
+
+  /** One disco ping round to a peer; resolves with the first pong or a timeout. */
+  ping(selector: string, timeoutMs = 3000): Promise<PingResult> {
+    const peer = this.findPeer(selector);
+    if (!peer) return Promise.resolve({ ok: false, path: 'none', error: `no peer called ${selector}` });
+    return new Promise((resolve) => {
+      const t = this.d.clock.setTimeout(() => {
+        this.pingWaiters.delete(peer.nodeKey);
+        resolve({ ok: false, path: 'none', error: 'no answer' });
+      }, timeoutMs);
+      this.pingWaiters.set(peer.nodeKey, (r) => { this.d.clock.clearTimeout(t); resolve(r); });
+      this.discoEvent({ type: 'ping-now', nodeKey: peer.nodeKey });
+    });
+  }
+
+  status(): StatusDocument {
+    const now = this.d.clock.now();
+    const disco = new Map(this.disco.peerStatus(now).map((s) => [s.nodeKey, s]));
+    return {
+      self: {
+        id: this.o.node.id, name: this.o.node.name, nodeKey: this.o.identity.publicKey,
+        ips: this.o.node.addresses.map((a) => a.split('/')[0]!), port: this.d.udp.localPort(),
+        endpoints: this.selfEndpoints, natType: this.natType, portPreserving: this.portPreserved,
+      },
+      coordinator: { url: this.o.node.coordinatorUrl, status: this.controlStatus.status, detail: this.controlStatus.detail, version: this.netmap.version },
+      engine: { kind: this.d.engine.kind, iface: this.o.iface, portMode: this.o.portMode },
+      counters: { ...this.counters, ...this.disco.counters },
+      peers: [...this.netmap.peers.values()].map((p) => {
+        const s = disco.get(p.nodeKey);
+        const st = this.stats.get(p.nodeKey);
+        return {
+          id: p.id, name: p.name, nodeKey: p.nodeKey, ip: p.addresses[0]?.split('/')[0] ?? '', ips: p.addresses.map((a) => a.split('/')[0]!),
+          online: p.online, path: s?.path ?? 'none', endpoint: s?.endpoint, rttMs: s?.rttMs,
+          lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: s?.why,
+        };
+      }),
+    };
+  }
+
+  /** Our current candidate endpoints (for tests and status). */
+  get endpointsReported(): string[] {
+    return this.selfEndpoints;
+  }
+}
+

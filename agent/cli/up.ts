@@ -1,0 +1,131 @@
+/**
+ * `knit up`: join (first time) or resume, then run the agent in the
+ * foreground until SIGINT/SIGTERM or `knit down`. A service manager
+ * supervises it; there is no daemon mode. Progress lines for people go to
+ * stdout; structured logs go to stderr.
+ */
+import { lookup } from 'node:dns/promises';
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { systemClock } from '../../shared/clock.js';
+import { defaultRandomBytes } from '../../shared/crypto/seal.js';
+import { KnitError } from '../../shared/errors.js';
+import { createLogger, type Logger } from '../../shared/log.js';
+import { Agent } from '../agent.js';
+import { startApiServer } from '../api/server.js';
+import { joinMesh, parseJoinToken, sanitizeHostname } from '../control/join.js';
+import { wsTransport } from '../control/ws-transport.js';
+import type { Engine } from '../engine/types.js';
+import { openUdpSocket } from '../net/udp-socket.js';
+import { createInterfaceMonitor } from '../roam/interfaces.js';
+import {
+  loadCachedNetmap, loadNodeRecord, loadOrCreateIdentity, saveCachedNetmap, saveNodeRecord, socketPath, type NodeRecord,
+} from '../state.js';
+
+export type EngineChoice = 'memory' | 'wireguard-go' | 'kernel';
+
+export interface UpOptions {
+  token?: string;
+  engine: EngineChoice;
+  iface: string;
+  port: number;
+  stateDir: string;
+  interfaces?: string[];
+  keepaliveS: number;
+  hostname?: string;
+}
+
+async function createEngine(choice: EngineChoice, iface: string, logger: Logger): Promise<Engine> {
+  if (choice === 'memory') return (await import('../engine/memory.js')).createMemoryEngine({ logger });
+  if (choice === 'wireguard-go') {
+    const m = await import('../engine/wireguard-go.js');
+    return m.createWireguardGoEngine({ iface, logger });
+  }
+  const m = await import('../engine/kernel.js');
+  return m.createKernelEngine({ iface, logger });
+}
+
+async function ensureJoined(o: UpOptions, identity: { privateKey: Uint8Array; publicKey: string }, say: (s: string) => void): Promise<NodeRecord> {
+  const existing = loadNodeRecord(o.stateDir);
+  if (!o.token) {
+    if (!existing) throw new KnitError('KNIT_ERR_USAGE', 'this machine has not joined a mesh yet: run knit up --token <join token>');
+    return existing;
+  }
+  const token = parseJoinToken(o.token);
+  if (existing && existing.coordinatorKey === token.coordinatorKey) {
+    say(`already joined as ${existing.name} (${existing.addresses[0]?.split('/')[0]}); reusing identity`);
+    return existing;
+  }
+  say(`joining the mesh at ${token.url} …`);
+  const res = await joinMesh(token, o.token, { ...identity, discoKey: identity.publicKey, hostname: sanitizeHostname(o.hostname ?? hostname()) });
+  const rec: NodeRecord = {
+    coordinatorUrl: token.url, coordinatorKey: token.coordinatorKey, id: res.node.id, name: res.node.name,
+    addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix,
+  };
+  saveNodeRecord(o.stateDir, rec);
+  say(`joined as ${rec.name}, mesh address ${rec.addresses.map((a) => a.split('/')[0]).join(', ')}`);
+  return rec;
+}
+
+async function resolveHost(url: string): Promise<string> {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  if (isIP(host)) return host;
+  try {
+    return (await lookup(host)).address;
+  } catch (err) {
+    throw new KnitError('KNIT_ERR_UNREACHABLE', `cannot resolve the coordinator host ${host}`, { cause: err });
+  }
+}
+
+export async function runUp(o: UpOptions): Promise<number> {
+  const logger = createLogger({ base: { component: 'agent' } });
+  const say = (s: string) => console.log(`knit: ${s}`);
+  const identity = loadOrCreateIdentity(o.stateDir);
+  const node = await ensureJoined(o, identity, say);
+  const stunHost = await resolveHost(node.coordinatorUrl);
+  const engine = await createEngine(o.engine, o.iface, logger);
+  let udp;
+  try {
+    udp = await openUdpSocket({ port: o.port });
+  } catch (err) {
+    await engine.close();
+    throw new KnitError('KNIT_ERR_USAGE', `cannot use UDP port ${o.port}: ${(err as Error).message}`);
+  }
+  const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, onChange: () => agent.networkChanged() });
+  const agent: Agent = new Agent(
+    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: o.engine === 'memory' ? 'memory' : 'proxy', initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
+    {
+      clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
+      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m),
+    },
+  );
+  const connected = new Set<string>();
+  agent.onPathChange = (nodeKey, _from, to) => {
+    const name = agent.findPeer(nodeKey)?.name ?? nodeKey.slice(0, 8);
+    if (to !== 'none' && !connected.has(nodeKey)) {
+      connected.add(nodeKey);
+      say(`peer ${name} connected (${to})`);
+    } else if (to === 'none' && connected.delete(nodeKey)) say(`peer ${name} lost its path; re-punching`);
+  };
+  let stop!: () => void;
+  const stopped = new Promise<void>((resolve) => { stop = resolve; });
+  const api = await startApiServer(socketPath(o.stateDir), {
+    'GET /v1/status': () => agent.status(),
+    'POST /v1/ping': (q) => agent.ping(q.get('peer') ?? ''),
+    'POST /v1/netcheck': () => agent.netcheck(),
+    'POST /v1/down': () => { setImmediate(stop); return { stopping: true }; },
+  });
+  await agent.start();
+  monitor.start();
+  say(`up: ${node.name} ${node.addresses.map((a) => a.split('/')[0]).join(' ')}, engine ${engine.kind}, UDP port ${udp.localPort()}`);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  await stopped;
+  say('leaving the mesh …');
+  monitor.stop();
+  await agent.stop();
+  await engine.close();
+  await api.close();
+  say('down');
+  return 0;
+}
