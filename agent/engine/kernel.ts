@@ -1,0 +1,108 @@
+/**
+ * The kernel WireGuard engine, through the standard tools: `ip link add <iface>
+ * type wireguard` creates the interface, `wg set` writes the diff (wg-tool.ts
+ * builds the argv; the private key goes on stdin), `wg show <iface> dump`
+ * reads it back, and ip-link.ts handles addresses and routes exactly as for
+ * wireguard-go.
+ *
+ * Without the wireguard module `ip link add … type wireguard` fails with
+ * "Unknown device type"; start() turns that into KnitError(KNIT_ERR_ENGINE)
+ * saying so, and the agent falls back to wireguard-go. If the interface
+ * already exists it is adopted, whatever made it: `wg` speaks to kernel and
+ * userspace interfaces alike, which is how this adapter's configuration path is
+ * tested against a wireguard-go interface (docs/engines.md).
+ *
+ * Close deletes the link (it belongs to Knit, created or adopted); its
+ * addresses and routes go with it.
+ */
+import { KnitError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/log.js';
+import { diffTouchesInterface, type EngineState } from './diff.js';
+import { createDiffingEngine, type ManagedEngine } from './diffing-engine.js';
+import { ExecError, execCommand, type ExecFn } from './exec.js';
+import { WG_DEFAULT_MTU, applyInterfaceDiff, deleteLink, linkExists, linkUp, readAddresses, readRoutes } from './ip-link.js';
+import type { EnginePeerStats } from './types.js';
+import { assertInterfaceName } from './uapi-socket.js';
+import { parseWgDump, wgSetCommand, type WgDump } from './wg-tool.js';
+
+export interface KernelEngineOptions {
+  iface: string;
+  logger: Logger;
+  /** Runs `ip` and `wg` (default: execFile). The lab runs them inside a namespace. */
+  exec?: ExecFn;
+  mtu?: number;
+}
+
+export interface KernelEngine extends ManagedEngine {
+  readonly kind: 'kernel';
+}
+
+/** The engine state a `wg show dump` plus the interface's addresses and routes amount to. */
+export function stateFromWgDump(dump: WgDump, addresses: string[], routes: string[]): EngineState {
+  const peers = dump.peers
+    .map((p) => ({ publicKey: p.publicKey, allowedIps: [...new Set(p.allowedIps)].sort(), endpoint: p.endpoint, persistentKeepaliveS: p.persistentKeepaliveS }))
+    .sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1));
+  return { privateKey: dump.privateKey ?? '', listenPort: dump.listenPort, addresses, peers, routes };
+}
+
+export function statsFromWgDump(dump: WgDump): EnginePeerStats[] {
+  return dump.peers.map((p) => ({
+    publicKey: p.publicKey,
+    endpoint: p.endpoint,
+    lastHandshakeMs: p.latestHandshakeS * 1000,
+    rxBytes: p.rxBytes,
+    txBytes: p.txBytes,
+  }));
+}
+
+export function createKernelEngine(options: KernelEngineOptions): KernelEngine {
+  const { iface } = options;
+  assertInterfaceName(iface);
+  const exec = options.exec ?? execCommand;
+  const log = options.logger.child({ engine: 'kernel', iface });
+
+  const readDump = async (): Promise<WgDump> => {
+    const { stdout } = await exec(['wg', 'show', iface, 'dump']);
+    const parsed = parseWgDump(stdout);
+    if (!parsed.ok) throw new KnitError('KNIT_ERR_ENGINE', `wg show ${iface} dump: ${parsed.error}`);
+    return parsed.value;
+  };
+
+  const engine = createDiffingEngine(
+    {
+      kind: 'kernel',
+      async start() {
+        if (await linkExists(exec, iface)) {
+          log.info('adopting the existing interface');
+        } else {
+          try {
+            await exec(['ip', 'link', 'add', 'dev', iface, 'type', 'wireguard']);
+          } catch (e) {
+            if (e instanceof ExecError && /unknown device type|not supported/i.test(e.stderr)) {
+              throw new KnitError('KNIT_ERR_ENGINE', 'kernel WireGuard is not available on this host (no wireguard module); use the wireguard-go engine', { cause: e });
+            }
+            throw e;
+          }
+          log.info('created the interface');
+        }
+        await linkUp(exec, iface, options.mtu ?? WG_DEFAULT_MTU);
+      },
+      async readState() {
+        return stateFromWgDump(await readDump(), await readAddresses(exec, iface), await readRoutes(exec, iface));
+      },
+      async push(diff) {
+        const cmd = wgSetCommand(iface, diff);
+        if (cmd) await exec(cmd.argv, { input: cmd.input });
+        if (diffTouchesInterface(diff)) await applyInterfaceDiff(exec, iface, diff);
+      },
+      async readStats() {
+        return statsFromWgDump(await readDump());
+      },
+      async stop() {
+        await deleteLink(exec, iface);
+      },
+    },
+    log,
+  );
+  return { ...engine, kind: 'kernel' };
+}

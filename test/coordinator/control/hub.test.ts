@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { encodeKey, generateKeyPair, type KeyPair } from '../../../shared/crypto/keys.js';
+import { silentLogger } from '../../../shared/log.js';
+import { controlAuthKey, helloProof, welcomeProof } from '../../../shared/wire/control.js';
+import { ControlHub } from '../../../coordinator/control/hub.js';
+import { CoordinatorMetrics } from '../../../coordinator/metrics.js';
+import { Registry } from '../../../coordinator/registry/registry.js';
+import { SqliteStore } from '../../../coordinator/store/sqlite.js';
+import { ManualClock } from '../../helpers/manual-clock.js';
+
+function setup(opts: { allowLoopbackEndpoints?: boolean } = {}) {
+  const clock = new ManualClock();
+  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const metrics = new CoordinatorMetrics();
+  const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics, stunPorts: [3478], coalesceMs: 50, ...opts });
+  const token = reg.createToken({ reusable: true }).token;
+  const join = (name: string) => {
+    const kp = generateKeyPair();
+    reg.join({ token, nodeKey: encodeKey(kp.publicKey), hostname: name });
+    hub.noteChanges();
+    return kp;
+  };
+  return { clock, reg, hub, metrics, join };
+}
+
+/** A minimal agent speaking the protocol by hand, recording what the hub sends. */
+function client(hub: ControlHub) {
+  const sent: any[] = [];
+  let closed: { code: number; reason: string } | undefined;
+  const h = hub.connect({ send: (t) => sent.push(JSON.parse(t)), close: (code, reason) => { closed = { code, reason }; }, remoteAddress: '127.0.0.1' });
+  return {
+    sent, h,
+    get closed() { return closed; },
+    hello(kp: KeyPair, opts: { lastVersion?: number; proofKey?: Uint8Array } = {}) {
+      const challenge = sent.find((m) => m.type === 'challenge');
+      const nodeKey = encodeKey(kp.publicKey);
+      const discoKey = encodeKey(generateKeyPair().publicKey);
+      const k = controlAuthKey(opts.proofKey ?? kp.privateKey, challenge.coordinatorKey)!;
+      const clientNonce = Buffer.alloc(32, 7).toString('base64');
+      h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey, clientNonce, proof: helloProof(k, challenge.serverNonce, clientNonce, nodeKey, discoKey), lastVersion: opts.lastVersion ?? 0 }));
+      return { k, clientNonce, challenge };
+    },
+  };
+}
+
+test('hello with the right key: welcome proves the coordinator key, then a snapshot that includes every node', () => {
+  const { hub, join } = setup();
+  const a = join('a');
+  join('b');
+  const c = client(hub);
+  const { k, clientNonce, challenge } = c.hello(a);
+  const welcome = c.sent.find((m) => m.type === 'welcome');
+  assert.equal(welcome.serverProof, welcomeProof(k, clientNonce, challenge.serverNonce));
+  assert.deepEqual(welcome.stun, [3478]);
+  const snap = c.sent.find((m) => m.type === 'snapshot');
+  assert.deepEqual(snap.peers.map((p: any) => p.name).sort(), ['a', 'b']);
+  assert.equal(c.closed, undefined);
+});
+
+test('proof made with the wrong private key is refused with 4403 and changes nothing', () => {
+  const { hub, join, reg, metrics } = setup();
+  const a = join('a');
+  const c = client(hub);
+  c.hello(a, { proofKey: generateKeyPair().privateKey });
+  assert.equal(c.closed?.code, 4403);
+  assert.equal(c.sent.at(-1).code, 'KNIT_ERR_AUTH_FAILED');
+  assert.equal([...reg.peers()][0]!.online, false);
+  assert.equal(metrics.authFailures, 1);
+});
+
+test('an unknown node key is refused with 4404 (the agent stops retrying)', () => {
+  const { hub } = setup();
+  const c = client(hub);
+  c.hello(generateKeyPair());
+  assert.equal(c.closed?.code, 4404);
+});
+
+test('malformed frames close with 4400; silence before hello closes with 4408', () => {
+  const { hub, clock } = setup();
+  for (const frame of ['not json', '{"type":"bogus"}', '{"type":"endpoints","endpoints":"x"}', JSON.stringify({ type: 'hello', v: 1 })]) {
+    const c = client(hub);
+    c.h.receive(frame);
+    assert.equal(c.closed?.code, 4400, frame);
+  }
+  const quiet = client(hub);
+  clock.advance(10_000);
+  assert.equal(quiet.closed?.code, 4408);
+});
+
+test('a second node joining reaches a connected node as one delta after the coalescing window', () => {
+  const { hub, join, clock } = setup();
+  const a = join('a');
+  const c = client(hub);
+  c.hello(a);
+  clock.advance(50); // a's own online change goes out
+  const before = c.sent.length;
+  join('b');
+  join('c');
+  clock.advance(49);
+  assert.equal(c.sent.length, before, 'nothing before the window closes');
+  clock.advance(1);
+  const delta = c.sent.at(-1);
+  assert.equal(delta.type, 'delta');
+  assert.deepEqual(delta.changes.map((x: any) => [x.op, x.peer?.name]), [['upsert', 'b'], ['upsert', 'c']]);
+});
+
+test('reconnecting with the last version gets only the missed deltas, not a snapshot', () => {
+  const { hub, join, clock } = setup();
+  const a = join('a');
+  const c1 = client(hub);
+  c1.hello(a);
+  clock.advance(50);
+  const version = c1.sent.filter((m) => m.type === 'delta' || m.type === 'snapshot').at(-1).version;
+  c1.h.closed();
+  clock.advance(50);
+  join('b');
+  clock.advance(50);
+  const c2 = client(hub);
+  c2.hello(a, { lastVersion: version });
+  assert.equal(c2.sent.some((m) => m.type === 'snapshot'), false);
+  const deltas = c2.sent.filter((m) => m.type === 'delta');
+  assert.equal(deltas[0].from, version);
+  assert.ok(deltas.some((d: any) => d.changes.some((x: any) => x.peer?.name === 'b')));
+});
+
+test('endpoint reports: loopback refused unless allowed; accepted ones fan out', () => {
+  const strict = setup();
+  const a = strict.join('a');
+  const c = client(strict.hub);
+  c.hello(a);
+  c.h.receive(JSON.stringify({ type: 'endpoints', endpoints: ['127.0.0.1:41641'], natType: 'none' }));
+  assert.equal(c.closed?.code, 4400);
+  assert.deepEqual([...strict.reg.peers()][0]!.endpoints, [], 'nothing half-applied');
+
+  const lax = setup({ allowLoopbackEndpoints: true });
+  const b = lax.join('b');
+  const c2 = client(lax.hub);
+  c2.hello(b);
+  c2.h.receive(JSON.stringify({ type: 'endpoints', endpoints: ['127.0.0.1:41641', '198.18.0.2:41641'], natType: 'endpoint-independent' }));
+  lax.clock.advance(50);
+  assert.deepEqual([...lax.reg.peers()][0]!.endpoints, ['127.0.0.1:41641', '198.18.0.2:41641']);
+});
+
+test('call-me-maybe is relayed with the sender proven by its session, never a claimed key', () => {
+  const { hub, join } = setup();
+  const a = join('a');
+  const b = join('b');
+  const ca = client(hub);
+  ca.hello(a);
+  const cb = client(hub);
+  cb.hello(b);
+  ca.h.receive(JSON.stringify({ type: 'call-me-maybe', to: encodeKey(b.publicKey), endpoints: ['198.18.0.9:1'], from: encodeKey(b.publicKey) }));
+  const got = cb.sent.filter((m) => m.type === 'call-me-maybe');
+  assert.equal(got.length, 1);
+  assert.equal(got[0].from, encodeKey(a.publicKey));
+});
+
+test('a new session of the same node replaces the old one without marking it offline', () => {
+  const { hub, join, reg, clock } = setup();
+  const a = join('a');
+  const c1 = client(hub);
+  c1.hello(a);
+  const c2 = client(hub);
+  c2.hello(a);
+  assert.equal(c1.closed?.code, 4409);
+  clock.advance(50);
+  assert.equal([...reg.peers()][0]!.online, true);
+  assert.equal(hub.onlineCount, 1);
+});
+
+test('removing a node closes its session with 4404 and tells the others', () => {
+  const { hub, join, clock } = setup();
+  const a = join('a');
+  const b = join('b');
+  const ca = client(hub);
+  ca.hello(a);
+  const cb = client(hub);
+  cb.hello(b);
+  clock.advance(50);
+  const idB = cb.sent.find((m) => m.type === 'welcome').node.id;
+  assert.ok(hub.removeNode(idB));
+  assert.equal(cb.closed?.code, 4404);
+  clock.advance(50);
+  assert.ok(ca.sent.filter((m) => m.type === 'delta').some((d: any) => d.changes.some((x: any) => x.op === 'remove' && x.id === idB)));
+});

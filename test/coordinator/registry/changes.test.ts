@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { PeerChange, PeerInfo } from '../../../shared/wire/control.js';
+import { ChangeLog, coalesce } from '../../../coordinator/registry/changes.js';
+
+const peer = (id: number, over: Partial<PeerInfo> = {}): PeerInfo => ({
+  id, name: `n${id}`, nodeKey: 'A'.repeat(42) + `${id % 10}=`.replace(/[^A-Za-z0-9+/=]/g, 'A'), discoKey: '', addresses: [`100.64.0.${id}/32`],
+  endpoints: [], natType: 'unknown', online: false, lastSeen: 0, tags: [], ...over,
+});
+
+test('coalesce: a table of windows and what each becomes', () => {
+  const rows: { name: string; window: PeerChange[]; want: PeerChange[] }[] = [
+    { name: 'empty window', window: [], want: [] },
+    {
+      name: 'endpoint changes fold: the last list wins',
+      window: [{ op: 'endpoints', id: 1, endpoints: ['1.1.1.1:1'], natType: 'unknown' }, { op: 'endpoints', id: 1, endpoints: ['2.2.2.2:2'], natType: 'endpoint-independent' }],
+      want: [{ op: 'endpoints', id: 1, endpoints: ['2.2.2.2:2'], natType: 'endpoint-independent' }],
+    },
+    {
+      name: 'a join and its first endpoints/online in one window become one upsert',
+      window: [{ op: 'upsert', peer: peer(2) }, { op: 'online', id: 2, online: true, lastSeen: 5 }, { op: 'endpoints', id: 2, endpoints: ['3.3.3.3:3'], natType: 'none' }],
+      want: [{ op: 'upsert', peer: peer(2, { online: true, lastSeen: 5, endpoints: ['3.3.3.3:3'], natType: 'none' }) }],
+    },
+    {
+      name: 'a removal cancels earlier changes to that node',
+      window: [{ op: 'endpoints', id: 3, endpoints: ['4.4.4.4:4'], natType: 'unknown' }, { op: 'remove', id: 3 }],
+      want: [{ op: 'remove', id: 3 }],
+    },
+    {
+      name: 'different fields of one node both survive, in order; other nodes keep their first-change order',
+      window: [{ op: 'online', id: 4, online: true, lastSeen: 1 }, { op: 'disco', id: 5, discoKey: 'k' }, { op: 'endpoints', id: 4, endpoints: [], natType: 'unknown' }, { op: 'online', id: 4, online: false, lastSeen: 2 }],
+      want: [{ op: 'online', id: 4, online: false, lastSeen: 2 }, { op: 'endpoints', id: 4, endpoints: [], natType: 'unknown' }, { op: 'disco', id: 5, discoKey: 'k' }],
+    },
+  ];
+  for (const r of rows) assert.deepEqual(coalesce(r.window), r.want, r.name);
+});
+
+test('change log: versions step by one per committed window; since() serves what a client missed', () => {
+  const log = new ChangeLog(10, 3);
+  const steps: { commit: PeerChange[]; version: number }[] = [
+    { commit: [], version: 10 }, // nothing to say: no version
+    { commit: [{ op: 'remove', id: 1 }], version: 11 },
+    { commit: [{ op: 'remove', id: 2 }], version: 12 },
+    { commit: [{ op: 'remove', id: 3 }], version: 13 },
+    { commit: [{ op: 'remove', id: 4 }], version: 14 },
+  ];
+  for (const s of steps) {
+    const c = log.commit(s.commit);
+    assert.equal(log.version, s.version);
+    if (c) assert.deepEqual(JSON.parse(c.text), c.msg);
+  }
+  assert.deepEqual(log.since(14), []);
+  assert.deepEqual(log.since(12)?.map((t) => JSON.parse(t).from), [12, 13]);
+  assert.deepEqual(log.since(11)?.map((t) => JSON.parse(t).version), [12, 13, 14]);
+  assert.equal(log.since(10), undefined, 'older than the log (max 3 entries): snapshot');
+  assert.equal(log.since(99), undefined, 'from the future (another database): snapshot');
+});
