@@ -1,0 +1,209 @@
+/**
+ * The engine contract suite, run on every engine: memory always
+ * (memory.test.ts), wireguard-go and the kernel adapter's `wg` path inside a
+ * lab namespace (test/lab/engine-wireguard-go.test.ts).
+ *
+ * Each engine comes with a harness that watches what it actually writes — the
+ * UAPI text, the `wg set` argv, the `ip -batch` runs — so "apply twice is a
+ * no-op" and "one endpoint change touches one peer" are checked against the
+ * real traffic to WireGuard, not against the engine's own account of itself.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { encodeKey, publicKeyOf } from '../../../shared/crypto/keys.js';
+import type { Engine, EngineConfig } from '../../../agent/engine/types.js';
+
+/** One configuration write the engine made: to WireGuard (naming the peers it touched) or to the interface. */
+export interface EngineWrite {
+  kind: 'peers' | 'interface';
+  peers: string[]; // base64 keys, sorted
+}
+
+export interface EngineUnderTest {
+  engine: Engine;
+  writes(): EngineWrite[];
+  /** The interface as the system sees it (not as the engine thinks it is). */
+  inspect(): Promise<{ exists: boolean; addresses: string[]; routes: string[] }>;
+  /** Anything the harness itself started; runs after engine.close(). */
+  cleanup?(): Promise<void>;
+}
+
+function fixedKey(seed: number): { priv: string; pub: string } {
+  const priv = new Uint8Array(32).map((_, i) => (seed * 31 + i * 7) & 0xff);
+  return { priv: encodeKey(priv), pub: encodeKey(publicKeyOf(priv)) };
+}
+
+export const CONTRACT_KEYS = { self: fixedKey(1), a: fixedKey(2), b: fixedKey(3), c: fixedKey(4) };
+const { self, a, b, c } = CONTRACT_KEYS;
+const A = a.pub;
+const B = b.pub;
+const C = c.pub;
+
+/** The baseline config. Endpoints are lab "internet" addresses nobody holds: packets to them go nowhere. */
+export function contractConfig(): EngineConfig {
+  return {
+    privateKey: self.priv,
+    listenPort: 51820,
+    addresses: ['100.96.0.1/24'],
+    peers: [
+      { publicKey: A, allowedIps: ['100.96.0.2/32'], endpoint: '198.18.99.2:51820' },
+      { publicKey: B, allowedIps: ['100.96.0.3/32', '10.200.0.0/24'], endpoint: '198.18.99.3:51820', persistentKeepaliveS: 25 },
+      { publicKey: C, allowedIps: ['100.96.0.4/32'] },
+    ],
+  };
+}
+
+const sorted = (xs: string[]) => [...xs].sort();
+const BASE_ROUTES = sorted(['10.200.0.0/24', '100.96.0.2/32', '100.96.0.3/32', '100.96.0.4/32']);
+
+export function runEngineContract(name: string, makeEngine: () => Promise<EngineUnderTest>): void {
+  const withEngine = async (fn: (h: EngineUnderTest) => Promise<void>) => {
+    const h = await makeEngine();
+    try {
+      await fn(h);
+    } finally {
+      await h.engine.close().catch(() => {});
+      await h.cleanup?.();
+    }
+  };
+
+  describe(`engine contract: ${name}`, () => {
+    it('apply sets peers, addresses and routes', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const stats = await h.engine.stats();
+        assert.deepEqual(sorted(stats.map((s) => s.publicKey)), sorted([A, B, C]));
+        const ep = new Map(stats.map((s) => [s.publicKey, s.endpoint]));
+        assert.equal(ep.get(A), '198.18.99.2:51820');
+        assert.equal(ep.get(B), '198.18.99.3:51820');
+        assert.equal(ep.get(C), undefined);
+        const seen = await h.inspect();
+        assert.equal(seen.exists, true);
+        assert.deepEqual(seen.addresses, ['100.96.0.1/24']);
+        assert.deepEqual(seen.routes, BASE_ROUTES);
+      }));
+
+    it('apply twice is a no-op (in any peer order)', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        assert.ok(before > 0, 'the first apply wrote something');
+        const again = contractConfig();
+        again.peers.reverse();
+        again.peers[1]!.allowedIps.reverse();
+        await h.engine.apply(again);
+        await h.engine.apply(contractConfig());
+        assert.deepEqual(h.writes().slice(before), []);
+      }));
+
+    it("changing one peer's endpoint touches only that peer", () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        const moved = contractConfig();
+        moved.peers[0]!.endpoint = '198.18.99.22:41641';
+        await h.engine.apply(moved);
+        assert.deepEqual(h.writes().slice(before), [{ kind: 'peers', peers: [A] }]);
+        const ep = new Map((await h.engine.stats()).map((s) => [s.publicKey, s.endpoint]));
+        assert.equal(ep.get(A), '198.18.99.22:41641');
+        assert.equal(ep.get(B), '198.18.99.3:51820');
+      }));
+
+    it('removing a peer removes it and its routes, and only it', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        const fewer = contractConfig();
+        fewer.peers = fewer.peers.filter((p) => p.publicKey !== B);
+        await h.engine.apply(fewer);
+        const peerWrites = h.writes().slice(before).filter((w) => w.kind === 'peers');
+        assert.deepEqual(peerWrites, [{ kind: 'peers', peers: [B] }]);
+        assert.deepEqual(sorted((await h.engine.stats()).map((s) => s.publicKey)), sorted([A, C]));
+        assert.deepEqual((await h.inspect()).routes, sorted(['100.96.0.2/32', '100.96.0.4/32']));
+      }));
+
+    it('keepalive and allowed-IP changes touch only the peer concerned', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        let before = h.writes().length;
+        const ka = contractConfig();
+        ka.peers[1]!.persistentKeepaliveS = 0;
+        await h.engine.apply(ka);
+        assert.deepEqual(h.writes().slice(before), [{ kind: 'peers', peers: [B] }]);
+        before = h.writes().length;
+        const ips = structuredClone(ka);
+        ips.peers[2]!.allowedIps = ['100.96.0.4/32', '100.96.1.0/24'];
+        await h.engine.apply(ips);
+        const w = h.writes().slice(before);
+        assert.deepEqual(w.filter((x) => x.kind === 'peers'), [{ kind: 'peers', peers: [C] }]);
+        assert.ok(w.some((x) => x.kind === 'interface'), 'the new allowed IP got a route');
+        assert.deepEqual((await h.inspect()).routes, sorted([...BASE_ROUTES, '100.96.1.0/24']));
+      }));
+
+    it('changing the interface address touches no peer', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        const renumbered = { ...contractConfig(), addresses: ['100.96.0.9/24', 'fd7a:115c:a1e0::9/64'] };
+        await h.engine.apply(renumbered);
+        const w = h.writes().slice(before);
+        assert.ok(w.length > 0 && w.every((x) => x.kind === 'interface'));
+        assert.deepEqual((await h.inspect()).addresses, sorted(['100.96.0.9/24', 'fd7a:115c:a1e0::9/64']));
+      }));
+
+    it('reassertEndpoints rewrites every known endpoint, once', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        await h.engine.apply(contractConfig(), { reassertEndpoints: true });
+        assert.deepEqual(h.writes().slice(before), [{ kind: 'peers', peers: sorted([A, B]) }]);
+        await h.engine.apply(contractConfig());
+        assert.equal(h.writes().length, before + 1);
+      }));
+
+    it('stats reflect the applied peers, with no handshake yet', () =>
+      withEngine(async (h) => {
+        assert.deepEqual(await h.engine.stats(), [], 'nothing applied, nothing to report');
+        await h.engine.apply(contractConfig());
+        const stats = await h.engine.stats();
+        assert.equal(stats.length, 3);
+        for (const s of stats) {
+          assert.equal(s.lastHandshakeMs, 0);
+          assert.equal(s.rxBytes, 0);
+          assert.ok(Number.isInteger(s.txBytes) && s.txBytes >= 0);
+        }
+      }));
+
+    it('an invalid config is rejected and changes nothing', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        // Keys and endpoints only: a live engine's byte counters move on their own (keepalives).
+        const view = async () => (await h.engine.stats()).map((s) => [s.publicKey, s.endpoint]).sort();
+        const statsBefore = await view();
+        const badKey = contractConfig();
+        badKey.peers[0]!.publicKey = 'not-a-key';
+        await assert.rejects(h.engine.apply(badKey), TypeError);
+        const clash = contractConfig();
+        clash.peers[2]!.allowedIps = ['100.96.0.2/32'];
+        await assert.rejects(h.engine.apply(clash), TypeError);
+        const injected = contractConfig();
+        injected.peers[0]!.endpoint = '198.18.99.2:51820\nremove=true';
+        await assert.rejects(h.engine.apply(injected), TypeError);
+        assert.equal(h.writes().length, before);
+        assert.deepEqual(await view(), statsBefore);
+      }));
+
+    it('close removes the interface and is idempotent', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        await h.engine.close();
+        await h.engine.close();
+        const seen = await h.inspect();
+        assert.equal(seen.exists, false);
+        assert.deepEqual(seen.routes, []);
+        await assert.rejects(h.engine.apply(contractConfig()), { code: 'KNIT_ERR_ENGINE' });
+        await assert.rejects(h.engine.stats(), { code: 'KNIT_ERR_ENGINE' });
+      }));
+  });
+}
