@@ -21,7 +21,6 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   status: { summary: 'show this node, its peers and their paths', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   netcheck: { summary: 'report UDP reachability and NAT behaviour', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   ping: { summary: 'disco-ping a peer and show the path each reply took', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
-  sim: { summary: 'run the deterministic network simulator', load: async () => (await import('../sim/cli.js')).runSimCli },
   bench: { summary: 'run benchmarks (JSON with --json)', load: async () => (await import('../sim/bench/cli.js')).runBenchCli },
 };
 

@@ -1,0 +1,431 @@
+/**
+ * The NAT lab: real Linux network namespaces wired into a small internet, with
+ * nftables NAT routers and hosts behind them. Engine tests use it now; the
+ * agent's NAT-to-NAT tests build on it later. docs/lab.md has the picture.
+ *
+ *   inet ns: bridge br0 198.18.0.1/15 (no route out, no forwarding)
+ *     ├── public host   eth0 198.18.1.x/15, default via 198.18.0.1   ("none": no NAT)
+ *     └── router  wan0  198.18.1.x/15 ─ nft masquerade ─ br0 10.N.0.1/24
+ *           ├── host    eth0 10.N.0.x/24, default via 10.N.0.1
+ *           └── router  wan0 10.N.0.x/24 ─ masquerade ─ br0 10.M.0.1/24  (double NAT)
+ *
+ * NAT kinds (LAB-NOTES): `cone` = plain masquerade: endpoint-independent
+ * mapping, port preserved, address-and-port-dependent filtering (a
+ * port-restricted cone). `symmetric` = masquerade fully-random: a new random
+ * port per destination. No hairpinning.
+ *
+ * Safety: every name carries a per-run prefix (kn<pid%10000><letter>-); veths
+ * are created inside namespaces, so the root namespace's network is never
+ * touched; only the inet namespace holds 198.18.0.0/15 and it forwards nothing.
+ * Teardown kills only processes this lab started (and any left inside its own
+ * namespaces), deletes only its own namespaces, and also runs from a process
+ * 'exit'/signal safety net if a test never reaches its `after`.
+ *
+ * Every command run in a namespace gets a private /run/wireguard (a bind mount
+ * inside `ip netns exec`'s own mount namespace), so wireguard-go and `wg` in
+ * different namespaces can all use "wg0" without their UAPI sockets colliding.
+ */
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ExecError, type ExecFn } from '../../agent/engine/exec.js';
+
+export type LabCheck = { ok: true } | { ok: false; reason: string };
+
+const TOOLS: Array<[cmd: string, args: string[], pkg: string]> = [
+  ['ip', ['-V'], 'iproute2'],
+  ['nft', ['--version'], 'nftables'],
+  ['conntrack', ['--version'], 'conntrack'],
+  ['wireguard-go', ['--version'], 'wireguard-go'],
+  ['wg', ['--version'], 'wireguard-tools'],
+  ['ping', ['-V'], 'iputils-ping'],
+];
+
+let labCheck: LabCheck | undefined;
+
+/** Whether this machine can run the lab, and if not, why (for `t.skip('skipped: …')`). */
+export function canRunLab(): LabCheck {
+  labCheck ??= probeLab();
+  return labCheck;
+}
+
+function probeLab(): LabCheck {
+  if (process.platform !== 'linux') return { ok: false, reason: 'the lab needs Linux network namespaces' };
+  if (process.getuid?.() !== 0) return { ok: false, reason: 'the lab needs root' };
+  if (!existsSync('/dev/net/tun')) return { ok: false, reason: 'no /dev/net/tun' };
+  for (const [cmd, args, pkg] of TOOLS) {
+    const r = spawnSync(cmd, args, { stdio: 'ignore', timeout: 5_000 });
+    if (r.error || r.status !== 0) return { ok: false, reason: `${cmd} is not available (install ${pkg})` };
+  }
+  const probe = `kn${process.pid % 10000}-probe`;
+  const add = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8', timeout: 5_000 });
+  if (add.status !== 0) return { ok: false, reason: `ip netns does not work here: ${(add.stderr || '').trim()}` };
+  spawnSync('ip', ['netns', 'del', probe], { timeout: 5_000 });
+  return { ok: true };
+}
+
+export type NatKind = 'cone' | 'symmetric';
+
+export interface LabRouter {
+  readonly name: string;
+  readonly ns: string;
+  readonly nat: NatKind;
+  /** Its address on the segment above it (the internet, or the outer router's LAN). */
+  wanAddress: string;
+  readonly lanPrefix: string; // "10.N.0.0/24"
+  readonly lanGateway: string; // "10.N.0.1"
+  readonly behind?: LabRouter;
+}
+
+export interface LabHost {
+  readonly name: string;
+  readonly ns: string;
+  address: string;
+  /** The router it sits behind; undefined = directly on the internet (NAT kind "none"). */
+  behind?: LabRouter;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface LabProcess {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** The last 64 KiB of its stdout and stderr. */
+  output(): string;
+  onLine(fn: (line: string) => void): void;
+  exited(): boolean;
+  /** SIGTERM, then SIGKILL after PROCESS_STOP_GRACE_MS. */
+  stop(): Promise<void>;
+}
+
+/** How long a process gets between SIGTERM and SIGKILL at teardown. */
+export const PROCESS_STOP_GRACE_MS = 2_000;
+/** Setup commands finish in milliseconds; this only bounds a hung one. */
+const COMMAND_TIMEOUT_MS = 20_000;
+const OUTPUT_KEEP_BYTES = 64 * 1024;
+const INTERNET_GATEWAY = '198.18.0.1';
+const INTERNET_PREFIX_LEN = 15;
+// Runs argv after giving the command its namespace's own /run/wireguard (see header).
+const WRAP = 'mount --bind "$KNIT_LAB_WGDIR" /run/wireguard && exec "$@"';
+
+interface Segment {
+  ns: string; // the namespace holding the bridge
+  prefixLen: number;
+  gateway: string;
+  nextHost: number;
+  nextPort: number;
+  address(n: number): string;
+}
+
+export interface Lab {
+  readonly prefix: string;
+  readonly internetNs: string;
+  addRouter(name: string, options: { nat: NatKind; behind?: LabRouter }): Promise<LabRouter>;
+  addHost(name: string, options?: { behind?: LabRouter }): Promise<LabHost>;
+  /** Runs argv inside the namespace; rejects with ExecError on a non-zero exit unless allowFailure. */
+  run(ns: string, argv: string[], options?: { input?: string; allowFailure?: boolean; timeoutMs?: number }): Promise<RunResult>;
+  /** An ExecFn (the engines' seam) that runs inside the namespace. */
+  exec(ns: string): ExecFn;
+  /** Starts a long-lived process inside the namespace; it is stopped at teardown. */
+  spawn(ns: string, argv: string[], env?: Record<string, string>): LabProcess;
+  /** Where that namespace's /run/wireguard really is, as seen from this process. */
+  wireguardRunDir(ns: string): string;
+  /** Gives the router a new address on its WAN segment (or the one given); returns it. */
+  setRouterPublicAddress(router: LabRouter, address?: string): Promise<string>;
+  /** Re-plugs a host behind another router (undefined = onto the internet); returns its new address. */
+  moveHost(host: LabHost, to: LabRouter | undefined): Promise<string>;
+  /** Forgets NAT mappings on one router, or all of them. */
+  flushConntrack(router?: LabRouter): Promise<void>;
+  teardown(): Promise<void>;
+}
+
+const usedPrefixes = new Set<string>();
+
+function choosePrefix(): string {
+  const listed = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
+  const names = listed.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+  const base = `kn${process.pid % 10000}`;
+  for (const letter of 'abcdefghijklmnopqrstuvwxyz') {
+    const p = `${base}${letter}-`;
+    if (!usedPrefixes.has(p) && !names.some((n) => n.startsWith(p))) {
+      usedPrefixes.add(p);
+      return p;
+    }
+  }
+  throw new Error(`no free lab prefix for ${base}; delete stale namespaces named ${base}*`);
+}
+
+function execFileText(file: string, args: string[], options: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      file, args,
+      { encoding: 'utf8', timeout: options.timeoutMs ?? COMMAND_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024, env: options.env },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr: err && !stderr ? String(err.message) : stderr });
+      },
+    );
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(options.input ?? '');
+  });
+}
+
+/** Builds an empty lab (just the internet). Call teardown() in a finally/after. */
+export async function createLab(): Promise<Lab> {
+  const check = canRunLab();
+  if (!check.ok) throw new Error(`the lab cannot run: ${check.reason}`);
+  const prefix = choosePrefix();
+  const tmp = mkdtempSync(join(tmpdir(), `knit-lab-${prefix}`));
+  // The mount point for the per-namespace bind mounts; the bind itself never leaves the namespace's mount ns.
+  mkdirSync('/run/wireguard', { recursive: true });
+  const namespaces: string[] = [];
+  const processes = new Set<LabProcess>();
+  const routers = new Map<string, LabRouter>();
+  const lanOf = new Map<LabRouter, Segment>();
+  let routerCount = 0;
+  let tornDown = false;
+
+  const ip = async (args: string[], input?: string) => {
+    const r = await execFileText('ip', args, { input });
+    if (r.code !== 0) throw new ExecError(`ip ${args.slice(0, 4).join(' ')}`, r.code, r.stderr);
+    return r.stdout;
+  };
+
+  const run: Lab['run'] = async (ns, argv, options = {}) => {
+    if (!namespaces.includes(ns)) throw new RangeError(`${ns} is not a namespace of this lab`);
+    const r = await execFileText('ip', ['netns', 'exec', ns, 'sh', '-c', WRAP, 'sh', ...argv], {
+      input: options.input,
+      env: { ...process.env, KNIT_LAB_WGDIR: wgDir(ns) },
+      timeoutMs: options.timeoutMs,
+    });
+    if (r.code !== 0 && !options.allowFailure) throw new ExecError(argv[0] ?? '?', r.code, r.stderr);
+    return r;
+  };
+
+  const wgDir = (ns: string) => join(tmp, ns, 'wireguard');
+
+  const addNamespace = async (short: string, role: { router: boolean }) => {
+    if (!/^[a-z0-9]{1,12}$/.test(short)) throw new RangeError('lab names are 1-12 of [a-z0-9]');
+    const ns = `${prefix}${short}`;
+    if (namespaces.includes(ns)) throw new RangeError(`${short} already exists in this lab`);
+    await ip(['netns', 'add', ns]);
+    namespaces.push(ns);
+    mkdirSync(wgDir(ns), { recursive: true, mode: 0o700 });
+    await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+    const sys = '/proc/sys/net';
+    const script = [
+      `echo 0 > ${sys}/ipv4/conf/all/rp_filter`,
+      `echo 0 > ${sys}/ipv4/conf/default/rp_filter`,
+      `echo ${role.router ? 1 : 0} > ${sys}/ipv4/ip_forward`,
+      ...(role.router ? [`echo 0 > ${sys}/ipv4/conf/all/send_redirects`, `echo 0 > ${sys}/ipv4/conf/default/send_redirects`] : []),
+      // br_netfilter would send bridged frames through this namespace's conntrack/NAT (LAB-NOTES).
+      `for f in ${sys}/bridge/bridge-nf-call-iptables ${sys}/bridge/bridge-nf-call-ip6tables ${sys}/bridge/bridge-nf-call-arptables; do`,
+      '  if [ -e "$f" ]; then echo 0 > "$f"; fi',
+      'done',
+    ].join('\n');
+    await run(ns, ['sh', '-ec', script]);
+    return ns;
+  };
+
+  const addBridge = async (ns: string, address: string) => {
+    await ip(['-n', ns, 'link', 'add', 'br0', 'type', 'bridge']);
+    await ip(['-n', ns, 'addr', 'add', address, 'dev', 'br0']);
+    await ip(['-n', ns, 'link', 'set', 'br0', 'up']);
+  };
+
+  /** Plugs `ifName` of `ns` into a segment's bridge; returns the address it got. */
+  const plug = async (ns: string, ifName: string, seg: Segment, address?: string) => {
+    const port = `p${seg.nextPort++}`;
+    await ip(['-n', ns, 'link', 'add', ifName, 'type', 'veth', 'peer', 'name', port, 'netns', seg.ns]);
+    await ip(['-n', seg.ns, 'link', 'set', port, 'master', 'br0', 'up']);
+    await ip(['-n', ns, 'link', 'set', ifName, 'up']);
+    const addr = address ?? seg.address(seg.nextHost++);
+    await ip(['-n', ns, 'addr', 'add', `${addr}/${seg.prefixLen}`, 'dev', ifName]);
+    await ip(['-n', ns, 'route', 'replace', 'default', 'via', seg.gateway]);
+    return addr;
+  };
+
+  /** Synchronous last resort from 'exit' or a signal: kill, delete, forget. */
+  const teardownSync = () => {
+    if (tornDown) return;
+    tornDown = true;
+    for (const p of processes) {
+      try { p.child.kill('SIGKILL'); } catch { /* gone */ }
+    }
+    for (const ns of [...namespaces].reverse()) {
+      const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '';
+      for (const pid of pids.split('\n').map(Number).filter((n) => n > 0)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      spawnSync('ip', ['netns', 'del', ns]);
+    }
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    teardownSync();
+    process.kill(process.pid, signal);
+  };
+  process.on('exit', teardownSync);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  let internetNs: string;
+  try {
+    internetNs = await addNamespace('inet', { router: false });
+    await addBridge(internetNs, `${INTERNET_GATEWAY}/${INTERNET_PREFIX_LEN}`);
+  } catch (e) {
+    await teardown();
+    throw e;
+  }
+  const internet: Segment = {
+    ns: internetNs, prefixLen: INTERNET_PREFIX_LEN, gateway: INTERNET_GATEWAY, nextHost: 0, nextPort: 0,
+    address: (n) => `198.18.${1 + Math.floor(n / 240)}.${10 + (n % 240)}`,
+  };
+
+  const segmentAbove = (router: LabRouter | undefined) => (router ? lanOf.get(router)! : internet);
+
+  const addRouter: Lab['addRouter'] = async (name, options) => {
+    const index = ++routerCount;
+    if (index > 250) throw new RangeError('at most 250 routers');
+    const ns = await addNamespace(name, { router: true });
+    const lanGateway = `10.${index}.0.1`;
+    const wanAddress = await plug(ns, 'wan0', segmentAbove(options.behind));
+    await addBridge(ns, `${lanGateway}/24`);
+    const random = options.nat === 'symmetric' ? ' fully-random' : '';
+    const ruleset = [
+      'table ip knit_lab {',
+      '  chain postrouting {',
+      '    type nat hook postrouting priority srcnat; policy accept;',
+      `    oifname "wan0" masquerade${random}`,
+      '  }',
+      '  chain forward {',
+      '    type filter hook forward priority filter; policy drop;',
+      '    ct state established,related accept',
+      '    iifname "br0" oifname "wan0" accept',
+      '  }',
+      '}',
+    ].join('\n');
+    await run(ns, ['nft', '-f', '-'], { input: ruleset + '\n' });
+    const router: LabRouter = { name, ns, nat: options.nat, wanAddress, lanPrefix: `10.${index}.0.0/24`, lanGateway, behind: options.behind };
+    lanOf.set(router, {
+      ns, prefixLen: 24, gateway: lanGateway, nextHost: 10, nextPort: 0, address: (n) => `10.${index}.0.${n}`,
+    });
+    routers.set(name, router);
+    return router;
+  };
+
+  const addHost: Lab['addHost'] = async (name, options = {}) => {
+    const ns = await addNamespace(name, { router: false });
+    const address = await plug(ns, 'eth0', segmentAbove(options.behind));
+    return { name, ns, address, behind: options.behind };
+  };
+
+  const spawnIn: Lab['spawn'] = (ns, argv, env = {}) => {
+    if (!namespaces.includes(ns)) throw new RangeError(`${ns} is not a namespace of this lab`);
+    const child = spawn('ip', ['netns', 'exec', ns, 'sh', '-c', WRAP, 'sh', ...argv], {
+      env: { ...process.env, ...env, KNIT_LAB_WGDIR: wgDir(ns) },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let partial = '';
+    let exited = false;
+    const listeners: Array<(line: string) => void> = [];
+    const onData = (d: Buffer) => {
+      const text = d.toString('utf8');
+      out = (out + text).slice(-OUTPUT_KEEP_BYTES);
+      const lines = (partial + text).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) for (const fn of listeners) fn(l);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.stdin!.on('error', () => {});
+    const exit = once(child, 'exit').catch(() => undefined);
+    const proc: LabProcess = {
+      pid: child.pid ?? -1,
+      child,
+      output: () => out,
+      onLine: (fn) => { listeners.push(fn); },
+      exited: () => exited,
+      async stop() {
+        if (exited) return;
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), PROCESS_STOP_GRACE_MS);
+        await exit;
+        clearTimeout(timer);
+      },
+    };
+    child.on('error', () => { exited = true; processes.delete(proc); });
+    child.on('exit', () => { exited = true; processes.delete(proc); });
+    processes.add(proc);
+    return proc;
+  };
+
+  const setRouterPublicAddress: Lab['setRouterPublicAddress'] = async (router, address) => {
+    const seg = segmentAbove(router.behind);
+    const next = address ?? seg.address(seg.nextHost++);
+    // Flush, then add: deleting a subnet's primary address would also take its secondaries (LAB-NOTES).
+    await ip(['-n', router.ns, 'addr', 'flush', 'dev', 'wan0']);
+    await ip(['-n', router.ns, 'addr', 'add', `${next}/${seg.prefixLen}`, 'dev', 'wan0']);
+    await ip(['-n', router.ns, 'route', 'replace', 'default', 'via', seg.gateway]);
+    await run(router.ns, ['conntrack', '-F'], { allowFailure: true });
+    router.wanAddress = next;
+    return next;
+  };
+
+  const moveHost: Lab['moveHost'] = async (host, to) => {
+    await ip(['-n', host.ns, 'link', 'del', 'eth0']); // takes the peer end out of the old bridge too
+    host.address = await plug(host.ns, 'eth0', segmentAbove(to));
+    host.behind = to;
+    return host.address;
+  };
+
+  const flushConntrack: Lab['flushConntrack'] = async (router) => {
+    for (const r of router ? [router] : [...routers.values()]) {
+      // conntrack -F exits non-zero on an already empty table with some versions: nothing to flush is fine.
+      await run(r.ns, ['conntrack', '-F'], { allowFailure: true });
+    }
+  };
+
+  async function teardown(): Promise<void> {
+    if (tornDown) return;
+    await Promise.all([...processes].map((p) => p.stop()));
+    for (const ns of [...namespaces].reverse()) {
+      // Anything still inside our namespaces was started by this lab (through run/spawn or an engine).
+      const pids = (await execFileText('ip', ['netns', 'pids', ns], {})).stdout;
+      for (const pid of pids.split('\n').map(Number).filter((n) => n > 0)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      await execFileText('ip', ['netns', 'del', ns], {});
+    }
+    tornDown = true;
+    rmSync(tmp, { recursive: true, force: true });
+    process.off('exit', teardownSync);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+
+  return {
+    prefix,
+    internetNs,
+    addRouter,
+    addHost,
+    run,
+    exec: (ns) => async (argv, options) => {
+      const r = await run(ns, argv, { input: options?.input });
+      return { stdout: r.stdout, stderr: r.stderr };
+    },
+    spawn: spawnIn,
+    wireguardRunDir: wgDir,
+    setRouterPublicAddress,
+    moveHost,
+    flushConntrack,
+    teardown,
+  };
+}

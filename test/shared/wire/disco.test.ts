@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { publicKeyOf } from '../../../shared/crypto/keys.js';
+import {
+  decodeDiscoPlaintext, discoSender, discoSharedKey, encodeDiscoPlaintext, isDiscoPacket, openDisco, sealDisco,
+  DISCO_HEADER_LEN, type DiscoMessage,
+} from '../../../shared/wire/disco.js';
+import { isStunPacket } from '../../../shared/wire/stun.js';
+import { seededBytes } from '../../helpers/manual-clock.js';
+
+const A_PRIV = new Uint8Array(32).fill(1);
+const B_PRIV = new Uint8Array(32).fill(2);
+const A_PUB = publicKeyOf(A_PRIV);
+const B_PUB = publicKeyOf(B_PRIV);
+const NONCE = new Uint8Array(24).fill(9);
+const TXID = Uint8Array.from({ length: 12 }, (_, i) => i);
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+test('plaintext golden bytes for each message', () => {
+  const rows: { name: string; m: DiscoMessage; hex: string }[] = [
+    { name: 'ping', m: { type: 'ping', txid: TXID, nodeKey: new Uint8Array(32).fill(0xab) }, hex: '0101' + hex(TXID) + 'ab'.repeat(32) },
+    { name: 'pong v4', m: { type: 'pong', txid: TXID, src: { address: '198.18.0.5', port: 41641 } }, hex: '0201' + hex(TXID) + '00000000000000000000ffffc6120005a2a9' },
+    { name: 'call-me-maybe', m: { type: 'call-me-maybe', endpoints: [{ address: '2001:db8::1', port: 1 }] }, hex: '0301' + '20010db8000000000000000000000001' + '0001' },
+  ];
+  for (const r of rows) {
+    const bytes = encodeDiscoPlaintext(r.m);
+    assert.equal(hex(bytes), r.hex, r.name);
+    assert.deepEqual(decodeDiscoPlaintext(bytes), r.m, `${r.name} round trip`);
+  }
+});
+
+test('sealed packet: header layout, magic cannot be WireGuard or STUN, round trip opens with the peer key', () => {
+  const kAB = discoSharedKey(A_PRIV, B_PUB)!;
+  const kBA = discoSharedKey(B_PRIV, A_PUB)!;
+  assert.equal(hex(kAB), hex(kBA));
+  const m: DiscoMessage = { type: 'ping', txid: TXID, nodeKey: A_PUB };
+  const pkt = sealDisco(m, A_PUB, kAB, NONCE);
+  assert.equal(hex(pkt.subarray(0, 6)), '4b4e4954f09f');
+  assert.equal(hex(pkt.subarray(6, 38)), hex(A_PUB));
+  assert.equal(hex(pkt.subarray(38, 62)), hex(NONCE));
+  assert.ok(isDiscoPacket(pkt));
+  assert.equal(isStunPacket(pkt), false);
+  assert.ok(!(pkt[0]! >= 1 && pkt[0]! <= 4 && pkt[1] === 0 && pkt[2] === 0 && pkt[3] === 0), 'not a WireGuard message');
+  assert.equal(hex(discoSender(pkt)!), hex(A_PUB));
+  assert.deepEqual(openDisco(pkt, kBA), m);
+  // Same inputs, same bytes (deterministic given the nonce): a golden check of the whole packet.
+  assert.equal(hex(sealDisco(m, A_PUB, kAB, NONCE)), hex(pkt));
+});
+
+test('a pong is never larger than the ping it answers', () => {
+  const k = discoSharedKey(A_PRIV, B_PUB)!;
+  const ping = sealDisco({ type: 'ping', txid: TXID, nodeKey: A_PUB }, A_PUB, k, NONCE);
+  const pong = sealDisco({ type: 'pong', txid: TXID, src: { address: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 } }, B_PUB, k, NONCE);
+  assert.ok(pong.length <= ping.length, `${pong.length} > ${ping.length}`);
+});
+
+test('authentication: a flipped bit anywhere, a wrong key or a truncated packet fails to open', () => {
+  const k = discoSharedKey(A_PRIV, B_PUB)!;
+  const other = discoSharedKey(A_PRIV, publicKeyOf(new Uint8Array(32).fill(3)))!;
+  const pkt = sealDisco({ type: 'call-me-maybe', endpoints: [{ address: '198.18.0.1', port: 2 }] }, A_PUB, k, NONCE);
+  assert.equal(openDisco(pkt, other), undefined);
+  for (let i = 6; i < pkt.length; i++) {
+    const b = pkt.slice();
+    b[i]! ^= 0x01;
+    assert.equal(openDisco(b, k), undefined, `bit flip at ${i}`);
+  }
+  assert.equal(openDisco(pkt.subarray(0, DISCO_HEADER_LEN + 10), k), undefined);
+});
+
+test('decoder rejects malformed plaintexts and is lenient on trailing bytes', () => {
+  for (const bad of [[], [1], [9, 1], [1, 1, 0, 0], [2, 1, ...new Array(20).fill(0)], [3, 1, 1, 2, 3]]) {
+    assert.equal(decodeDiscoPlaintext(Uint8Array.from(bad)), undefined, JSON.stringify(bad));
+  }
+  const ping = encodeDiscoPlaintext({ type: 'ping', txid: TXID, nodeKey: A_PUB });
+  const longer = new Uint8Array(ping.length + 40);
+  longer.set(ping);
+  assert.equal(decodeDiscoPlaintext(longer)?.type, 'ping');
+});
+
+test('fuzz: random and mutated packets never throw (bounded budget)', () => {
+  const rnd = seededBytes(7);
+  const k = discoSharedKey(A_PRIV, B_PUB)!;
+  const base = sealDisco({ type: 'pong', txid: TXID, src: { address: '198.18.0.1', port: 9 } }, A_PUB, k, NONCE);
+  for (let i = 0; i < 5000; i++) {
+    const r = rnd(2);
+    const b = r[0]! % 2 ? base.slice() : rnd(r[1]! * 4);
+    for (let f = 0; f < 1 + (r[1]! % 3); f++) if (b.length) b[rnd(1)[0]! % b.length] = rnd(1)[0]!;
+    discoSender(b);
+    openDisco(b, k);
+    decodeDiscoPlaintext(b);
+  }
+});
