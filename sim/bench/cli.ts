@@ -1,0 +1,41 @@
+/**
+ * `knit bench [all|agent|…] [--json]`: Knit's benchmarks. Speed and scale are
+ * measured here, never with timed assertions in tests; budgets from the issues
+ * are checked and reported loudly (a `budgets` section with pass/fail), not
+ * turned into exit codes, because these machines are shared and noisy.
+ */
+import { intFlag, parseFlags } from '../../shared/cli/args.js';
+import { KnitError, isKnitError } from '../../shared/errors.js';
+import { benchAgents } from './agent-bench.js';
+
+interface Budget { name: string; value: number; limit: number; ok: boolean }
+
+const budget = (name: string, value: number, limit: number): Budget => ({ name, value, limit, ok: value <= limit });
+
+export async function runBenchCli(argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
+    if (values.help) {
+      console.log('usage: knit bench [all|agent] [--agents N] [--json]');
+      return 0;
+    }
+    const which = positionals[0] ?? 'all';
+    if (!['all', 'agent'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent)`);
+    const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
+    const budgets: Budget[] = [];
+    const agent = await benchAgents(intFlag(values.agents, 'agents', 2, 32, 8));
+    report.agent = agent;
+    budgets.push(budget('agent: peer appears → authenticated pong, p50 (ms)', agent.appearToPongP50Ms, 1000));
+    budgets.push(budget('agent: peer appears → authenticated pong, p95 (ms)', agent.appearToPongP95Ms, 3000));
+    budgets.push(budget('agent: pairs not connected', agent.pairs - agent.pairsConnected, 0));
+    report.budgets = budgets;
+    if (values.json) console.log(JSON.stringify(report, null, 2));
+    else for (const b of budgets) console.log(`${b.ok ? 'ok  ' : 'MISS'} ${b.name}: ${b.value} (budget ${b.limit})`);
+    for (const b of budgets) if (!b.ok) console.error(`BUDGET MISSED: ${b.name}: ${b.value} > ${b.limit}`);
+    return 0;
+  } catch (err) {
+    if (!isKnitError(err)) throw err;
+    console.error(`knit bench: ${err.message}`);
+    return err.code === 'KNIT_ERR_USAGE' ? 2 : 1;
+  }
+}
