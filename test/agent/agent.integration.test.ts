@@ -91,6 +91,21 @@ test('three agents: join with one token, connect pairwise, survive an agent rest
       assert.equal(typeof p.rttMs, 'number');
     }
   }
+  // knit ping: each reply names the path it took.
+  const { stdout: pingOut } = await run(process.execPath, [BIN, 'ping', 'bee', '--count', '1', '--state', stateOf('ant')]);
+  assert.match(pingOut, /^pong from bee via (lan|direct) (127\.0\.0\.1|\[::1\]):\d+ in \d+ms$/m);
+  // knit netcheck: probes from the tunnel port against both STUN ports.
+  const { stdout: nc } = await run(process.execPath, [BIN, 'netcheck', '--json', '--state', stateOf('ant')]);
+  const check = JSON.parse(nc) as { result: { natType: string; answered: number; portPreserved: boolean }; port: number };
+  assert.equal(check.result.answered, 2);
+  assert.equal(check.result.natType, 'none', 'loopback: the observers see our own address and port');
+  assert.equal(check.result.portPreserved, true);
+  // The admin CLI against the running coordinator, remotely, with the admin token.
+  const admin = /Admin token[^\n]*\n\n\s+(knit_\S+)/.exec(coord.out())![1]!;
+  const { stdout: nodesOut } = await run(process.execPath, [BIN, 'nodes', '--json', '--coordinator', `http://127.0.0.1:${port}`], { env: { ...process.env, KNIT_ADMIN_TOKEN: admin } });
+  const listed = JSON.parse(nodesOut) as { name: string; online: boolean }[];
+  assert.deepEqual(listed.map((x) => x.name).sort(), names);
+  assert.ok(listed.every((x) => x.online));
   // Identity files are private.
   assert.equal(statSync(join(stateOf('ant'), 'node.key')).mode & 0o777, 0o600);
   const antBefore = docs.ant!.self;
