@@ -1,9 +1,9 @@
 /**
  * The process seams the real engines use: run a command (`ip`, `wg`) and
  * start a long-lived one (wireguard-go). Always argument arrays, never a shell
- * string, and secrets only on stdin. Seams, so that the lab runs the very same
- * engine code inside a network namespace (`ip netns exec NS …`) and a test can
- * watch what was run.
+ * string, and never a secret in argv (any user can read argv in /proc). Seams,
+ * so that the lab runs the very same engine code inside a network namespace
+ * (`ip netns exec NS …`) and a test can watch what was run.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 
@@ -13,7 +13,7 @@ export interface ExecResult {
 }
 
 export interface ExecOptions {
-  /** Written to the command's stdin (how private keys reach `wg`). */
+  /** Written to the command's stdin (`ip -batch -` reads its commands there). */
   input?: string;
 }
 

@@ -1,7 +1,8 @@
 /**
  * The kernel WireGuard engine, through the standard tools: `ip link add <iface>
  * type wireguard` creates the interface, `wg set` writes the diff (wg-tool.ts
- * builds the argv; the private key goes on stdin), `wg show <iface> dump`
+ * builds the argv; a new private key goes through a 0600 file in a private
+ * temporary directory, removed at once), `wg show <iface> dump`
  * reads it back, and ip-link.ts handles addresses and routes exactly as for
  * wireguard-go.
  *
@@ -15,6 +16,10 @@
  * Close deletes the link (it belongs to Knit, created or adopted); its
  * addresses and routes go with it.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { diffTouchesInterface, type EngineState } from './diff.js';
@@ -23,7 +28,7 @@ import { ExecError, execCommand, type ExecFn } from './exec.js';
 import { WG_DEFAULT_MTU, applyInterfaceDiff, deleteLink, linkExists, linkUp, readAddresses, readRoutes } from './ip-link.js';
 import type { EnginePeerStats } from './types.js';
 import { assertInterfaceName } from './uapi-socket.js';
-import { parseWgDump, wgSetCommand, type WgDump } from './wg-tool.js';
+import { parseWgDump, wgSetArgv, type WgDump } from './wg-tool.js';
 
 export interface KernelEngineOptions {
   iface: string;
@@ -53,6 +58,22 @@ export function statsFromWgDump(dump: WgDump): EnginePeerStats[] {
     rxBytes: p.rxBytes,
     txBytes: p.txBytes,
   }));
+}
+
+/**
+ * Runs fn with the key in a file only root can read, then removes it. The file
+ * lives in memory-backed /dev/shm where there is one, so the key never reaches
+ * a disk; the directory is private (0700) from the start.
+ */
+async function withPrivateKeyFile<T>(privateKey: string, fn: (path: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'knit-wg-'));
+  try {
+    const path = join(dir, 'private-key');
+    await writeFile(path, privateKey + '\n', { mode: 0o600 });
+    return await fn(path);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export function createKernelEngine(options: KernelEngineOptions): KernelEngine {
@@ -91,8 +112,12 @@ export function createKernelEngine(options: KernelEngineOptions): KernelEngine {
         return stateFromWgDump(await readDump(), await readAddresses(exec, iface), await readRoutes(exec, iface));
       },
       async push(diff) {
-        const cmd = wgSetCommand(iface, diff);
-        if (cmd) await exec(cmd.argv, { input: cmd.input });
+        if (diff.privateKey === undefined) {
+          const argv = wgSetArgv(iface, diff);
+          if (argv) await exec(argv);
+        } else {
+          await withPrivateKeyFile(diff.privateKey, (path) => exec(wgSetArgv(iface, diff, path)!));
+        }
         if (diffTouchesInterface(diff)) await applyInterfaceDiff(exec, iface, diff);
       },
       async readStats() {

@@ -22,23 +22,19 @@ import type { Decoded } from '../../shared/wire/control.js';
 import type { EngineDiff } from './diff.js';
 import { canonicalAllowedIp } from './prefix.js';
 
-export interface WgSetCommand {
-  argv: string[];
-  /** For stdin: the private key, read by `wg` from /dev/stdin so it never sits in argv. */
-  input?: string;
-}
-
 /**
- * The `wg set` command for the WireGuard part of a diff, or undefined when there
- * is none. `wg` has no update_only: naming an existing peer changes only the
- * fields given, and `allowed-ips` replaces the whole list, as the diff wants.
+ * The `wg set` argv for the WireGuard part of a diff, or undefined when there is
+ * none. A new private key is read by `wg` from `privateKeyPath` (a 0600 file the
+ * caller writes and removes), so the key never sits in argv. (`/dev/stdin` is not
+ * an option: Node hands a child a socket, not a pipe, and `wg` cannot fopen it.)
+ * `wg` has no update_only: naming an existing peer changes only the fields
+ * given, and `allowed-ips` replaces the whole list, as the diff wants.
  */
-export function wgSetCommand(iface: string, diff: EngineDiff): WgSetCommand | undefined {
+export function wgSetArgv(iface: string, diff: EngineDiff, privateKeyPath?: string): string[] | undefined {
   const argv = ['wg', 'set', iface];
-  let input: string | undefined;
   if (diff.privateKey !== undefined) {
-    argv.push('private-key', '/dev/stdin');
-    input = diff.privateKey + '\n';
+    if (!privateKeyPath) throw new TypeError('a private key change needs privateKeyPath');
+    argv.push('private-key', privateKeyPath);
   }
   if (diff.listenPort !== undefined) argv.push('listen-port', String(diff.listenPort));
   for (const key of diff.removePeers) argv.push('peer', key, 'remove');
@@ -50,7 +46,7 @@ export function wgSetCommand(iface: string, diff: EngineDiff): WgSetCommand | un
     }
     if (u.allowedIps !== undefined) argv.push('allowed-ips', u.allowedIps.join(','));
   }
-  return argv.length === 3 ? undefined : { argv, input };
+  return argv.length === 3 ? undefined : argv;
 }
 
 export interface WgDumpPeer {

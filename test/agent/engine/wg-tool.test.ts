@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { EngineDiff } from '../../../agent/engine/diff.js';
 import { statsFromWgDump, stateFromWgDump } from '../../../agent/engine/kernel.js';
-import { parseWgDump, wgSetCommand } from '../../../agent/engine/wg-tool.js';
+import { parseWgDump, wgSetArgv } from '../../../agent/engine/wg-tool.js';
 
 const key = (n: number) => Buffer.alloc(32, n).toString('base64');
 const PRIV = key(0x11);
@@ -22,8 +22,8 @@ const emptyDiff = (): EngineDiff => ({
 });
 
 describe('wg set argv', () => {
-  it('builds the golden argv, with the private key on stdin only', () => {
-    const cmd = wgSetCommand('wg0', {
+  it('builds the golden argv, naming the key file, never the key', () => {
+    const argv = wgSetArgv('wg0', {
       ...emptyDiff(),
       privateKey: PRIV,
       listenPort: 51820,
@@ -32,21 +32,22 @@ describe('wg set argv', () => {
         { publicKey: P1, create: true, endpoint: '198.18.0.7:51820', persistentKeepaliveS: 25, allowedIps: ['100.96.0.2/32', 'fd7a::2/128'] },
         { publicKey: PUB, create: false, persistentKeepaliveS: 0, allowedIps: [] },
       ],
-    });
-    assert.deepEqual(cmd, {
-      argv: [
-        'wg', 'set', 'wg0', 'private-key', '/dev/stdin', 'listen-port', '51820',
+    }, '/dev/shm/knit-wg-x/private-key');
+    assert.deepEqual(argv, [
+        'wg', 'set', 'wg0', 'private-key', '/dev/shm/knit-wg-x/private-key', 'listen-port', '51820',
         'peer', P2, 'remove',
         'peer', P1, 'endpoint', '198.18.0.7:51820', 'persistent-keepalive', '25', 'allowed-ips', '100.96.0.2/32,fd7a::2/128',
         'peer', PUB, 'persistent-keepalive', 'off', 'allowed-ips', '',
-      ],
-      input: `${PRIV}\n`,
-    });
-    assert.ok(!cmd!.argv.includes(PRIV), 'the private key never appears in argv');
+    ]);
+    assert.ok(!argv!.includes(PRIV), 'the private key never appears in argv');
+  });
+
+  it('refuses a key change without a key file', () => {
+    assert.throws(() => wgSetArgv('wg0', { ...emptyDiff(), privateKey: PRIV }), TypeError);
   });
 
   it('has nothing to run for an interface-only diff', () => {
-    assert.equal(wgSetCommand('wg0', { ...emptyDiff(), addRoutes: ['100.96.0.2/32'] }), undefined);
+    assert.equal(wgSetArgv('wg0', { ...emptyDiff(), addRoutes: ['100.96.0.2/32'] }), undefined);
   });
 });
 
