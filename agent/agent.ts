@@ -26,6 +26,7 @@ import type { Netmap } from './control/netmap.js';
 import { DiscoCore, type DiscoAction } from './disco/core.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
+import type { WireguardProxy } from './net/proxy.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
 import type { PathKind, StatusDocument } from './status.js';
 
@@ -49,8 +50,12 @@ export interface AgentDeps {
   engine: Engine;
   localAddresses: () => string[];
   saveNetmap?: (map: Netmap) => void;
-  /** Packets that are neither disco nor STUN (WireGuard's, in proxy mode). */
-  onOtherPacket?: (bytes: Uint8Array, from: UdpEndpoint) => void;
+  /** Proxy mode: the engine listens on loopback and WireGuard packets go through the agent. */
+  proxy?: WireguardProxy;
+}
+
+function prefixed(prefix: string, o: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
 }
 
 /** WireGuard stats are read this often; they confirm paths and feed `knit status`. */
@@ -131,6 +136,7 @@ export class Agent {
     for (const w of this.discoveryWaiters.splice(0)) w(undefined);
     this.pingWaiters.clear();
     await this.applying;
+    this.d.proxy?.close();
     this.d.udp.close();
   }
 
@@ -173,7 +179,7 @@ export class Agent {
     if (isDiscoPacket(bytes)) return this.discoEvent({ type: 'udp', from, bytes });
     if (isStunPacket(bytes)) return this.runDiscovery(this.probe.packet(from, bytes, now));
     this.counters.udpOther++;
-    this.d.onOtherPacket?.(bytes, from);
+    this.d.proxy?.fromNetwork(bytes, from);
   }
 
   private discoEvent(e: Parameters<DiscoCore['handle']>[0]): void {
@@ -262,9 +268,10 @@ export class Agent {
   }
 
   private desiredConfig(): EngineConfig {
+    const proxy = this.d.proxy;
     return {
       privateKey: encodeKey(this.o.identity.privateKey),
-      listenPort: this.d.udp.localPort(),
+      listenPort: proxy ? proxy.enginePort : this.d.udp.localPort(),
       addresses: this.o.node.addresses,
       peers: [...this.netmap.peers.values()].map((p: PeerInfo) => {
         const chosen = this.endpoints.get(p.nodeKey);
@@ -272,7 +279,8 @@ export class Agent {
         // Anti-stall (LAB-NOTES): only one side keeps WireGuard's keepalive running until the
         // first handshake, so the two sides never initiate in lock-step.
         const keepalive = chosen && (chosen.initiator || handshook) ? this.o.keepaliveS : 0;
-        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint: chosen?.endpoint, persistentKeepaliveS: keepalive };
+        const endpoint = proxy ? proxy.engineEndpoint(p.nodeKey, chosen?.endpoint) : chosen?.endpoint;
+        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint, persistentKeepaliveS: keepalive };
       }),
     };
   }
@@ -287,6 +295,7 @@ export class Agent {
       const reassert = this.reassert;
       this.reassert = false;
       try {
+        await this.d.proxy?.prepare([...this.netmap.peers.values()].map((p) => p.nodeKey));
         await this.d.engine.apply(this.desiredConfig(), { reassertEndpoints: reassert });
       } catch (err) {
         this.d.logger.error('engine apply failed', { err: (err as Error).message });
@@ -305,7 +314,9 @@ export class Agent {
           if ((prev?.lastHandshakeMs ?? 0) === 0 && s.lastHandshakeMs > 0) newHandshake = true;
           this.stats.set(s.publicKey, s);
           if (s.lastHandshakeMs > 0 && s.lastHandshakeMs !== prev?.lastHandshakeMs) {
-            this.discoEvent({ type: 'wireguard-stats', nodeKey: s.publicKey, lastHandshakeMs: s.lastHandshakeMs, endpoint: s.endpoint });
+            // Through the proxy WireGuard only ever sees the loopback stand-in: its endpoint says nothing.
+            const endpoint = this.d.proxy ? undefined : s.endpoint;
+            this.discoEvent({ type: 'wireguard-stats', nodeKey: s.publicKey, lastHandshakeMs: s.lastHandshakeMs, endpoint });
           }
         }
         if (newHandshake) this.requestApply(); // the responder side may now turn its keepalive on
@@ -349,7 +360,7 @@ export class Agent {
       },
       coordinator: { url: this.o.node.coordinatorUrl, status: this.controlStatus.status, detail: this.controlStatus.detail, version: this.netmap.version },
       engine: { kind: this.d.engine.kind, iface: this.o.iface, portMode: this.o.portMode },
-      counters: { ...this.counters, ...this.disco.counters },
+      counters: { ...this.counters, ...this.disco.counters, ...(this.d.proxy ? prefixed('proxy', this.d.proxy.counters) : {}) },
       peers: [...this.netmap.peers.values()].map((p) => {
         const s = disco.get(p.nodeKey);
         const st = this.stats.get(p.nodeKey);

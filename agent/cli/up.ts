@@ -16,7 +16,8 @@ import { startApiServer } from '../api/server.js';
 import { joinMesh, parseJoinToken, sanitizeHostname } from '../control/join.js';
 import { wsTransport } from '../control/ws-transport.js';
 import type { Engine } from '../engine/types.js';
-import { openUdpSocket } from '../net/udp-socket.js';
+import { WireguardProxy } from '../net/proxy.js';
+import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
 import { createInterfaceMonitor } from '../roam/interfaces.js';
 import {
   loadCachedNetmap, loadNodeRecord, loadOrCreateIdentity, saveCachedNetmap, saveNodeRecord, socketPath, type NodeRecord,
@@ -91,12 +92,19 @@ export async function runUp(o: UpOptions): Promise<number> {
     await engine.close();
     throw new KnitError('KNIT_ERR_USAGE', `cannot use UDP port ${o.port}: ${(err as Error).message}`);
   }
-  const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, onChange: () => agent.networkChanged() });
+  // Real engines share the tunnel port through the agent (proxy mode, docs/engines.md):
+  // WireGuard listens on a loopback port of its own and reaches peers through stand-ins.
+  const proxy = o.engine === 'memory' ? undefined : new WireguardProxy({
+    publicSocket: udp,
+    enginePort: await freeLoopbackPort(),
+    openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }),
+  });
+  const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], onChange: () => agent.networkChanged() });
   const agent: Agent = new Agent(
-    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: o.engine === 'memory' ? 'memory' : 'proxy', initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
+    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: proxy ? 'proxy' : 'memory', initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
-      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m),
+      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy,
     },
   );
   const connected = new Set<string>();

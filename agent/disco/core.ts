@@ -224,6 +224,10 @@ export class DiscoCore {
       return 'both sides map endpoint-dependently (symmetric NAT), so hole punching cannot work; a relay is needed';
     }
     if (!p.input.online) return `the peer is offline (coordinator) and none of its ${tried} known endpoints answered`;
+    if (this.selfNatType === 'endpoint-dependent' || p.input.natType === 'endpoint-dependent') {
+      const who = this.selfNatType === 'endpoint-dependent' ? 'our NAT maps' : "the peer's NAT maps";
+      return `${who} endpoint-dependently (symmetric NAT), so punching works only if the other NAT accepts any port from this address; it didn't answer (${tried} candidates tried). A relay is needed`;
+    }
     return `no candidate answered (${tried} tried, ${p.path.pingsSent} pings): a firewall may drop UDP on port ${p.input.endpoints[0]?.split(':').pop() ?? '?'}, or the peer's agent is not running`;
   }
 

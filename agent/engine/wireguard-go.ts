@@ -136,7 +136,8 @@ export function createWireguardGoEngine(options: WireguardGoEngineOptions): Wire
 
   const stopProcess = async () => {
     const proc = child;
-    if (!proc || exited || proc.exitCode !== null || proc.signalCode !== null) return;
+    // A process that never started (spawn error) has nothing to stop and may never emit 'exit'.
+    if (!proc || spawnError || proc.pid === undefined || exited || proc.exitCode !== null || proc.signalCode !== null) return;
     const gone = once(proc, 'exit');
     proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), WIREGUARD_GO_STOP_TIMEOUT_MS);
@@ -178,7 +179,7 @@ export function createWireguardGoEngine(options: WireguardGoEngineOptions): Wire
       async stop() {
         await stopProcess();
         await deleteLink(exec, iface);
-        // A SIGKILLed wireguard-go leaves its socket behind; a stale one would look like "in use".
+        // A SIGKILLed wireguard-go leaves its socket file behind; remove it so nothing takes it for a live one.
         if (child) await rm(socketPath, { force: true });
       },
     },

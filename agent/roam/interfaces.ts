@@ -11,10 +11,16 @@ import { isLinkLocalIp, isLoopbackIp } from '../../shared/net/addr.js';
 
 export type InterfaceTable = NodeJS.Dict<NetworkInterfaceInfo[]>;
 
-export function selectAddresses(table: InterfaceTable, allow?: string[]): string[] {
+/**
+ * `exclude` names interfaces that never give candidates whatever `allow` says:
+ * the tunnel's own interface (a mesh address as an endpoint would route the
+ * tunnel through itself).
+ */
+export function selectAddresses(table: InterfaceTable, allow?: string[], exclude: string[] = []): string[] {
   const out: string[] = [];
   for (const [name, infos] of Object.entries(table)) {
     if (allow && !allow.includes(name)) continue;
+    if (exclude.includes(name)) continue;
     for (const info of infos ?? []) {
       if (isLoopbackIp(info.address) && !allow?.includes(name)) continue;
       if (info.internal && !allow?.includes(name)) continue;
@@ -31,16 +37,17 @@ export const INTERFACE_POLL_MS = 2000;
 export function createInterfaceMonitor(options: {
   clock: Clock;
   interfaces?: string[];
+  exclude?: string[];
   read?: () => InterfaceTable;
   intervalMs?: number;
   onChange: (addresses: string[]) => void;
 }) {
   const read = options.read ?? networkInterfaces;
-  let current = selectAddresses(read(), options.interfaces);
+  let current = selectAddresses(read(), options.interfaces, options.exclude);
   let timer: ReturnType<Clock['setTimeout']> | undefined;
   let running = false;
   const poll = () => {
-    const next = selectAddresses(read(), options.interfaces);
+    const next = selectAddresses(read(), options.interfaces, options.exclude);
     if (next.join(',') !== current.join(',')) {
       current = next;
       options.onChange(next);

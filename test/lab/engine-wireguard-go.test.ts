@@ -159,6 +159,13 @@ if (!check.ok) {
         });
         await assert.rejects(engine.apply(contractConfig()), { code: 'KNIT_ERR_ENGINE' });
         await engine.close();
+        // The default spawn, with a binary that does not exist: nothing starts anywhere.
+        const direct = createWireguardGoEngine({
+          iface: nextIface('wgf'), runDir: lab.wireguardRunDir(eng.ns), logger: silentLogger, exec: lab.exec(eng.ns),
+          binary: '/nonexistent/wireguard-go',
+        });
+        await assert.rejects(direct.apply(contractConfig()), { code: 'KNIT_ERR_ENGINE' });
+        await direct.close();
       });
 
       it('the kernel adapter works, or says clearly that kernel WireGuard is missing', async () => {

@@ -309,6 +309,15 @@ export async function createLab(): Promise<Lab> {
       '    ct state established,related accept',
       '    iifname "br0" oifname "wan0" accept',
       '  }',
+      // Like any home router, drop unsolicited traffic to the router itself. Without this the
+      // first hole-punching packet from a peer is accepted by the router's own stack, its
+      // conntrack entry is confirmed, and the host's later mapping to that peer clashes with it
+      // and gets another port: neither side's packets ever match (seen here with two cone NATs).
+      '  chain input {',
+      '    type filter hook input priority filter; policy accept;',
+      '    iifname "wan0" ct state established,related accept',
+      '    iifname "wan0" drop',
+      '  }',
       '}',
     ].join('\n');
     await run(ns, ['nft', '-f', '-'], { input: ruleset + '\n' });

@@ -16,6 +16,7 @@ test('interface selection: loopback only when named, link-local never, allow-lis
   assert.deepEqual(selectAddresses(TABLE, ['lo']), ['127.0.0.1', '::1']);
   assert.deepEqual(selectAddresses(TABLE, ['eth0']), ['10.0.0.2', 'fd00::2']);
   assert.deepEqual(selectAddresses(TABLE, ['nope']), []);
+  assert.deepEqual(selectAddresses({ ...TABLE, knit0: [info('100.64.0.3', 'IPv4')] }, undefined, ['knit0']), ['10.0.0.2', '192.168.1.5', 'fd00::2'], 'the tunnel interface never gives candidates');
 });
 
 test('the monitor reports a change once, on the next poll after it happens', () => {

@@ -1,0 +1,128 @@
+/**
+ * The ground truth: real `knit` processes with wireguard-go in network
+ * namespaces behind real nftables NAT routers. A coordinator sits on the lab
+ * internet (198.18.0.0/15); each host gets nothing but one token; the verdict
+ * is a real `ping` between mesh addresses through the tunnel.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it, test } from 'node:test';
+import type { StatusDocument } from '../../agent/status.js';
+import { canRunLab, createLab, type Lab, type LabHost, type LabProcess } from './netlab.js';
+
+const check = canRunLab();
+const BIN = join(process.cwd(), 'bin', 'knit.js');
+
+if (!check.ok) {
+  test('NAT-to-NAT through real NAT', (t) => { t.skip(`skipped: ${check.reason}`); });
+} else {
+  describe('NAT-to-NAT through real NAT (wireguard-go, nftables)', () => {
+    let lab: Lab;
+    let dir: string;
+    let coordHost: LabHost;
+    let token = '';
+    const agents = new Map<string, { host: LabHost; proc: LabProcess; state: string }>();
+
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'knit-n2n-'));
+      lab = await createLab();
+      coordHost = await lab.addHost('coord');
+      const coneA = await lab.addRouter('cone1', { nat: 'cone' });
+      const coneB = await lab.addRouter('cone2', { nat: 'cone' });
+      const sym = await lab.addRouter('sym1', { nat: 'symmetric' });
+      const hosts: [string, LabHost][] = [
+        ['a', await lab.addHost('a', { behind: coneA })],
+        ['b', await lab.addHost('b', { behind: coneB })],
+        ['c', await lab.addHost('c', { behind: coneA })], // same LAN as a
+        ['s', await lab.addHost('s', { behind: sym })],
+      ];
+      const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
+        '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
+      await until('coordinator ready', () => coordProc.output().includes('coordinator ready'), 15_000);
+      const r = await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')]);
+      token = r.stdout.trim();
+      for (const [name, host] of hosts) {
+        const state = join(dir, name);
+        const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
+          '--state', state, '--hostname', name, '--keepalive', '10']);
+        agents.set(name, { host, proc, state });
+      }
+    });
+
+    after(async () => {
+      await lab?.teardown();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
+      const end = Date.now() + timeoutMs;
+      let last: unknown;
+      for (;;) {
+        try {
+          const v = await fn();
+          if (v) return v;
+        } catch (err) {
+          last = err;
+        }
+        if (Date.now() > end) {
+          const logs: string[] = [];
+          for (const [n, a] of agents) {
+            const st = await status(n).catch((e: Error) => e.message);
+            logs.push(`--- ${n}\n${a.proc.output().slice(-1500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
+          }
+          throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n${logs.join('\n')}`);
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+
+    async function status(name: string): Promise<StatusDocument> {
+      const a = agents.get(name)!;
+      const r = await lab.run(a.host.ns, [process.execPath, BIN, 'status', '--json', '--state', a.state]);
+      return JSON.parse(r.stdout) as StatusDocument;
+    }
+
+    async function meshIp(name: string): Promise<string> {
+      return until(`${name} up`, async () => (await status(name)).self.ips[0]);
+    }
+
+    async function pings(from: string, to: string): Promise<boolean> {
+      const ip = await meshIp(to);
+      const r = await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true });
+      return r.code === 0;
+    }
+
+    it('cone ↔ cone: two hosts behind two NATs ping each other over a direct path', async (t) => {
+      const t0 = Date.now();
+      await until('a pings b', () => pings('a', 'b'), 60_000);
+      t.diagnostic(`first ping reply a→b ${Date.now() - t0} ms after the test began waiting`);
+      assert.ok(await pings('b', 'a'));
+      const peer = (await status('a')).peers.find((p) => p.name === 'b')!;
+      assert.equal(peer.path, 'direct');
+      assert.match(peer.endpoint ?? '', /^198\.18\./, 'the endpoint is b\'s NAT mapping on the internet');
+      await until('the handshake shows in status', async () => (await status('a')).peers.find((p) => p.name === 'b')!.lastHandshake > 0, 10_000);
+    });
+
+    it('two hosts behind the same NAT talk over the LAN, not a hairpin', async () => {
+      await until('a pings c', () => pings('a', 'c'), 60_000);
+      const peer = (await status('a')).peers.find((p) => p.name === 'c')!;
+      assert.equal(peer.path, 'lan');
+      assert.match(peer.endpoint ?? '', /^10\./);
+    });
+
+    it('port-restricted cone ↔ symmetric: no direct path, and status says why', async () => {
+      // Port-restricted filtering admits only the exact port a host sent to, and the symmetric
+      // NAT picks a new random port per destination: no punch can meet (port prediction and
+      // the relay are issue 7). What must hold today: both agents know it and say so.
+      const diagnosis = await until('a explains the missing path to s', async () => {
+        const peer = (await status('a')).peers.find((p) => p.name === 's');
+        return peer?.path === 'none' && peer.why?.includes('endpoint-dependently') ? peer.why : undefined;
+      });
+      assert.match(diagnosis, /relay is needed/);
+      assert.equal((await status('s')).self.natType, 'endpoint-dependent');
+      assert.equal((await status('a')).self.natType, 'endpoint-independent');
+    });
+  });
+}
