@@ -52,6 +52,11 @@ export interface AgentDeps {
   saveNetmap?: (map: Netmap) => void;
   /** Proxy mode: the engine listens on loopback and WireGuard packets go through the agent. */
   proxy?: WireguardProxy;
+  /**
+   * Shared mode: the tunnel port peers and STUN see, owned by the engine, when it isn't the
+   * port `udp` is bound to (kernel rules steer disco/STUN between the two; net/shared-port.ts).
+   */
+  tunnelPort?: number;
 }
 
 function prefixed(prefix: string, o: Record<string, number>): Record<string, number> {
@@ -95,7 +100,7 @@ export class Agent {
     this.discoKey = encodeKey(discoPublic);
     this.netmap = o.initialNetmap ?? { version: 0, selfId: o.node.id, peers: new Map() };
     this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random });
-    this.probe = new StunProbe(() => d.udp.localPort(), d.random);
+    this.probe = new StunProbe(() => this.tunnelPort(), d.random);
     this.control = new ControlClient(
       { url: o.node.coordinatorUrl, coordinatorKey: o.node.coordinatorKey, nodePrivateKey: o.identity.privateKey, nodeKey: o.identity.publicKey, discoKey: this.discoKey, initialMap: this.netmap },
       {
@@ -117,7 +122,7 @@ export class Agent {
     if (this.running) return;
     this.running = true;
     this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
-    this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.d.udp.localPort(), []);
+    this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), []);
     this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now());
     // A cached peer map lets cached peers connect before (or without) the coordinator.
     if (this.netmap.peers.size > 0) this.netmapChanged(this.netmap, false);
@@ -140,11 +145,16 @@ export class Agent {
     this.d.udp.close();
   }
 
+  /** The UDP port the world sees for this node's tunnel. */
+  private tunnelPort(): number {
+    return this.d.tunnelPort ?? this.d.udp.localPort();
+  }
+
   /** The host's addresses changed (roaming): re-probe, re-punch, re-assert the engine's endpoints. */
   networkChanged(): void {
     const now = this.d.clock.now();
     this.d.logger.info('network changed', { addresses: this.d.localAddresses() });
-    this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.d.udp.localPort(), []);
+    this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), []);
     this.reportEndpoints();
     this.probe.configure(this.stunServers, this.d.localAddresses());
     this.runDiscovery(this.probe.trigger(now));
@@ -194,7 +204,7 @@ export class Agent {
         const r = a.result;
         this.natType = r.natType;
         this.portPreserved = r.portPreserved;
-        this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.d.udp.localPort(), r.reflexive);
+        this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), r.reflexive);
         this.d.logger.debug('endpoints discovered', { endpoints: this.selfEndpoints, nat: r.natType });
         this.reportEndpoints();
         for (const w of this.discoveryWaiters.splice(0)) w(r);
@@ -205,7 +215,7 @@ export class Agent {
 
   /** Runs a fresh STUN round from the tunnel port (knit netcheck); undefined when no observer is known yet. */
   netcheck(): Promise<{ result?: DiscoveryResult; servers: string[]; localAddresses: string[]; port: number }> {
-    const base = { servers: this.stunServers.map((s) => `${s.address}:${s.port}`), localAddresses: this.d.localAddresses(), port: this.d.udp.localPort() };
+    const base = { servers: this.stunServers.map((s) => `${s.address}:${s.port}`), localAddresses: this.d.localAddresses(), port: this.tunnelPort() };
     if (this.stunServers.length === 0) return Promise.resolve(base);
     return new Promise((resolve) => {
       this.discoveryWaiters.push((result) => resolve({ ...base, result }));
@@ -271,7 +281,7 @@ export class Agent {
     const proxy = this.d.proxy;
     return {
       privateKey: encodeKey(this.o.identity.privateKey),
-      listenPort: proxy ? proxy.enginePort : this.d.udp.localPort(),
+      listenPort: proxy ? proxy.enginePort : this.tunnelPort(),
       addresses: this.o.node.addresses,
       peers: [...this.netmap.peers.values()].map((p: PeerInfo) => {
         const chosen = this.endpoints.get(p.nodeKey);
@@ -355,7 +365,7 @@ export class Agent {
     return {
       self: {
         id: this.o.node.id, name: this.o.node.name, nodeKey: this.o.identity.publicKey,
-        ips: this.o.node.addresses.map((a) => a.split('/')[0]!), port: this.d.udp.localPort(),
+        ips: this.o.node.addresses.map((a) => a.split('/')[0]!), port: this.tunnelPort(),
         endpoints: this.selfEndpoints, natType: this.natType, portPreserving: this.portPreserved,
       },
       coordinator: { url: this.o.node.coordinatorUrl, status: this.controlStatus.status, detail: this.controlStatus.detail, version: this.netmap.version },

@@ -19,6 +19,7 @@ const HELP: Record<string, string> = {
   --engine KIND         memory | wireguard-go | kernel (default wireguard-go)
   --iface NAME          tunnel interface (default knit0)
   --port N              tunnel UDP port (default 41641; 0 = any)
+  --port-mode MODE      auto | shared | proxy: how the agent shares the port with the engine (default auto = shared where nftables works)
   --state DIR           state directory (default /var/lib/knit as root, ~/.knit otherwise)
   --interfaces NAMES    only these interfaces give endpoint candidates (lo must be named to be used)
   --keepalive SECONDS   WireGuard persistent keepalive (default 25)
@@ -101,6 +102,7 @@ async function up(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     token: { type: 'string' }, engine: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
     state: { type: 'string' }, interfaces: { type: 'string' }, keepalive: { type: 'string' }, hostname: { type: 'string' },
+    'port-mode': { type: 'string' },
   });
   if (values.help) return console.log(HELP.up), 0;
   const iface = values.iface ?? 'knit0';
@@ -109,6 +111,7 @@ async function up(argv: string[]): Promise<number> {
   return runUp({
     token: values.token,
     engine: oneOf(values.engine, 'engine', ['memory', 'wireguard-go', 'kernel'] as const, 'wireguard-go'),
+    portMode: oneOf(values['port-mode'], 'port-mode', ['auto', 'shared', 'proxy'] as const, 'auto'),
     iface,
     port: intFlag(values.port, 'port', 0, 65535, 41641),
     stateDir: values.state ?? defaultStateDir(),

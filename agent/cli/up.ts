@@ -17,6 +17,7 @@ import { joinMesh, parseJoinToken, sanitizeHostname } from '../control/join.js';
 import { wsTransport } from '../control/ws-transport.js';
 import type { Engine } from '../engine/types.js';
 import { WireguardProxy } from '../net/proxy.js';
+import { installSharedPort } from '../net/shared-port.js';
 import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
 import { createInterfaceMonitor } from '../roam/interfaces.js';
 import {
@@ -25,8 +26,11 @@ import {
 
 export type EngineChoice = 'memory' | 'wireguard-go' | 'kernel';
 
+export type PortMode = 'auto' | 'shared' | 'proxy';
+
 export interface UpOptions {
   token?: string;
+  portMode: PortMode;
   engine: EngineChoice;
   iface: string;
   port: number;
@@ -68,6 +72,43 @@ async function ensureJoined(o: UpOptions, identity: { privateKey: Uint8Array; pu
   return rec;
 }
 
+/**
+ * The tunnel port and how the agent shares it with the engine (docs/engines.md):
+ * memory — the agent's socket is the tunnel port; shared — the engine owns it and
+ * kernel rules steer disco/STUN to the agent; proxy — the agent owns it and relays
+ * WireGuard packets to the engine on loopback. `auto` prefers shared and falls
+ * back to proxy when nftables can't be used (not root, no nft).
+ */
+async function openTunnelPorts(o: UpOptions, logger: Logger) {
+  const bindPublic = async (port: number) => {
+    try {
+      return await openUdpSocket({ port });
+    } catch (err) {
+      throw new KnitError('KNIT_ERR_USAGE', `cannot use UDP port ${port}: ${(err as Error).message}`);
+    }
+  };
+  if (o.engine === 'memory') return { mode: 'memory' as const, udp: await bindPublic(o.port) };
+  if (o.portMode !== 'proxy') {
+    const tunnelPort = o.port === 0 ? await freeLoopbackPort() : o.port;
+    const udp = await bindPublic(0);
+    try {
+      const shared = await installSharedPort(o.iface, tunnelPort, udp.localPort());
+      return { mode: 'shared' as const, udp, shared, tunnelPort };
+    } catch (err) {
+      udp.close();
+      if (o.portMode === 'shared') throw err;
+      logger.warn('shared port mode unavailable; using proxy mode', { err: (err as Error).message });
+    }
+  }
+  const udp = await bindPublic(o.port);
+  const proxy = new WireguardProxy({
+    publicSocket: udp,
+    enginePort: await freeLoopbackPort(),
+    openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }),
+  });
+  return { mode: 'proxy' as const, udp, proxy };
+}
+
 async function resolveHost(url: string): Promise<string> {
   const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
   if (isIP(host)) return host;
@@ -85,26 +126,17 @@ export async function runUp(o: UpOptions): Promise<number> {
   const node = await ensureJoined(o, identity, say);
   const stunHost = await resolveHost(node.coordinatorUrl);
   const engine = await createEngine(o.engine, o.iface, logger);
-  let udp;
-  try {
-    udp = await openUdpSocket({ port: o.port });
-  } catch (err) {
+  const ports = await openTunnelPorts(o, logger).catch(async (err) => {
     await engine.close();
-    throw new KnitError('KNIT_ERR_USAGE', `cannot use UDP port ${o.port}: ${(err as Error).message}`);
-  }
-  // Real engines share the tunnel port through the agent (proxy mode, docs/engines.md):
-  // WireGuard listens on a loopback port of its own and reaches peers through stand-ins.
-  const proxy = o.engine === 'memory' ? undefined : new WireguardProxy({
-    publicSocket: udp,
-    enginePort: await freeLoopbackPort(),
-    openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }),
+    throw err;
   });
+  const { udp, proxy, shared, tunnelPort } = ports;
   const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], onChange: () => agent.networkChanged() });
   const agent: Agent = new Agent(
-    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: proxy ? 'proxy' : 'memory', initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
+    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: ports.mode, initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
-      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy,
+      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort,
     },
   );
   const connected = new Set<string>();
@@ -125,7 +157,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   });
   await agent.start();
   monitor.start();
-  say(`up: ${node.name} ${node.addresses.map((a) => a.split('/')[0]).join(' ')}, engine ${engine.kind}, UDP port ${udp.localPort()}`);
+  say(`up: ${node.name} ${node.addresses.map((a) => a.split('/')[0]).join(' ')}, engine ${engine.kind}, UDP port ${tunnelPort ?? udp.localPort()}, port mode ${ports.mode}`);
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   await stopped;
@@ -133,6 +165,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   monitor.stop();
   await agent.stop();
   await engine.close();
+  await shared?.close();
   await api.close();
   say('down');
   return 0;

@@ -216,6 +216,20 @@ export function computeEngineDiff(
   return { diff, next };
 }
 
+/** An endpoint as an engine reports it, canonical; a v6 zone ("[fe80::1%eth0]:51820") is local detail and dropped. */
+export function endpointFromEngine(text: string): string | undefined {
+  const ep = parseEndpoint(text.replace(/%[^\]]*\]/, ']'));
+  return ep && formatEndpoint(ep);
+}
+
+/** What an engine reported, in the normalised form the diff compares (peers sorted, allowed IPs sorted and unique). */
+export function stateFromReadBack(s: EngineState): EngineState {
+  const peers = s.peers
+    .map((p) => ({ ...p, allowedIps: sortedUnique(p.allowedIps) }))
+    .sort((a, b) => byText(a.publicKey, b.publicKey));
+  return { ...s, addresses: sortedUnique(s.addresses), peers, routes: sortedUnique(s.routes) };
+}
+
 /** Whether the diff writes anything to WireGuard itself (keys, port, peers). */
 export function diffTouchesWireGuard(d: EngineDiff): boolean {
   return d.privateKey !== undefined || d.listenPort !== undefined || d.removePeers.length > 0 || d.upsertPeers.length > 0;

@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
-import { diffTouchesInterface, type EngineState } from './diff.js';
+import { diffTouchesInterface, stateFromReadBack, type EngineState } from './diff.js';
 import { createDiffingEngine, type ManagedEngine } from './diffing-engine.js';
 import { ExecError, execCommand, type ExecFn } from './exec.js';
 import { WG_DEFAULT_MTU, applyInterfaceDiff, deleteLink, linkExists, linkUp, readAddresses, readRoutes } from './ip-link.js';
@@ -44,10 +44,13 @@ export interface KernelEngine extends ManagedEngine {
 
 /** The engine state a `wg show dump` plus the interface's addresses and routes amount to. */
 export function stateFromWgDump(dump: WgDump, addresses: string[], routes: string[]): EngineState {
-  const peers = dump.peers
-    .map((p) => ({ publicKey: p.publicKey, allowedIps: [...new Set(p.allowedIps)].sort(), endpoint: p.endpoint, persistentKeepaliveS: p.persistentKeepaliveS }))
-    .sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1));
-  return { privateKey: dump.privateKey ?? '', listenPort: dump.listenPort, addresses, peers, routes };
+  return stateFromReadBack({
+    privateKey: dump.privateKey ?? '',
+    listenPort: dump.listenPort,
+    addresses,
+    peers: dump.peers.map((p) => ({ publicKey: p.publicKey, allowedIps: p.allowedIps, endpoint: p.endpoint, persistentKeepaliveS: p.persistentKeepaliveS })),
+    routes,
+  });
 }
 
 export function statsFromWgDump(dump: WgDump): EnginePeerStats[] {

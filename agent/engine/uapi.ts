@@ -38,7 +38,7 @@
 import { decodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import type { Decoded } from '../../shared/wire/control.js';
-import type { EngineDiff } from './diff.js';
+import { endpointFromEngine, type EngineDiff } from './diff.js';
 import { canonicalAllowedIp } from './prefix.js';
 
 export const UAPI_GET_REQUEST = 'get=1\n\n';
@@ -258,10 +258,8 @@ export function parseUapiGet(text: string): Decoded<UapiDevice> {
     if (seenPeer.has(key)) return { ok: false, error: `line ${i + 1}: ${key} repeated` };
     seenPeer.add(key);
     if (key === 'endpoint') {
-      // A link-local v6 endpoint carries its zone ("[fe80::1%eth0]:51820"); the zone is local detail.
-      const ep = parseEndpoint(value.replace(/%[^\]]*\]/, ']'));
-      if (!ep) return bad(key, i);
-      peer.endpoint = formatEndpoint(ep);
+      peer.endpoint = endpointFromEngine(value);
+      if (!peer.endpoint) return bad(key, i);
     } else if (key === 'preshared_key') {
       if (!HEX_KEY.test(value)) return bad(key, i); // validated, never kept: it is a secret
     } else if (key === 'protocol_version') {

@@ -17,9 +17,8 @@
  * compared, never logged.
  */
 import { isKeyText } from '../../shared/crypto/keys.js';
-import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import type { Decoded } from '../../shared/wire/control.js';
-import type { EngineDiff } from './diff.js';
+import { endpointFromEngine, type EngineDiff } from './diff.js';
 import { canonicalAllowedIp } from './prefix.js';
 
 /**
@@ -80,12 +79,8 @@ function parsePeerLine(fields: string[], lineNo: number): Decoded<WgDumpPeer> {
   const [pub, psk, ep, ips, hs, rx, tx, ka] = fields as [string, string, string, string, string, string, string, string];
   if (!isKeyText(pub)) return bad('public key');
   if (psk !== NONE && !isKeyText(psk)) return bad('preshared key');
-  let endpoint: string | undefined;
-  if (ep !== NONE) {
-    const parsed = parseEndpoint(ep.replace(/%[^\]]*\]/, ']'));
-    if (!parsed) return bad('endpoint');
-    endpoint = formatEndpoint(parsed);
-  }
+  const endpoint = ep === NONE ? undefined : endpointFromEngine(ep);
+  if (ep !== NONE && !endpoint) return bad('endpoint');
   const allowedIps: string[] = [];
   if (ips !== NONE) {
     for (const cidr of ips.split(',')) {

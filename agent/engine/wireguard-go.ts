@@ -17,7 +17,7 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../../shared/log.js';
-import { diffTouchesInterface, type EngineState } from './diff.js';
+import { diffTouchesInterface, stateFromReadBack, type EngineState } from './diff.js';
 import { createDiffingEngine, type ManagedEngine } from './diffing-engine.js';
 import { execCommand, spawnCommand, type ExecFn, type SpawnFn } from './exec.js';
 import { WG_DEFAULT_MTU, applyInterfaceDiff, deleteLink, linkUp, readAddresses, readRoutes } from './ip-link.js';
@@ -70,21 +70,18 @@ function peerStats(device: UapiDevice): EnginePeerStats[] {
 
 /** The engine state a UAPI device plus the interface's addresses and routes amount to. */
 export function stateFromUapi(device: UapiDevice, addresses: string[], routes: string[]): EngineState {
-  const peers = device.peers
-    .map((p) => ({
-      publicKey: keyHexToBase64(p.publicKeyHex),
-      allowedIps: [...new Set(p.allowedIps)].sort(),
-      endpoint: p.endpoint,
-      persistentKeepaliveS: p.persistentKeepaliveS,
-    }))
-    .sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1));
-  return {
+  return stateFromReadBack({
     privateKey: device.privateKeyHex ? keyHexToBase64(device.privateKeyHex) : '',
     listenPort: device.listenPort ?? 0,
     addresses,
-    peers,
+    peers: device.peers.map((p) => ({
+      publicKey: keyHexToBase64(p.publicKeyHex),
+      allowedIps: p.allowedIps,
+      endpoint: p.endpoint,
+      persistentKeepaliveS: p.persistentKeepaliveS,
+    })),
     routes,
-  };
+  });
 }
 
 export function createWireguardGoEngine(options: WireguardGoEngineOptions): WireguardGoEngine {

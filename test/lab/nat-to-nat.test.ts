@@ -45,8 +45,9 @@ if (!check.ok) {
       token = r.stdout.trim();
       for (const [name, host] of hosts) {
         const state = join(dir, name);
+        // b runs the portable proxy mode, the others the default (shared, zero-copy): both must interoperate.
         const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
-          '--state', state, '--hostname', name, '--keepalive', '10']);
+          '--state', state, '--hostname', name, '--keepalive', '10', '--port-mode', name === 'b' ? 'proxy' : 'auto']);
         agents.set(name, { host, proc, state });
       }
     });
@@ -101,6 +102,8 @@ if (!check.ok) {
       assert.ok(await pings('b', 'a'));
       const peer = (await status('a')).peers.find((p) => p.name === 'b')!;
       assert.equal(peer.path, 'direct');
+      assert.equal((await status('a')).engine.portMode, 'shared', 'shared is the default where nftables works');
+      assert.equal((await status('b')).engine.portMode, 'proxy');
       assert.match(peer.endpoint ?? '', /^198\.18\./, 'the endpoint is b\'s NAT mapping on the internet');
       await until('the handshake shows in status', async () => (await status('a')).peers.find((p) => p.name === 'b')!.lastHandshake > 0, 10_000);
     });

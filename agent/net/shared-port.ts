@@ -1,0 +1,79 @@
+/**
+ * Shared mode: WireGuard owns the tunnel port and the agent shares it at no
+ * cost to the data path. Stateless nftables rules (raw priority, notrack, so
+ * conntrack never sees them and can't confuse WireGuard's flows) do two
+ * rewrites in the kernel:
+ *
+ *   in:  udp dport TUNNEL and payload starts with the disco magic "KNIT"
+ *        or carries the STUN cookie at payload offset 4  →  dport := AGENT
+ *   out: udp sport AGENT                                   →  sport := TUNNEL
+ *
+ * So disco and STUN leave from the tunnel port (the NAT mapping they open is
+ * the one WireGuard uses) and come back to the agent's own socket; every other
+ * packet on the tunnel port goes to WireGuard untouched. The ruleset is a pure
+ * function; the shell applies it with `nft -f -` and deletes the table on close.
+ */
+import { execFile } from 'node:child_process';
+import { KnitError } from '../../shared/errors.js';
+import { DISCO_MAGIC } from '../../shared/wire/disco.js';
+import { STUN_MAGIC_COOKIE } from '../../shared/wire/stun.js';
+
+const hex32 = (b: Uint8Array) => '0x' + Buffer.from(b.subarray(0, 4)).toString('hex');
+
+export function sharedPortTable(iface: string): string {
+  return `knit_${iface.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
+/** The nftables ruleset for one interface's shared port (table inet: IPv4 and IPv6). */
+export function sharedPortRuleset(iface: string, tunnelPort: number, agentPort: number): string {
+  if (!Number.isInteger(tunnelPort) || !Number.isInteger(agentPort) || tunnelPort < 1 || agentPort < 1 || tunnelPort > 65535 || agentPort > 65535 || tunnelPort === agentPort) {
+    throw new RangeError('ports must be distinct integers in 1..65535');
+  }
+  const table = sharedPortTable(iface);
+  // @th,64,32 = the first 4 payload bytes (after the 8-byte UDP header); @th,96,32 = bytes 4..7.
+  return [
+    `table inet ${table} {`,
+    '  chain steer_in {',
+    '    type filter hook prerouting priority raw; policy accept;',
+    `    udp dport ${tunnelPort} @th,64,32 ${hex32(DISCO_MAGIC)} notrack udp dport set ${agentPort}`,
+    `    udp dport ${tunnelPort} @th,96,32 0x${STUN_MAGIC_COOKIE.toString(16)} notrack udp dport set ${agentPort}`,
+    '  }',
+    '  chain stamp_out {',
+    '    type filter hook output priority raw; policy accept;',
+    `    udp sport ${agentPort} notrack udp sport set ${tunnelPort}`,
+    '  }',
+    '}',
+  ].join('\n') + '\n';
+}
+
+function nft(args: string[], input?: string): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile('nft', args, { timeout: 10_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr: String(stderr || (err ? err.message : '')) });
+    });
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(input ?? '');
+  });
+}
+
+export interface SharedPort {
+  readonly table: string;
+  close(): Promise<void>;
+}
+
+/** Installs the rules (replacing a stale table of a previous run); throws KNIT_ERR_ENGINE when nft can't. */
+export async function installSharedPort(iface: string, tunnelPort: number, agentPort: number): Promise<SharedPort> {
+  const table = sharedPortTable(iface);
+  await nft(['delete', 'table', 'inet', table]); // a leftover from a killed agent; absent is fine
+  const r = await nft(['-f', '-'], sharedPortRuleset(iface, tunnelPort, agentPort));
+  if (r.code !== 0) throw new KnitError('KNIT_ERR_ENGINE', `cannot install the shared-port rules: ${r.stderr.trim().split('\n')[0]}`);
+  let closed = false;
+  return {
+    table,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await nft(['delete', 'table', 'inet', table]);
+    },
+  };
+}
