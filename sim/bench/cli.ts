@@ -7,6 +7,7 @@
 import { intFlag, parseFlags } from '../../shared/cli/args.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
+import { benchTunnel } from './tunnel-bench.js';
 
 interface Budget { name: string; value: number; limit: number; ok: boolean }
 
@@ -16,18 +17,29 @@ export async function runBenchCli(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent] [--agents N] [--json]');
+      console.log('usage: knit bench [all|agent|tunnel] [--agents N] [--json]');
       return 0;
     }
     const which = positionals[0] ?? 'all';
-    if (!['all', 'agent'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent)`);
+    if (!['all', 'agent', 'tunnel'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, tunnel)`);
     const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
     const budgets: Budget[] = [];
-    const agent = await benchAgents(intFlag(values.agents, 'agents', 2, 32, 8));
-    report.agent = agent;
-    budgets.push(budget('agent: peer appears → authenticated pong, p50 (ms)', agent.appearToPongP50Ms, 1000));
-    budgets.push(budget('agent: peer appears → authenticated pong, p95 (ms)', agent.appearToPongP95Ms, 3000));
-    budgets.push(budget('agent: pairs not connected', agent.pairs - agent.pairsConnected, 0));
+    if (which === 'all' || which === 'agent') {
+      const agent = await benchAgents(intFlag(values.agents, 'agents', 2, 32, 8));
+      report.agent = agent;
+      budgets.push(budget('agent: peer appears → authenticated pong, p50 (ms)', agent.appearToPongP50Ms, 1000));
+      budgets.push(budget('agent: peer appears → authenticated pong, p95 (ms)', agent.appearToPongP95Ms, 3000));
+      budgets.push(budget('agent: pairs not connected', agent.pairs - agent.pairsConnected, 0));
+    }
+    if (which === 'all' || which === 'tunnel') {
+      const tunnel = await benchTunnel();
+      report.tunnel = tunnel;
+      if (tunnel.skipped) console.error(`knit bench: tunnel benchmark skipped: ${tunnel.skipped}`);
+      else {
+        // Goal: shared ≥ 95% of bare wireguard-go; expressed as a shortfall so every budget reads "value ≤ limit".
+        budgets.push(budget('tunnel: shared-mode shortfall vs bare wireguard-go (1 - ratio)', Number((1 - tunnel.sharedVsBare!).toFixed(3)), 0.05));
+      }
+    }
     report.budgets = budgets;
     if (values.json) console.log(JSON.stringify(report, null, 2));
     else for (const b of budgets) console.log(`${b.ok ? 'ok  ' : 'MISS'} ${b.name}: ${b.value} (budget ${b.limit})`);
