@@ -63,6 +63,9 @@ function prefixed(prefix: string, o: Record<string, number>): Record<string, num
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
 }
 
+/** A dying path triggers a STUN round at most this often (several peers die together after a NAT change). */
+export const REPROBE_ON_DEATH_MS = 5000;
+
 /** WireGuard stats are read this often; they confirm paths and feed `knit status`. */
 export const STATS_POLL_MS = 2000;
 
@@ -89,6 +92,8 @@ export class Agent {
   private pingWaiters = new Map<string, (r: PingResult) => void>();
   private running = false;
   private stunServers: UdpEndpoint[] = [];
+  private lastDeathProbe = -Infinity;
+  private lastReflexive: string | undefined;
   private discoveryWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
   readonly counters = { udpOther: 0, udpTotal: 0 };
   /** Path changes, for `knit ping --until-direct` and logs. */
@@ -154,6 +159,7 @@ export class Agent {
   networkChanged(): void {
     const now = this.d.clock.now();
     this.d.logger.info('network changed', { addresses: this.d.localAddresses() });
+    this.control.reconnectNow();
     this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), []);
     this.reportEndpoints();
     this.probe.configure(this.stunServers, this.d.localAddresses());
@@ -204,13 +210,34 @@ export class Agent {
         const r = a.result;
         this.natType = r.natType;
         this.portPreserved = r.portPreserved;
+        const before = this.lastReflexive;
+        this.lastReflexive = r.reflexive.map((e) => `${e.address}:${e.port}`).sort().join(',');
         this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), r.reflexive);
         this.d.logger.debug('endpoints discovered', { endpoints: this.selfEndpoints, nat: r.natType });
         this.reportEndpoints();
+        // Our public mapping moved (the NAT's address changed, or it forgot us) while nothing
+        // local changed: to peers this is a roam, so re-punch and tell them where we are now.
+        if (before !== undefined && r.reflexive.length > 0 && before !== this.lastReflexive) {
+          this.d.logger.info('public endpoint changed', { endpoints: this.selfEndpoints });
+          this.control.reconnectNow(); // the control TCP connection went through the old mapping
+          this.perform(this.disco.handle({ type: 'network-changed' }, this.d.clock.now()));
+        }
         for (const w of this.discoveryWaiters.splice(0)) w(r);
       }
     }
     this.arm();
+  }
+
+  /**
+   * A path died: maybe our NAT's public address or mapping changed, which no local
+   * interface change reveals. Re-probe at once (at most every REPROBE_ON_DEATH_MS)
+   * rather than waiting for the periodic round, so peers get our new endpoint fast.
+   */
+  private rediscoverSoon(): void {
+    const now = this.d.clock.now();
+    if (this.stunServers.length === 0 || now - this.lastDeathProbe < REPROBE_ON_DEATH_MS) return;
+    this.lastDeathProbe = now;
+    this.runDiscovery(this.probe.trigger(now));
   }
 
   /** Runs a fresh STUN round from the tunnel port (knit netcheck); undefined when no observer is known yet. */
@@ -240,6 +267,7 @@ export class Agent {
         case 'path-changed':
           this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint, rttMs: a.rttMs });
           this.onPathChange?.(a.nodeKey, a.from, a.to);
+          if (a.to === 'none') this.rediscoverSoon();
           break;
         case 'pong': {
           const w = this.pingWaiters.get(a.nodeKey);

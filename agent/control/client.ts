@@ -108,6 +108,21 @@ export class ControlClient {
     this.setStatus('stopped');
   }
 
+  /**
+   * Drops the connection and reconnects at once: after a roam the old TCP connection is
+   * usually dead without knowing it (no RST ever comes from an address we no longer have).
+   */
+  reconnectNow(): void {
+    if (this.stopped) return;
+    const c = this.conn;
+    this.conn = undefined;
+    c?.close(1000, 'network changed');
+    this.phase = 'idle';
+    this.clearTimer();
+    this.attempt = 0;
+    this.connect();
+  }
+
   /** Reports our endpoint candidates; remembered and re-sent after every reconnect. */
   reportEndpoints(endpoints: string[], natType: NatType): void {
     this.lastEndpoints = { endpoints, natType };

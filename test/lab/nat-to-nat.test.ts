@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import type { StatusDocument } from '../../agent/status.js';
-import { canRunLab, createLab, type Lab, type LabHost, type LabProcess } from './netlab.js';
+import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
 const BIN = join(process.cwd(), 'bin', 'knit.js');
@@ -23,6 +23,7 @@ if (!check.ok) {
     let dir: string;
     let coordHost: LabHost;
     let token = '';
+    let coneC: LabRouter;
     const agents = new Map<string, { host: LabHost; proc: LabProcess; state: string }>();
 
     before(async () => {
@@ -31,12 +32,16 @@ if (!check.ok) {
       coordHost = await lab.addHost('coord');
       const coneA = await lab.addRouter('cone1', { nat: 'cone' });
       const coneB = await lab.addRouter('cone2', { nat: 'cone' });
+      coneC = await lab.addRouter('cone3', { nat: 'cone' });
+      const outer = await lab.addRouter('cgn', { nat: 'cone' });
+      const inner = await lab.addRouter('home', { nat: 'cone', behind: outer });
       const sym = await lab.addRouter('sym1', { nat: 'symmetric' });
       const hosts: [string, LabHost][] = [
         ['a', await lab.addHost('a', { behind: coneA })],
         ['b', await lab.addHost('b', { behind: coneB })],
         ['c', await lab.addHost('c', { behind: coneA })], // same LAN as a
         ['s', await lab.addHost('s', { behind: sym })],
+        ['d', await lab.addHost('d', { behind: inner })], // double NAT: home router behind a carrier NAT
       ];
       const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
         '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
@@ -113,6 +118,35 @@ if (!check.ok) {
       const peer = (await status('a')).peers.find((p) => p.name === 'c')!;
       assert.equal(peer.path, 'lan');
       assert.match(peer.endpoint ?? '', /^10\./);
+    });
+
+    it('double NAT (home router behind a carrier NAT) ↔ cone: direct', async () => {
+      await until('d pings b', () => pings('d', 'b'), 60_000);
+      const peer = (await status('d')).peers.find((p) => p.name === 'b')!;
+      assert.equal(peer.path, 'direct');
+    });
+
+    it('roaming: a host moved behind another NAT recovers its path', async (t) => {
+      await until('a pings b before the move', () => pings('a', 'b'), 60_000);
+      const b = agents.get('b')!;
+      const moved = await lab.moveHost(b.host, coneC);
+      const t0 = Date.now();
+      await until('a pings b after the move', () => pings('a', 'b'), 60_000);
+      t.diagnostic(`b moved to ${moved} behind another NAT; ping through the tunnel again after ${Date.now() - t0} ms`);
+      const peer = (await status('a')).peers.find((p) => p.name === 'b')!;
+      assert.equal(peer.path, 'direct');
+      assert.equal(peer.endpoint?.split(':')[0], coneC.wanAddress, 'a now reaches b through its new NAT');
+    });
+
+    it('roaming: the carrier NAT\'s public address changes under a double-NATed host; the path recovers', async (t) => {
+      await until('d pings b before the renumbering', () => pings('d', 'b'), 60_000);
+      const carrier = agents.get('d')!.host.behind!.behind!;
+      const fresh = await lab.setRouterPublicAddress(carrier);
+      await lab.flushConntrack(carrier);
+      const t0 = Date.now();
+      await until('d pings b after the renumbering', () => pings('d', 'b'), 60_000);
+      t.diagnostic(`carrier NAT renumbered to ${fresh}; ping through the tunnel again after ${Date.now() - t0} ms`);
+      await until('b follows d to its new public address', async () => (await status('b')).peers.find((p) => p.name === 'd')!.endpoint?.split(':')[0] === fresh, 15_000);
     });
 
     it('port-restricted cone ↔ symmetric: no direct path, and status says why', async () => {
