@@ -1,0 +1,101 @@
+/**
+ * The NAT grid: for every pair of NAT types, two real agents behind them,
+ * and the path they reach (lan / direct / relay / none) with the virtual time
+ * to the first authenticated path. `expectedPath` is the theory the tests hold
+ * the grid to.
+ */
+import type { PathKind } from '../../agent/status.js';
+import { World, type SimAgent } from '../world.js';
+import type { SimNat } from '../net.js';
+
+export const GRID_TYPES = ['none', 'easy', 'easy-ad', 'hard', 'one-to-one', 'cgnat'] as const;
+export type GridType = (typeof GRID_TYPES)[number] | 'same-lan';
+
+export interface GridCell {
+  a: GridType;
+  b: GridType;
+  path: PathKind;
+  /** Virtual ms from both agents started to both having an authenticated path; undefined if none. */
+  timeMs?: number;
+  expected: PathKind;
+  /** Why the expected path is `none` (what would fix it), for people reading the table. */
+  note?: string;
+}
+
+/** Virtual time a cell gets; punching retries back off to 30 s, so this sees several rounds. */
+export const GRID_CELL_BUDGET_MS = 45_000;
+
+/** What Knit should reach today for a pair, from RFC 4787 reasoning. */
+export function expectedPath(a: GridType, b: GridType): { path: PathKind; note?: string } {
+  if (a === 'same-lan' || b === 'same-lan') return { path: 'lan' };
+  const reachable = (t: GridType) => t === 'none' || t === 'one-to-one'; // public, no filtering
+  if (reachable(a) || reachable(b)) return { path: 'direct' };
+  if (a !== 'hard' && b !== 'hard') return { path: 'direct' }; // both map endpoint-independently
+  const other = a === 'hard' ? b : a;
+  if (other === 'easy-ad') return { path: 'direct' }; // address-dependent filtering admits the hard side's new port
+  if (other === 'hard') return { path: 'none', note: 'hard ↔ hard needs the relay (issue 7)' };
+  return { path: 'none', note: 'hard ↔ port-restricted needs port prediction or the relay (issue 7)' };
+}
+
+function place(w: World, t: GridType, tag: string, shared?: SimNat) {
+  switch (t) {
+    case 'none': return w.addHost(`h${tag}`);
+    case 'cgnat': {
+      const carrier = w.addNat(`cgnat${tag}`, 'easy');
+      return w.addHost(`h${tag}`, w.addNat(`home${tag}`, 'easy', carrier));
+    }
+    case 'same-lan': return w.addHost(`h${tag}`, shared);
+    default: return w.addHost(`h${tag}`, w.addNat(`nat${tag}`, t));
+  }
+}
+
+export async function runGridCell(a: GridType, b: GridType, seed: number): Promise<GridCell> {
+  const w = new World({ seed });
+  try {
+    const shared = a === 'same-lan' ? w.addNat('lan', 'easy') : undefined;
+    const ha = place(w, a, 'a', shared);
+    const hb = place(w, b, 'b', shared);
+    const sa = await w.addAgent('a', ha);
+    const sb = await w.addAgent('b', hb);
+    const both = (x: SimAgent, y: SimAgent) => x.firstPath.has(y.nodeKey) && y.firstPath.has(x.nodeKey);
+    await w.clock.runUntil(w.clock.now() + GRID_CELL_BUDGET_MS, () => both(sa, sb));
+    const exp = expectedPath(a, b);
+    const path = w.path(sa, sb);
+    return {
+      a, b, path, expected: exp.path, note: exp.note,
+      timeMs: both(sa, sb) ? Math.max(sa.firstPath.get(sb.nodeKey)!, sb.firstPath.get(sa.nodeKey)!) : undefined,
+    };
+  } finally {
+    await w.stop();
+  }
+}
+
+export async function runGrid(seed = 1): Promise<GridCell[]> {
+  const cells: GridCell[] = [];
+  for (let i = 0; i < GRID_TYPES.length; i++) {
+    for (let j = i; j < GRID_TYPES.length; j++) cells.push(await runGridCell(GRID_TYPES[i]!, GRID_TYPES[j]!, seed * 1000 + i * 10 + j));
+  }
+  cells.push(await runGridCell('same-lan', 'same-lan', seed * 1000 + 99));
+  return cells;
+}
+
+export function formatGrid(cells: GridCell[]): string {
+  const types = [...GRID_TYPES];
+  const cell = (a: string, b: string) => cells.find((c) => (c.a === a && c.b === b) || (c.a === b && c.b === a));
+  const w = 18;
+  const lines = [''.padEnd(12) + types.map((t) => t.padEnd(w)).join('')];
+  for (const a of types) {
+    lines.push(a.padEnd(12) + types.map((b) => {
+      const c = cell(a, b)!;
+      const mark = c.path === c.expected ? '' : '!';
+      return `${c.path}${c.timeMs === undefined ? '' : ` ${c.timeMs}ms`}${mark}`.padEnd(w);
+    }).join(''));
+  }
+  const lan = cell('same-lan', 'same-lan');
+  if (lan) lines.push('', `same LAN: ${lan.path}${lan.timeMs === undefined ? '' : ` ${lan.timeMs}ms`}`);
+  const none = cells.filter((c) => c.path === 'none');
+  if (none.length) lines.push('', `${none.length} pair(s) without a path:`, ...none.map((c) => `  ${c.a} ↔ ${c.b}: ${c.note ?? 'unexpected'}`));
+  const wrong = cells.filter((c) => c.path !== c.expected);
+  if (wrong.length) lines.push('', `! ${wrong.length} cell(s) differ from the expected path`);
+  return lines.join('\n');
+}
