@@ -95,7 +95,12 @@ interface Peer {
   lastCallMeMaybeAt: number;
   lastKind: PathKind;
   lastHandshakeMs: number;
+  /** When this peer's timers want to run (cached), and a generation that invalidates stale heap entries. */
+  wake?: number;
+  wakeGen: number;
 }
+
+interface Wake { at: number; key: string; gen: number }
 
 interface Outstanding { nodeKey: string; key: string; sentAt: number }
 
@@ -114,6 +119,10 @@ export class DiscoCore {
   private readonly pongBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
   private readonly nodeKeyBytes: Uint8Array;
   private selfEndpoints: string[] = [];
+  /** Peers whose state an event touched: their wakeups are recomputed after it. */
+  private readonly touched = new Set<Peer>();
+  /** Min-heap of peer wakeups (lazy deletion by generation): timers cost O(log n), not O(peers). */
+  private readonly wakes: Wake[] = [];
   private selfNatType: NatType = 'unknown';
   readonly counters: DiscoCounters = {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
@@ -128,10 +137,19 @@ export class DiscoCore {
 
   handle(e: DiscoEvent, now: number): DiscoAction[] {
     const out: DiscoAction[] = [];
+    this.handleEvent(e, now, out);
+    this.runTimers(now, out);
+    for (const p of this.touched) this.rearm(p);
+    this.touched.clear();
+    return out;
+  }
+
+  private handleEvent(e: DiscoEvent, now: number, out: DiscoAction[]): void {
     switch (e.type) {
       case 'peers-updated': this.updatePeers(e.peers, now, out); break;
       case 'lan-candidate': {
         const p = this.peers.get(e.nodeKey);
+        if (p) this.touched.add(p);
         if (p && addCandidate(p.path, e.endpoint, 'lan', now) && p.path.best?.kind !== 'lan') startBurst(p.path, now);
         break;
       }
@@ -139,6 +157,7 @@ export class DiscoCore {
       case 'call-me-maybe': {
         const p = this.peers.get(e.fromNodeKey);
         if (!p) break;
+        this.touched.add(p);
         this.counters.callMeMaybeReceived++;
         const keys = new Set<string>();
         for (const text of e.endpoints.slice(0, 16)) {
@@ -154,6 +173,7 @@ export class DiscoCore {
       }
       case 'network-changed':
         for (const p of this.peers.values()) {
+          this.touched.add(p);
           if (p.path.best) p.path.best.suspect = true;
           startBurst(p.path, now);
           this.callMeMaybe(p, now, out, true);
@@ -166,6 +186,7 @@ export class DiscoCore {
       case 'wireguard-stats': {
         const p = this.peers.get(e.nodeKey);
         if (!p) break;
+        this.touched.add(p);
         p.lastHandshakeMs = e.lastHandshakeMs;
         const ep = e.endpoint ? parseEndpoint(e.endpoint) : undefined;
         // WireGuard only moves its endpoint after an authenticated packet, so a handshake
@@ -179,23 +200,60 @@ export class DiscoCore {
       case 'ping-now': {
         const p = this.peers.get(e.nodeKey);
         if (!p) break;
+        this.touched.add(p);
         const target = p.path.best ? p.path.candidates.get(p.path.best.key) : undefined;
         for (const c of target ? [target] : p.path.candidates.values()) this.ping(p, c, now, out, true);
         break;
       }
       case 'tick': break;
     }
-    this.runTimers(now, out);
-    return out;
   }
 
   nextWakeup(): number | undefined {
-    let t: number | undefined;
-    for (const p of this.peers.values()) {
-      const w = peerNextWakeup(p.path);
-      if (w !== undefined && (t === undefined || w < t)) t = w;
+    while (this.wakes.length > 0 && this.stale(this.wakes[0]!)) this.popWake();
+    return this.wakes[0]?.at;
+  }
+
+  private stale(w: Wake): boolean {
+    const p = this.peers.get(w.key);
+    return !p || p.wakeGen !== w.gen;
+  }
+
+  /** Recomputes a peer's wakeup and files it in the heap. */
+  private rearm(p: Peer): void {
+    const at = peerNextWakeup(p.path);
+    if (at === p.wake) return;
+    p.wake = at;
+    p.wakeGen++;
+    if (at === undefined) return;
+    const h = this.wakes;
+    h.push({ at, key: p.input.nodeKey, gen: p.wakeGen });
+    for (let i = h.length - 1; i > 0;) {
+      const up = (i - 1) >> 1;
+      if (h[up]!.at <= h[i]!.at) break;
+      [h[up], h[i]] = [h[i]!, h[up]!];
+      i = up;
     }
-    return t;
+  }
+
+  private popWake(): Wake | undefined {
+    const h = this.wakes;
+    const top = h[0];
+    const last = h.pop();
+    if (h.length > 0 && last) {
+      h[0] = last;
+      for (let i = 0; ;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && h[l]!.at < h[m]!.at) m = l;
+        if (r < h.length && h[r]!.at < h[m]!.at) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m]!, h[i]!];
+        i = m;
+      }
+    }
+    return top;
   }
 
   peerStatus(now: number): DiscoPeerStatus[] {
@@ -238,9 +296,10 @@ export class DiscoCore {
       let p = this.peers.get(input.nodeKey);
       const isNew = !p;
       if (!p) {
-        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0 };
+        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, wakeGen: 0 };
         this.peers.set(input.nodeKey, p);
       }
+      this.touched.add(p);
       const discoChanged = p.input.discoKey !== input.discoKey || (isNew && input.discoKey !== '');
       if (discoChanged) {
         if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
@@ -282,7 +341,12 @@ export class DiscoCore {
       if (now - o.sentAt <= PING_TIMEOUT_MS) break; // insertion order = send order
       this.outstanding.delete(txid);
     }
-    for (const p of this.peers.values()) {
+    while (this.wakes.length > 0 && this.wakes[0]!.at <= now) {
+      const w = this.popWake()!;
+      const p = this.peers.get(w.key);
+      if (!p || p.wakeGen !== w.gen) continue;
+      p.wake = undefined; // consumed: rearm() files the next one
+      this.touched.add(p);
       if (!p.shared) continue;
       const d = due(p.path, now);
       for (const c of d.ping) this.ping(p, c, now, out, false);
@@ -345,6 +409,7 @@ export class DiscoCore {
       this.counters.dropUnknownSender++;
       return;
     }
+    this.touched.add(p);
     const m = openDisco(bytes, p.shared);
     if (!m) {
       this.counters.dropMalformed++;
@@ -385,7 +450,7 @@ export class DiscoCore {
       return;
     }
     // call-me-maybe over disco: accepted the same way as one relayed by the coordinator.
-    this.handle({ type: 'call-me-maybe', fromNodeKey: p.input.nodeKey, endpoints: m.endpoints.map(formatEndpoint) }, now).forEach((a) => out.push(a));
+    this.handleEvent({ type: 'call-me-maybe', fromNodeKey: p.input.nodeKey, endpoints: m.endpoints.map(formatEndpoint) }, now, out);
   }
 
   private chosen(p: Peer, c: Candidate, now: number, out: DiscoAction[]): void {
