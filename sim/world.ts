@@ -62,7 +62,7 @@ export class World {
 
   constructor(o: WorldOptions) {
     this.random = new SeededRandom(o.seed);
-    this.net = new SimNetwork(this.clock, this.random, { latencyMs: 15, jitterMs: 0, loss: 0, ...o.internet });
+    this.net = new SimNetwork(this.clock, this.random, { latencyMs: 15, jitterMs: 4, loss: 0, ...o.internet });
     this.lanLink = { latencyMs: 1, jitterMs: 0, loss: 0, ...o.lan };
     this.registry = new Registry(new SqliteStore(':memory:'), { clock: this.clock, url: 'http://198.18.0.1:8080', random: this.random.bytes });
     this.hub = new ControlHub({ registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false });

@@ -54,6 +54,8 @@ export const RECONNECT_BASE_MS = 500;
 export const RECONNECT_CAP_MS = 15_000;
 /** A server that accepts the socket but never finishes the handshake is given this long. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** A call-me-maybe held while disconnected is still worth sending this long after it was asked for. */
+export const CALL_ME_MAYBE_HOLD_MS = 5_000;
 
 export function backoffDelayMs(attempt: number, random01: number): number {
   const ceiling = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** Math.min(attempt, 20));
@@ -80,6 +82,7 @@ export class ControlClient {
   private lastEndpoints: { endpoints: string[]; natType: NatType } | undefined;
   private status: ControlStatus = 'disconnected';
   private readonly authKey: Uint8Array;
+  private readonly heldCallMeMaybe = new Map<string, { endpoints: string[]; at: number }>();
 
   constructor(
     private readonly options: ControlClientOptions,
@@ -129,9 +132,25 @@ export class ControlClient {
     if (this.phase === 'ready') this.conn?.send(JSON.stringify({ type: 'endpoints', endpoints, natType }));
   }
 
-  /** Asks a peer (by node key) to ping us back; dropped while disconnected (punching retries anyway). */
+  /**
+   * Asks a peer (by node key) to ping us back. While (re)connecting — typically right after a
+   * roam, exactly when it matters — the latest request per peer is kept and sent after the
+   * welcome, unless it is older than CALL_ME_MAYBE_HOLD_MS by then.
+   */
   callMeMaybe(toNodeKey: string, endpoints: string[]): void {
-    if (this.phase === 'ready') this.conn?.send(JSON.stringify({ type: 'call-me-maybe', to: toNodeKey, endpoints }));
+    if (this.phase === 'ready') {
+      this.conn?.send(JSON.stringify({ type: 'call-me-maybe', to: toNodeKey, endpoints }));
+      return;
+    }
+    this.heldCallMeMaybe.set(toNodeKey, { endpoints, at: this.deps.clock.now() });
+  }
+
+  private flushHeldCallMeMaybe(): void {
+    const now = this.deps.clock.now();
+    for (const [to, held] of this.heldCallMeMaybe) {
+      if (now - held.at <= CALL_ME_MAYBE_HOLD_MS) this.conn?.send(JSON.stringify({ type: 'call-me-maybe', to, endpoints: held.endpoints }));
+    }
+    this.heldCallMeMaybe.clear();
   }
 
   private setStatus(s: ControlStatus, detail?: string): void {
@@ -220,6 +239,7 @@ export class ControlClient {
         this.setStatus('connected');
         this.deps.events.onWelcome(m);
         if (this.lastEndpoints) this.reportEndpoints(this.lastEndpoints.endpoints, this.lastEndpoints.natType);
+        this.flushHeldCallMeMaybe();
         return;
       }
       case 'snapshot':

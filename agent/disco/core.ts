@@ -320,7 +320,13 @@ export class DiscoCore {
         if (p.path.best) p.path.best.suspect = true;
         startBurst(p.path, now);
         this.callMeMaybe(p, now, out, false);
-      } else if (added && !p.path.best) startBurst(p.path, now);
+      } else if (added) {
+        // New endpoints from the coordinator: if the current path isn't among them the peer
+        // has moved (its call-me-maybe may be lost while it reconnects), so re-punch now.
+        const best = p.path.best;
+        if (best && !input.endpoints.includes(best.key) && p.path.candidates.get(best.key)?.sources.has('coordinator')) best.suspect = true;
+        if (!best || best.suspect) startBurst(p.path, now);
+      }
     }
     for (const [key, p] of this.peers) {
       if (seen.has(key)) continue;

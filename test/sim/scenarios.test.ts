@@ -1,0 +1,21 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runScenario, runStorm } from '../../sim/scenarios/index.js';
+
+// Virtual-time budgets: recovery after a roam within about one dead-path detection plus a punch.
+const BUDGET_MS: Record<string, number> = { roaming: 2_000, renumber: 30_000, expiry: 30_000, outage: 20_000, loss: 5_000 };
+
+for (const name of Object.keys(BUDGET_MS)) {
+  test(`scenario ${name}`, async (t) => {
+    const r = await runScenario(name, 3);
+    t.diagnostic(JSON.stringify({ timeMs: r.timeMs, wallMs: r.wallMs, details: r.details }));
+    assert.ok(r.ok, JSON.stringify(r.details));
+    assert.ok(r.timeMs !== undefined && r.timeMs <= BUDGET_MS[name]!, `${name}: ${r.timeMs} ms virtual`);
+  });
+}
+
+test('storm: 40 agents join at once; every map converges and sampled pairs connect', async (t) => {
+  const r = await runStorm(40, 5);
+  t.diagnostic(JSON.stringify(r));
+  assert.ok(r.ok, JSON.stringify(r.details));
+});
