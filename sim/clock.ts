@@ -6,6 +6,7 @@
  * time moves on.
  */
 import type { Clock, TimerHandle } from '../shared/clock.js';
+import { MinHeap } from '../shared/min-heap.js';
 
 interface Timer { at: number; seq: number; fn: () => void; cancelled: boolean }
 
@@ -15,7 +16,7 @@ export const SIM_EPOCH_MS = Date.UTC(2026, 0, 1);
 export class VirtualClock implements Clock {
   private t = SIM_EPOCH_MS;
   private seq = 0;
-  private heap: Timer[] = [];
+  private readonly heap = new MinHeap<Timer>(less);
   firedTimers = 0;
 
   now(): number { return this.t; }
@@ -25,7 +26,7 @@ export class VirtualClock implements Clock {
 
   setTimeout(fn: () => void, ms: number): TimerHandle {
     const timer: Timer = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
-    this.push(timer);
+    this.heap.push(timer);
     return timer as unknown as TimerHandle;
   }
 
@@ -39,12 +40,12 @@ export class VirtualClock implements Clock {
   }
 
   async runUntil(end: number, stop?: () => boolean): Promise<void> {
-    while (this.heap.length > 0 && this.heap[0]!.at <= end) {
-      const at = this.heap[0]!.at;
+    while (this.heap.size > 0 && this.heap.peek()!.at <= end) {
+      const at = this.heap.peek()!.at;
       this.t = at;
       // Everything due at this instant, in order; then let promise continuations settle.
-      while (this.heap.length > 0 && this.heap[0]!.at === at) {
-        const timer = this.pop()!;
+      while (this.heap.size > 0 && this.heap.peek()!.at === at) {
+        const timer = this.heap.pop()!;
         if (timer.cancelled) continue;
         this.firedTimers++;
         timer.fn();
@@ -55,38 +56,6 @@ export class VirtualClock implements Clock {
     this.t = Math.max(this.t, end);
   }
 
-  private push(x: Timer): void {
-    const h = this.heap;
-    h.push(x);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!less(h[i]!, h[p]!)) break;
-      [h[i], h[p]] = [h[p]!, h[i]!];
-      i = p;
-    }
-  }
-
-  private pop(): Timer | undefined {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length > 0 && last) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && less(h[l]!, h[m]!)) m = l;
-        if (r < h.length && less(h[r]!, h[m]!)) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m]!, h[i]!];
-        i = m;
-      }
-    }
-    return top;
-  }
 }
 
 function less(a: Timer, b: Timer): boolean {

@@ -9,7 +9,6 @@ import { KnitError, isKnitError } from '../../shared/errors.js';
 import { intFlag, listFlag, oneOf, parseFlags } from '../../shared/cli/args.js';
 import { callAgent } from '../api/client.js';
 import { DEFAULT_STATE_DIR, socketPath } from '../state.js';
-import type { StatusDocument } from '../status.js';
 import { fetchStatus, formatStatus, pingOnce, requestDown } from './status.js';
 import { runUp } from './up.js';
 
@@ -149,4 +148,3 @@ export async function runAgentCli(argv: string[]): Promise<number> {
   }
 }
 
-export type { StatusDocument };

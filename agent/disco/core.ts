@@ -14,6 +14,7 @@
  *  - a pong is never larger than its ping (see shared/wire/disco.ts).
  */
 import { LRUCache } from 'lru-cache';
+import { MinHeap } from '../../shared/min-heap.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import { decodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
@@ -122,7 +123,7 @@ export class DiscoCore {
   /** Peers whose state an event touched: their wakeups are recomputed after it. */
   private readonly touched = new Set<Peer>();
   /** Min-heap of peer wakeups (lazy deletion by generation): timers cost O(log n), not O(peers). */
-  private readonly wakes: Wake[] = [];
+  private readonly wakes = new MinHeap<Wake>((a, b) => a.at < b.at);
   private selfNatType: NatType = 'unknown';
   readonly counters: DiscoCounters = {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
@@ -210,8 +211,8 @@ export class DiscoCore {
   }
 
   nextWakeup(): number | undefined {
-    while (this.wakes.length > 0 && this.stale(this.wakes[0]!)) this.popWake();
-    return this.wakes[0]?.at;
+    while (this.wakes.size > 0 && this.stale(this.wakes.peek()!)) this.wakes.pop();
+    return this.wakes.peek()?.at;
   }
 
   private stale(w: Wake): boolean {
@@ -225,35 +226,7 @@ export class DiscoCore {
     if (at === p.wake) return;
     p.wake = at;
     p.wakeGen++;
-    if (at === undefined) return;
-    const h = this.wakes;
-    h.push({ at, key: p.input.nodeKey, gen: p.wakeGen });
-    for (let i = h.length - 1; i > 0;) {
-      const up = (i - 1) >> 1;
-      if (h[up]!.at <= h[i]!.at) break;
-      [h[up], h[i]] = [h[i]!, h[up]!];
-      i = up;
-    }
-  }
-
-  private popWake(): Wake | undefined {
-    const h = this.wakes;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length > 0 && last) {
-      h[0] = last;
-      for (let i = 0; ;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && h[l]!.at < h[m]!.at) m = l;
-        if (r < h.length && h[r]!.at < h[m]!.at) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m]!, h[i]!];
-        i = m;
-      }
-    }
-    return top;
+    if (at !== undefined) this.wakes.push({ at, key: p.input.nodeKey, gen: p.wakeGen });
   }
 
   peerStatus(now: number): DiscoPeerStatus[] {
@@ -347,8 +320,8 @@ export class DiscoCore {
       if (now - o.sentAt <= PING_TIMEOUT_MS) break; // insertion order = send order
       this.outstanding.delete(txid);
     }
-    while (this.wakes.length > 0 && this.wakes[0]!.at <= now) {
-      const w = this.popWake()!;
+    while (this.wakes.size > 0 && this.wakes.peek()!.at <= now) {
+      const w = this.wakes.pop()!;
       const p = this.peers.get(w.key);
       if (!p || p.wakeGen !== w.gen) continue;
       p.wake = undefined; // consumed: rearm() files the next one

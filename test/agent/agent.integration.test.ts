@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import type { StatusDocument } from '../../agent/status.js';
+import { until } from '../helpers/until.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'knit.js');
@@ -31,21 +32,6 @@ function start(args: string[]): Proc {
   child.stderr!.on('data', (d) => { out += d; });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => { procs.delete(child); r(code); }));
   return { child, out: () => out, exited };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function status(state: string): Promise<StatusDocument> {

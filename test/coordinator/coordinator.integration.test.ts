@@ -19,6 +19,7 @@ import { createCoordinator } from '../../coordinator/index.js';
 import { ControlClient } from '../../agent/control/client.js';
 import { wsTransport } from '../../agent/control/ws-transport.js';
 import type { Netmap } from '../../agent/control/netmap.js';
+import { until } from '../helpers/until.js';
 
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
@@ -59,16 +60,6 @@ function connect(base: string, coordinatorKey: string, kp: { privateKey: Uint8Ar
   );
   client.start();
   return { client, maps };
-}
-
-async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 5000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('two nodes join with one token each and see each other within a second', async () => {
@@ -119,7 +110,7 @@ test('100 concurrent joins racing one single-use token yield exactly one node', 
 });
 
 test('STUN on the real UDP port answers with the source address, never larger than a Knit request', async () => {
-  const { c, ports } = await startCoordinator();
+  const { c, ports, base } = await startCoordinator();
   const sock = createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
   const txid = defaultRandomBytes(12);
@@ -131,7 +122,7 @@ test('STUN on the real UDP port answers with the source address, never larger th
   assert.deepEqual(m?.mapped, { address: '127.0.0.1', port: sock.address().port });
   assert.ok(res.length <= req.length);
   sock.send(Buffer.from('garbage that is not stun'), ports.stunPorts[0]!, '127.0.0.1');
-  await until('drop counted', () => (c.metrics.render({ nodes: 0, online: 0 }), true));
+  await until('the malformed packet is dropped and counted', async () => (await (await fetch(`${base}/metrics`)).text()).includes('knit_stun_dropped_total 1'));
   sock.close();
   await c.stop();
 });
@@ -151,8 +142,8 @@ test('kill -9 during a join burst loses no acknowledged join; the coordinator re
     return { child, exited, out: () => out, err: () => err };
   };
   const first = start();
-  const admin = await until('admin token', () => /Admin token[^\n]*\n\n\s+(knit_\S+)/.exec(first.out())?.[1], 10_000);
-  await until('ready', () => first.err().includes('coordinator ready'), 10_000);
+  const admin = await until('admin token', () => /Admin token[^\n]*\n\n\s+(knit_\S+)/.exec(first.out())?.[1], { timeoutMs: 10_000 });
+  await until('ready', () => first.err().includes('coordinator ready'), { timeoutMs: 10_000 });
   const base = `http://127.0.0.1:${port}`;
   const tr = await fetch(`${base}/v1/admin/tokens`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ reusable: true }) });
   const token = ((await tr.json()) as { token: string }).token;
@@ -173,14 +164,14 @@ test('kill -9 during a join burst loses no acknowledged join; the coordinator re
     }
   };
   const workers = Promise.all(Array.from({ length: 4 }, (_, w) => worker(w)));
-  await until('some joins acknowledged', () => acked.length >= 20, 10_000);
+  await until('some joins acknowledged', () => acked.length >= 20, { timeoutMs: 10_000 });
   first.child.kill('SIGKILL');
   stop = true;
   await workers;
   await first.exited;
 
   const second = start();
-  await until('restarted', () => second.err().includes('coordinator ready'), 10_000);
+  await until('restarted', () => second.err().includes('coordinator ready'), { timeoutMs: 10_000 });
   assert.ok(!second.out().includes('Admin token'), 'the admin token is not printed again');
   const nodes = (await (await fetch(`${base}/v1/admin/nodes`, { headers: { authorization: `Bearer ${admin}` } })).json()) as { nodes: { nodeKey: string }[] };
   const present = new Set(nodes.nodes.map((n) => n.nodeKey));

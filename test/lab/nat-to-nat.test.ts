@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import type { StatusDocument } from '../../agent/status.js';
+import { until as untilHelper } from '../helpers/until.js';
 import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
@@ -62,27 +63,18 @@ if (!check.ok) {
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
-    async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
-      const end = Date.now() + timeoutMs;
-      let last: unknown;
-      for (;;) {
-        try {
-          const v = await fn();
-          if (v) return v;
-        } catch (err) {
-          last = err;
-        }
-        if (Date.now() > end) {
-          const logs: string[] = [];
-          for (const [n, a] of agents) {
-            const st = await status(n).catch((e: Error) => e.message);
-            logs.push(`--- ${n}\n${a.proc.output().slice(-1500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
-          }
-          throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}\n${logs.join('\n')}`);
-        }
-        await new Promise((r) => setTimeout(r, 250));
+    /** What every agent says about itself and its peers: printed when a wait times out. */
+    async function explain(): Promise<string> {
+      const logs: string[] = [];
+      for (const [n, a] of agents) {
+        const st = await status(n).catch((e: Error) => e.message);
+        logs.push(`--- ${n}\n${a.proc.output().slice(-1500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
       }
+      return logs.join('\n');
     }
+
+    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) =>
+      untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
 
     async function status(name: string): Promise<StatusDocument> {
       const a = agents.get(name)!;

@@ -4,7 +4,7 @@ import type { PeerChange, PeerInfo } from '../../../shared/wire/control.js';
 import { ChangeLog, coalesce } from '../../../coordinator/registry/changes.js';
 
 const peer = (id: number, over: Partial<PeerInfo> = {}): PeerInfo => ({
-  id, name: `n${id}`, nodeKey: 'A'.repeat(42) + `${id % 10}=`.replace(/[^A-Za-z0-9+/=]/g, 'A'), discoKey: '', addresses: [`100.64.0.${id}/32`],
+  id, name: `n${id}`, nodeKey: `node-${id}`, discoKey: '', addresses: [`100.64.0.${id}/32`],
   endpoints: [], natType: 'unknown', online: false, lastSeen: 0, tags: [], ...over,
 });
 
