@@ -94,6 +94,7 @@ export class Agent {
   private stunServers: UdpEndpoint[] = [];
   private lastDeathProbe = -Infinity;
   private lastReflexive: string | undefined;
+  private enginePeers = '';
   private discoveryWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
   readonly counters = { udpOther: 0, udpTotal: 0 };
   /** Path changes, for `knit ping --until-direct` and logs. */
@@ -126,6 +127,7 @@ export class Agent {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
+    if (this.d.proxy) this.d.proxy.onWant = (nodeKey) => this.discoEvent({ type: 'want', nodeKey });
     this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
     this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), []);
     this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now());
@@ -185,7 +187,13 @@ export class Agent {
       type: 'peers-updated',
       peers: peers.map((p) => ({ nodeKey: p.nodeKey, discoKey: p.discoKey, name: p.name, endpoints: p.endpoints, natType: p.natType, online: p.online })),
     });
-    this.requestApply();
+    // Most deltas (online, endpoints, disco keys) change nothing WireGuard is told: the engine's
+    // peer set is keys and mesh addresses. Skipping those applies keeps a big mesh's churn cheap.
+    const enginePeers = peers.map((p) => `${p.nodeKey}${p.addresses.join(',')}`).join(';');
+    if (enginePeers !== this.enginePeers) {
+      this.enginePeers = enginePeers;
+      this.requestApply();
+    }
     if (fromCoordinator) this.d.saveNetmap?.(map);
   }
 
@@ -409,6 +417,11 @@ export class Agent {
         };
       }),
     };
+  }
+
+  /** The peer map held now: cheap, unlike status() (the simulator checks convergence with it). */
+  get mapInfo(): { version: number; peers: number } {
+    return { version: this.netmap.version, peers: this.netmap.peers.size };
   }
 
   /** Our current candidate endpoints (for tests and status). */

@@ -35,7 +35,7 @@ export async function runSimCli(argv: string[]): Promise<number> {
       return r.ok ? 0 : 1;
     }
     if (sub === 'scale') {
-      const r = await runStorm(intFlag(values.agents, 'agents', 2, 1000, 100), seed);
+      const r = await runStorm(intFlag(values.agents, 'agents', 2, 1000, 1000), seed);
       console.log(JSON.stringify(r, null, 2));
       return r.ok ? 0 : 1;
     }

@@ -5,9 +5,9 @@
  * latency (plus seeded jitter, which also reorders) and may lose the packet.
  * Multicast stays on the segment it was sent on, never crossing a NAT.
  *
- * Addresses: the internet is 198.18.0.0/15 (hosts 198.18.0.x, NAT public
- * addresses 198.18.1.x), LANs are 10.N.0.0/24, a carrier NAT's inside is
- * 100.64.N.0/24.
+ * Addresses (assigned by world.ts): the internet is 198.18.0.0/15 (hosts in
+ * 198.18/16, NAT public addresses in 198.19/16), home LANs 10.a.b.0/24, a
+ * carrier NAT's inside 100.64.0.0/10.
  */
 import { formatEndpoint } from '../shared/net/addr.js';
 import type { UdpEndpoint, UdpMessageHandler, UdpSocket } from '../shared/udp.js';

@@ -82,23 +82,34 @@ export class World {
   addNat(name: string, preset: NatPreset | NatBehaviour, behind?: SimNat): SimNat {
     const behaviour = typeof preset === 'string' ? NAT_PRESETS[preset] : preset;
     const outside: Segment = behind ? behind.inside : this.net.internet;
-    const ip = behind ? this.lanAddress(behind) : `198.18.1.${this.nextPublic++}`;
+    const ip = behind ? this.lanAddress(behind) : this.publicAddress();
     const nat = new SimNat(name, ip, outside, { ...behaviour }, this.random, this.lanLink);
     outside.nodes.set(ip, nat);
     this.lans.set(nat, { index: this.nextLan++, next: 10 });
     return nat;
   }
 
+  /** Hosts on the internet: 198.18.0.10 onwards; NAT public addresses: 198.19.0.10 onwards. */
+  private hostAddress(): string {
+    const n = this.nextHost++;
+    return `198.18.${n >> 8}.${n & 255}`;
+  }
+
+  private publicAddress(): string {
+    const n = this.nextPublic++;
+    return `198.19.${n >> 8}.${n & 255}`;
+  }
+
   /** The next address inside a NAT: RFC 6598 space behind a carrier NAT (named cgnat…), 10/8 behind others. */
   private lanAddress(nat: SimNat): string {
     const lan = this.lans.get(nat)!;
     const n = lan.next++;
-    return nat.name.startsWith('cgnat') ? `100.64.${lan.index}.${n}` : `10.${lan.index}.0.${n}`;
+    return nat.name.startsWith('cgnat') ? `100.${64 + (lan.index >> 8)}.${lan.index & 255}.${n}` : `10.${lan.index >> 8}.${lan.index & 255}.${n}`;
   }
 
   addHost(name: string, behind?: SimNat): SimHost {
     const seg = behind ? behind.inside : this.net.internet;
-    const ip = behind ? this.lanAddress(behind) : `198.18.0.${this.nextHost++}`;
+    const ip = behind ? this.lanAddress(behind) : this.hostAddress();
     const host = new SimHost(name, ip, seg, this.net);
     seg.nodes.set(ip, host);
     return host;
@@ -108,7 +119,7 @@ export class World {
   moveHost(host: SimHost, to?: SimNat): void {
     host.segment.nodes.delete(host.ip);
     const seg = to ? to.inside : this.net.internet;
-    host.ip = to ? this.lanAddress(to) : `198.18.0.${this.nextHost++}`;
+    host.ip = to ? this.lanAddress(to) : this.hostAddress();
     host.segment = seg;
     seg.nodes.set(host.ip, host);
     this.agents.find((a) => a.host === host)?.agent.networkChanged();
@@ -117,7 +128,7 @@ export class World {
   /** The NAT gets a new public address (its old mappings die with it). */
   renumberNat(nat: SimNat): void {
     nat.outside.nodes.delete(nat.publicIp);
-    nat.publicIp = `198.18.1.${this.nextPublic++}`;
+    nat.publicIp = this.publicAddress();
     nat.outside.nodes.set(nat.publicIp, nat);
     nat.table.expireAll();
   }

@@ -45,6 +45,8 @@ export type DiscoEvent =
   | { type: 'self-endpoints'; endpoints: string[]; natType: NatType }
   | { type: 'wireguard-stats'; nodeKey: string; lastHandshakeMs: number; endpoint?: string }
   | { type: 'ping-now'; nodeKey: string }
+  /** Traffic wants this peer (WireGuard sent towards it): punch now if it isn't already. */
+  | { type: 'want'; nodeKey: string }
   | { type: 'tick' };
 
 export type DiscoAction =
@@ -85,13 +87,25 @@ export const MIN_PING_INTERVAL_MS = 200;
 export const PONGS_PER_SOURCE_PER_S = 20;
 /** A peer is asked to call back at most this often. */
 export const CALL_ME_MAYBE_INTERVAL_MS = 2000;
+/**
+ * Up to this many peers, every peer is punched as soon as it appears: the first packet to
+ * anyone finds a path ready. Beyond it (a full mesh is O(n²) probes for the whole mesh),
+ * peers are punched on demand — WireGuard traffic towards them, `knit ping`, or the peer
+ * contacting us — as Tailscale does.
+ */
+export const EAGER_PEER_LIMIT = 128;
+/** A wanted peer stays active this long after the last sign of demand. */
+export const WANT_TTL_MS = 120_000;
 /** Outstanding pings kept at most (the oldest is forgotten first). */
 const MAX_OUTSTANDING = 8192;
 
 interface Peer {
   input: DiscoPeerInput;
   discoPub?: Uint8Array;
-  shared?: Uint8Array;
+  /** The disco box key, derived on first use (an X25519 per peer is the cost of a big map). */
+  sharedKey?: Uint8Array;
+  /** In a big mesh, a peer is punched only while wanted (traffic, a ping, the peer calling us). */
+  wantedUntil: number;
   path: PeerPathState;
   lastCallMeMaybeAt: number;
   lastKind: PathKind;
@@ -110,6 +124,8 @@ export interface DiscoCoreOptions {
   discoPrivateKey: Uint8Array;
   discoPublicKey: Uint8Array;
   random: RandomBytes;
+  /** Meshes with more peers than this punch on demand (default EAGER_PEER_LIMIT). */
+  eagerLimit?: number;
 }
 
 export class DiscoCore {
@@ -130,13 +146,18 @@ export class DiscoCore {
     dropUnexpectedPong: 0, dropRateLimited: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0,
   };
 
+  private readonly eagerLimit: number;
+  private lastNow = 0;
+
   constructor(private readonly o: DiscoCoreOptions) {
+    this.eagerLimit = o.eagerLimit ?? EAGER_PEER_LIMIT;
     const k = decodeKey(o.nodeKey);
     if (!k) throw new TypeError('nodeKey must be a base64 X25519 key');
     this.nodeKeyBytes = k;
   }
 
   handle(e: DiscoEvent, now: number): DiscoAction[] {
+    this.lastNow = now;
     const out: DiscoAction[] = [];
     this.handleEvent(e, now, out);
     this.runTimers(now, out);
@@ -159,6 +180,7 @@ export class DiscoCore {
         const p = this.peers.get(e.fromNodeKey);
         if (!p) break;
         this.touched.add(p);
+        p.wantedUntil = now + WANT_TTL_MS; // the peer wants a path to us
         this.counters.callMeMaybeReceived++;
         const keys = new Set<string>();
         for (const text of e.endpoints.slice(0, 16)) {
@@ -174,6 +196,7 @@ export class DiscoCore {
       }
       case 'network-changed':
         for (const p of this.peers.values()) {
+          if (!this.active(p, now)) continue;
           this.touched.add(p);
           if (p.path.best) p.path.best.suspect = true;
           startBurst(p.path, now);
@@ -198,10 +221,18 @@ export class DiscoCore {
         }
         break;
       }
+      case 'want': {
+        const p = this.peers.get(e.nodeKey);
+        if (!p) break;
+        this.touched.add(p);
+        this.want(p, now, out);
+        break;
+      }
       case 'ping-now': {
         const p = this.peers.get(e.nodeKey);
         if (!p) break;
         this.touched.add(p);
+        this.want(p, now, out);
         const target = p.path.best ? p.path.candidates.get(p.path.best.key) : undefined;
         for (const c of target ? [target] : p.path.candidates.values()) this.ping(p, c, now, out, true);
         break;
@@ -250,6 +281,9 @@ export class DiscoCore {
       return p.input.online ? 'the peer has not reported any endpoints yet' : 'the peer is offline and no endpoint of it is known';
     }
     const tried = p.path.candidates.size;
+    if (p.path.pingsSent === 0 && !this.active(p, this.lastNow)) {
+      return `not punched yet: with ${this.peers.size} peers, paths are made on demand (traffic to the peer, knit ping, or the peer reaching out)`;
+    }
     if (this.selfNatType === 'blocked' || p.input.natType === 'blocked') return 'UDP is blocked on one side; a relay is needed';
     if (this.selfNatType === 'endpoint-dependent' && p.input.natType === 'endpoint-dependent') {
       return 'both sides map endpoint-dependently (symmetric NAT), so hole punching cannot work; a relay is needed';
@@ -263,13 +297,16 @@ export class DiscoCore {
   }
 
   private updatePeers(list: DiscoPeerInput[], now: number, out: DiscoAction[]): void {
+    // First bring the map up to date, then decide whom to punch: whether the mesh is
+    // "big" (on-demand punching) depends on the whole list, not on how far we've read.
+    const changed: { p: Peer; fresh: boolean; added: boolean }[] = [];
     const seen = new Set<string>();
     for (const input of list) {
       seen.add(input.nodeKey);
       let p = this.peers.get(input.nodeKey);
       const isNew = !p;
       if (!p) {
-        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, wakeGen: 0 };
+        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, wakeGen: 0, wantedUntil: -Infinity };
         this.peers.set(input.nodeKey, p);
       }
       this.touched.add(p);
@@ -278,7 +315,7 @@ export class DiscoCore {
         if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
         const pub = decodeKey(input.discoKey);
         p.discoPub = pub;
-        p.shared = pub && discoSharedKey(this.o.discoPrivateKey, pub);
+        p.sharedKey = undefined;
         if (pub) this.byDisco.set(input.discoKey, input.nodeKey);
       }
       p.input = input;
@@ -287,8 +324,16 @@ export class DiscoCore {
         const ep = parseEndpoint(text);
         if (ep && addCandidate(p.path, ep, 'coordinator', now)) added = true;
       }
-      if (!p.shared) continue;
-      if (isNew || discoChanged) {
+      changed.push({ p, fresh: isNew || discoChanged, added });
+    }
+    for (const [key, p] of this.peers) {
+      if (seen.has(key)) continue;
+      this.peers.delete(key);
+      if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
+    }
+    for (const { p, fresh, added } of changed) {
+      if (!p.discoPub || !this.active(p, now)) continue;
+      if (fresh) {
         // A new peer, or the same peer restarted (new disco key): punch and ask it to call back.
         if (p.path.best) p.path.best.suspect = true;
         startBurst(p.path, now);
@@ -297,15 +342,28 @@ export class DiscoCore {
         // New endpoints from the coordinator: if the current path isn't among them the peer
         // has moved (its call-me-maybe may be lost while it reconnects), so re-punch now.
         const best = p.path.best;
-        if (best && !input.endpoints.includes(best.key) && p.path.candidates.get(best.key)?.sources.has('coordinator')) best.suspect = true;
+        if (best && !p.input.endpoints.includes(best.key) && p.path.candidates.get(best.key)?.sources.has('coordinator')) best.suspect = true;
         if (!best || best.suspect) startBurst(p.path, now);
       }
     }
-    for (const [key, p] of this.peers) {
-      if (seen.has(key)) continue;
-      this.peers.delete(key);
-      if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
-    }
+  }
+
+  private sharedKey(p: Peer): Uint8Array | undefined {
+    if (!p.sharedKey && p.discoPub) p.sharedKey = discoSharedKey(this.o.discoPrivateKey, p.discoPub);
+    return p.sharedKey;
+  }
+
+  /** Small meshes punch every peer at once; beyond `eagerLimit` peers only those wanted or already connected. */
+  private active(p: Peer, now: number): boolean {
+    return this.peers.size <= this.eagerLimit || p.path.best !== undefined || now < p.wantedUntil;
+  }
+
+  private want(p: Peer, now: number, out: DiscoAction[]): void {
+    const wasActive = this.active(p, now);
+    p.wantedUntil = now + WANT_TTL_MS;
+    if (!p.discoPub || wasActive) return;
+    startBurst(p.path, now);
+    this.callMeMaybe(p, now, out, false);
   }
 
   private callMeMaybe(p: Peer, now: number, out: DiscoAction[], force: boolean): void {
@@ -326,12 +384,14 @@ export class DiscoCore {
       if (!p || p.wakeGen !== w.gen) continue;
       p.wake = undefined; // consumed: rearm() files the next one
       this.touched.add(p);
-      if (!p.shared) continue;
+      if (!p.discoPub) continue;
       const d = due(p.path, now);
       for (const c of d.ping) this.ping(p, c, now, out, false);
       if (d.died || d.burstEnded) {
-        this.callMeMaybe(p, now, out, false);
         expireCandidates(p.path, now);
+        // A peer nobody wants any more is left alone until traffic or the peer asks again.
+        if (this.active(p, now)) this.callMeMaybe(p, now, out, false);
+        else p.path.repunchAt = undefined;
       }
       this.notePathKind(p, now, out);
     }
@@ -363,7 +423,7 @@ export class DiscoCore {
   }
 
   private seal(p: Peer, m: DiscoMessage): Uint8Array {
-    return sealDisco(m, this.o.discoPublicKey, p.shared!, this.o.random(24));
+    return sealDisco(m, this.o.discoPublicKey, this.sharedKey(p)!, this.o.random(24));
   }
 
   private allowPong(source: string, now: number): boolean {
@@ -384,12 +444,13 @@ export class DiscoCore {
     }
     const nodeKey = this.byDisco.get(Buffer.from(sender).toString('base64'));
     const p = nodeKey ? this.peers.get(nodeKey) : undefined;
-    if (!p || !p.shared) {
+    const key = p && this.sharedKey(p);
+    if (!p || !key) {
       this.counters.dropUnknownSender++;
       return;
     }
     this.touched.add(p);
-    const m = openDisco(bytes, p.shared);
+    const m = openDisco(bytes, key);
     if (!m) {
       this.counters.dropMalformed++;
       return;
@@ -405,6 +466,7 @@ export class DiscoCore {
         return;
       }
       this.counters.pongsSent++;
+      p.wantedUntil = now + WANT_TTL_MS;
       out.push({ type: 'send-udp', to: from, bytes: this.seal(p, { type: 'pong', txid: m.txid, src: from }) });
       // The ping's source is where the peer's packets come from: a candidate worth pinging back
       // at once — that return ping is what opens our side of a NAT for the crossing.

@@ -29,12 +29,16 @@ export interface ProxyDeps {
 interface PeerLeg {
   socket: UdpSocket;
   real?: UdpEndpoint;
+  /** The latest packet WireGuard sent before a path existed: flushed when one does (saves its 5 s retry). */
+  held?: Uint8Array;
 }
 
 export class WireguardProxy {
   private readonly peers = new Map<string, PeerLeg>(); // node key → its stand-in
   private readonly byReal = new Map<string, PeerLeg>(); // "ip:port" → leg
   readonly counters = { toEngine: 0, toNetwork: 0, dropUnknownSource: 0, dropNoEndpoint: 0 };
+  /** WireGuard wants to reach a peer we have no path to: the trigger for on-demand punching. */
+  onWant?: (nodeKey: string) => void;
 
   constructor(private readonly d: ProxyDeps) {}
 
@@ -60,6 +64,8 @@ export class WireguardProxy {
         if (from.port !== this.d.enginePort) return;
         if (!leg.real) {
           this.counters.dropNoEndpoint++;
+          leg.held = bytes.slice();
+          this.onWant?.(key);
           return;
         }
         this.counters.toNetwork++;
@@ -77,6 +83,11 @@ export class WireguardProxy {
     if (leg.real) this.byReal.delete(formatEndpoint(leg.real));
     leg.real = ep;
     if (ep) this.byReal.set(formatEndpoint(ep), leg);
+    if (ep && leg.held) {
+      this.counters.toNetwork++;
+      this.d.publicSocket.send(leg.held, ep);
+      leg.held = undefined;
+    }
     return ep ? `127.0.0.1:${leg.socket.localPort()}` : undefined;
   }
 

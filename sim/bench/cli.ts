@@ -8,6 +8,8 @@ import { intFlag, parseFlags } from '../../shared/cli/args.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
+import { runGrid } from '../scenarios/grid.js';
+import { runScenario, runStorm, SCENARIO_NAMES } from '../scenarios/index.js';
 
 interface Budget { name: string; value: number; limit: number; ok: boolean }
 
@@ -17,11 +19,11 @@ export async function runBenchCli(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent|tunnel] [--agents N] [--json]');
+      console.log('usage: knit bench [all|agent|tunnel|sim] [--agents N] [--json]');
       return 0;
     }
     const which = positionals[0] ?? 'all';
-    if (!['all', 'agent', 'tunnel'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, tunnel)`);
+    if (!['all', 'agent', 'tunnel', 'sim'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, tunnel, sim)`);
     const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
     const budgets: Budget[] = [];
     if (which === 'all' || which === 'agent') {
@@ -30,6 +32,21 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       budgets.push(budget('agent: peer appears → authenticated pong, p50 (ms)', agent.appearToPongP50Ms, 1000));
       budgets.push(budget('agent: peer appears → authenticated pong, p95 (ms)', agent.appearToPongP95Ms, 3000));
       budgets.push(budget('agent: pairs not connected', agent.pairs - agent.pairsConnected, 0));
+    }
+    if (which === 'all' || which === 'sim') {
+      const t0 = performance.now();
+      const cells = await runGrid(1);
+      const scenarios = [];
+      for (const name of SCENARIO_NAMES.filter((n) => n !== 'storm')) scenarios.push(await runScenario(name, 1));
+      const gridAndScenariosMs = Math.round(performance.now() - t0);
+      const storm = await runStorm(1000, 1);
+      report.sim = {
+        gridAndScenariosWallMs: gridAndScenariosMs, gridCellsAsExpected: cells.filter((c) => c.path === c.expected).length, gridCells: cells.length,
+        scenariosOk: scenarios.filter((x) => x.ok).length, scenarios: scenarios.length, storm1000: { wallMs: storm.wallMs, ok: storm.ok, convergedVirtualMs: storm.timeMs, ...storm.details },
+      };
+      budgets.push(budget('sim: grid + scenarios wall time (ms)', gridAndScenariosMs, 120_000));
+      budgets.push(budget('sim: 1,000-agent storm wall time (ms)', storm.wallMs, 60_000));
+      budgets.push(budget('sim: grid cells off their expected path', cells.length - cells.filter((c) => c.path === c.expected).length, 0));
     }
     if (which === 'all' || which === 'tunnel') {
       const tunnel = await benchTunnel();

@@ -14,8 +14,16 @@ for (const name of Object.keys(BUDGET_MS)) {
   });
 }
 
-test('storm: 40 agents join at once; every map converges and sampled pairs connect', async (t) => {
+test('storm: 40 agents join at once (every peer punched at once); maps converge, pairs connect', async (t) => {
   const r = await runStorm(40, 5);
   t.diagnostic(JSON.stringify(r));
   assert.ok(r.ok, JSON.stringify(r.details));
+});
+
+test('storm: 200 agents join at once (a big mesh: paths on demand); maps converge, pinged pairs connect', async (t) => {
+  const r = await runStorm(200, 6);
+  t.diagnostic(JSON.stringify(r));
+  assert.ok(r.ok, JSON.stringify(r.details));
+  assert.equal((r.details as { pingReplies: number }).pingReplies, (r.details as { sampledPairs: number }).sampledPairs);
+  assert.ok((r.details as { packets: number }).packets < 20 * 200, 'idle peers are not probed');
 });

@@ -164,3 +164,20 @@ test('a ping carrying another node key than the one bound to the disco key is dr
   assert.equal(a.core.counters.dropBadNodeKey, 1);
   assert.equal(a.core.counters.pongsSent, 0);
 });
+
+test('big meshes punch on demand: nothing until wanted, then a path; the peer answers and punches back', () => {
+  const net = new Net();
+  const a = net.add('a', A, { eagerLimit: 1 });
+  const b = net.add('b', B, { eagerLimit: 1 });
+  const c = net.add('c', { address: '198.18.0.3', port: 41641 }, { eagerLimit: 1 });
+  net.introduce();
+  net.clock.advance(10_000);
+  assert.equal(a.core.counters.pingsSent + b.core.counters.pingsSent + c.core.counters.pingsSent, 0, 'no probing of idle peers');
+  assert.match(net.status(a, b).why ?? '', /on demand/);
+  net.feed(a, { type: 'want', nodeKey: b.nodeKey });
+  net.clock.advance(200);
+  assert.equal(net.status(a, b).path, 'direct');
+  assert.equal(net.status(b, a).path, 'direct', 'b answers and punches back because a reached out');
+  assert.equal(net.status(a, c).path, 'none', 'c was never wanted');
+  assert.equal(c.core.counters.pingsSent, 0);
+});

@@ -36,12 +36,12 @@ export class Net {
   delivered = 0;
   dropped = 0;
 
-  add(name: string, addr: UdpEndpoint, opts: { endpoints?: string[]; natType?: NatType } = {}): Host {
+  add(name: string, addr: UdpEndpoint, opts: { endpoints?: string[]; natType?: NatType; eagerLimit?: number } = {}): Host {
     const node = generateKeyPair();
     const disco = generateKeyPair();
     const h: Host = {
       name, nodeKey: encodeKey(node.publicKey), discoKey: encodeKey(disco.publicKey), addr,
-      core: new DiscoCore({ nodeKey: encodeKey(node.publicKey), discoPrivateKey: disco.privateKey, discoPublicKey: disco.publicKey, random: this.random }),
+      core: new DiscoCore({ nodeKey: encodeKey(node.publicKey), discoPrivateKey: disco.privateKey, discoPublicKey: disco.publicKey, random: this.random, eagerLimit: opts.eagerLimit }),
       endpoints: opts.endpoints ?? [formatEndpoint(addr)], natType: opts.natType ?? 'none', chosen: [], actions: [], accept: () => true,
     };
     this.hosts.push(h);

@@ -25,7 +25,18 @@ test('WireGuard packets go through the stand-in both ways; unknown sources are d
   pub.onMessage((bytes, from) => proxy.fromNetwork(bytes, from));
   try {
     await proxy.prepare(['peerA']);
+    const wanted: string[] = [];
+    proxy.onWant = (k) => wanted.push(k);
+    // Before any path: WireGuard's packet is held and the peer is wanted (on-demand punching).
+    const early = proxy.engineEndpoint('peerA', undefined);
+    assert.equal(early, undefined);
+    const standInEarly = (proxy as unknown as { peers: Map<string, { socket: { localPort(): number } }> }).peers.get('peerA')!.socket.localPort();
+    engine.send('early-init', standInEarly, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(wanted, ['peerA']);
+    const flushed = nextMessage(peer);
     const standIn = proxy.engineEndpoint('peerA', `127.0.0.1:${peer.address().port}`)!;
+    assert.equal((await flushed).data, 'early-init', 'the held packet goes out as soon as a path exists');
     assert.match(standIn, /^127\.0\.0\.1:\d+$/);
     const standInPort = Number(standIn.split(':')[1]);
 
