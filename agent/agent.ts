@@ -59,6 +59,17 @@ export interface AgentDeps {
   tunnelPort?: number;
 }
 
+/** Whether two maps differ in what the engine is told (peer keys and mesh addresses). */
+function enginePeersChanged(before: Netmap | undefined, after: Netmap): boolean {
+  if (!before || before.peers.size !== after.peers.size) return true;
+  for (const [id, p] of after.peers) {
+    const q = before.peers.get(id);
+    if (q === p) continue; // the reducer keeps unchanged peers' objects
+    if (!q || q.nodeKey !== p.nodeKey || q.addresses.join() !== p.addresses.join()) return true;
+  }
+  return false;
+}
+
 function prefixed(prefix: string, o: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
 }
@@ -94,7 +105,7 @@ export class Agent {
   private stunServers: UdpEndpoint[] = [];
   private lastDeathProbe = -Infinity;
   private lastReflexive: string | undefined;
-  private enginePeers = '';
+  private appliedMap: Netmap | undefined;
   private discoveryWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
   readonly counters = { udpOther: 0, udpTotal: 0 };
   /** Path changes, for `knit ping --until-direct` and logs. */
@@ -179,6 +190,8 @@ export class Agent {
   }
 
   private netmapChanged(map: Netmap, fromCoordinator: boolean): void {
+    const previous = this.appliedMap;
+    this.appliedMap = map;
     this.netmap = map;
     const peers = [...map.peers.values()];
     const keys = new Set(peers.map((p) => p.nodeKey));
@@ -189,11 +202,7 @@ export class Agent {
     });
     // Most deltas (online, endpoints, disco keys) change nothing WireGuard is told: the engine's
     // peer set is keys and mesh addresses. Skipping those applies keeps a big mesh's churn cheap.
-    const enginePeers = peers.map((p) => `${p.nodeKey}${p.addresses.join(',')}`).join(';');
-    if (enginePeers !== this.enginePeers) {
-      this.enginePeers = enginePeers;
-      this.requestApply();
-    }
+    if (enginePeersChanged(previous, map)) this.requestApply();
     if (fromCoordinator) this.d.saveNetmap?.(map);
   }
 

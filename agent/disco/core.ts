@@ -24,7 +24,7 @@ import { DISCO_TXID_LEN, discoSender, discoSharedKey, openDisco, sealDisco, type
 import type { PathKind } from '../status.js';
 import {
   addCandidate, due, expireCandidates, newPeerPath, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
-  pathKind, PING_TIMEOUT_MS, startBurst, type Candidate, type PeerPathState,
+  pathKind, PING_TIMEOUT_MS, startBurst, withdrawCoordinatorCandidates, type Candidate, type PeerPathState,
 } from './peer-path.js';
 
 export interface DiscoPeerInput {
@@ -318,11 +318,18 @@ export class DiscoCore {
         p.sharedKey = undefined;
         if (pub) this.byDisco.set(input.discoKey, input.nodeKey);
       }
+      const sameEndpoints = !isNew && p.input.endpoints === input.endpoints; // the map keeps unchanged arrays
       p.input = input;
       let added = false;
-      for (const text of input.endpoints) {
-        const ep = parseEndpoint(text);
-        if (ep && addCandidate(p.path, ep, 'coordinator', now)) added = true;
+      if (!sameEndpoints) {
+        const listed = new Set<string>();
+        for (const text of input.endpoints) {
+          const ep = parseEndpoint(text);
+          if (!ep) continue;
+          listed.add(formatEndpoint(ep));
+          if (addCandidate(p.path, ep, 'coordinator', now)) added = true;
+        }
+        withdrawCoordinatorCandidates(p.path, listed);
       }
       changed.push({ p, fresh: isNew || discoChanged, added });
     }

@@ -98,10 +98,23 @@ export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: Candidat
   return true;
 }
 
-/** Drops candidates nobody has vouched for in CANDIDATE_TTL_MS (never the chosen path). */
+/**
+ * Drops candidates nobody has vouched for in CANDIDATE_TTL_MS. Never the chosen path, and never
+ * one the coordinator still lists (those leave through `withdrawCoordinatorCandidates`).
+ */
 export function expireCandidates(s: PeerPathState, now: number): void {
   for (const c of s.candidates.values()) {
-    if (c.key !== s.best?.key && now - c.refreshedAt > CANDIDATE_TTL_MS && now - c.lastPongAt > CANDIDATE_TTL_MS) s.candidates.delete(c.key);
+    if (c.key === s.best?.key || c.sources.has('coordinator')) continue;
+    if (now - c.refreshedAt > CANDIDATE_TTL_MS && now - c.lastPongAt > CANDIDATE_TTL_MS) s.candidates.delete(c.key);
+  }
+}
+
+/** The coordinator's list for the peer changed: endpoints it no longer lists lose that vouching. */
+export function withdrawCoordinatorCandidates(s: PeerPathState, listed: Set<string>): void {
+  for (const c of s.candidates.values()) {
+    if (!c.sources.has('coordinator') || listed.has(c.key)) continue;
+    c.sources.delete('coordinator');
+    if (c.sources.size === 0 && c.key !== s.best?.key) s.candidates.delete(c.key);
   }
 }
 
