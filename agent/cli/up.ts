@@ -131,7 +131,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     throw err;
   });
   const { udp, proxy, shared, tunnelPort } = ports;
-  const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], onChange: () => agent.networkChanged() });
+  const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], netlink: true, onChange: () => agent.networkChanged() });
   const agent: Agent = new Agent(
     { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: ports.mode, initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
     {

@@ -5,6 +5,7 @@
  * their traffic stays on loopback); IPv6 link-local is always skipped (it
  * needs a zone to be usable and only means something on one link).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import type { Clock } from '../../shared/clock.js';
 import { isLinkLocalIp, isLoopbackIp } from '../../shared/net/addr.js';
@@ -34,6 +35,29 @@ export function selectAddresses(table: InterfaceTable, allow?: string[], exclude
 /** How often addresses are polled. Cheap (one getifaddrs), and 2 s bounds how late a roam is noticed. */
 export const INTERFACE_POLL_MS = 2000;
 
+/**
+ * Starts `ip -o monitor address route` (iproute2 reading netlink) and calls `poke` on every
+ * event, so a change is seen at once instead of at the next poll. Returns a stopper; returns
+ * undefined where there is no `ip` (then polling alone does the job).
+ */
+export function watchNetlink(poke: () => void): (() => void) | undefined {
+  if (process.platform !== 'linux') return undefined;
+  let child: ChildProcess;
+  try {
+    child = spawn('ip', ['-o', 'monitor', 'address', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return undefined;
+  }
+  child.on('error', () => {}); // no ip binary: polling covers it
+  child.stdout?.on('data', () => poke());
+  child.unref();
+  (child.stdout as unknown as { unref?: () => void } | null)?.unref?.();
+  return () => child.kill();
+}
+
+/** Netlink events come in bursts (address, then routes): one poll shortly after the first. */
+const NETLINK_SETTLE_MS = 100;
+
 export function createInterfaceMonitor(options: {
   clock: Clock;
   interfaces?: string[];
@@ -41,18 +65,32 @@ export function createInterfaceMonitor(options: {
   read?: () => InterfaceTable;
   intervalMs?: number;
   onChange: (addresses: string[]) => void;
+  /** Also listen to netlink (Linux, through `ip monitor`) for immediate notice. */
+  netlink?: boolean;
 }) {
   const read = options.read ?? networkInterfaces;
   let current = selectAddresses(read(), options.interfaces, options.exclude);
   let timer: ReturnType<Clock['setTimeout']> | undefined;
   let running = false;
-  const poll = () => {
+  let stopNetlink: (() => void) | undefined;
+  const check = () => {
     const next = selectAddresses(read(), options.interfaces, options.exclude);
     if (next.join(',') !== current.join(',')) {
       current = next;
       options.onChange(next);
     }
+  };
+  const poll = () => {
+    check();
     if (running) timer = options.clock.setTimeout(poll, options.intervalMs ?? INTERFACE_POLL_MS);
+  };
+  let settling: ReturnType<Clock['setTimeout']> | undefined;
+  const poke = () => {
+    if (!running || settling !== undefined) return;
+    settling = options.clock.setTimeout(() => {
+      settling = undefined;
+      if (running) check();
+    }, NETLINK_SETTLE_MS);
   };
   return {
     addresses: () => current,
@@ -60,10 +98,15 @@ export function createInterfaceMonitor(options: {
       if (running) return;
       running = true;
       timer = options.clock.setTimeout(poll, options.intervalMs ?? INTERFACE_POLL_MS);
+      if (options.netlink) stopNetlink = watchNetlink(poke);
     },
     stop() {
       running = false;
       if (timer !== undefined) options.clock.clearTimeout(timer);
+      if (settling !== undefined) options.clock.clearTimeout(settling);
+      stopNetlink?.();
     },
+    /** Re-reads the addresses now (a hint that something changed). */
+    poke,
   };
 }

@@ -34,3 +34,18 @@ test('the monitor reports a change once, on the next poll after it happens', () 
   m.stop();
   assert.equal(clock.pending, 0, 'stop leaves no timer behind');
 });
+
+test('a netlink hint (poke) makes the monitor look at once, not at the next poll', () => {
+  const clock = new ManualClock();
+  let table: InterfaceTable = { eth0: [info('10.0.0.2', 'IPv4')] };
+  const changes: string[][] = [];
+  const m = createInterfaceMonitor({ clock, read: () => table, onChange: (a) => changes.push(a), intervalMs: 2000 });
+  m.start();
+  table = { eth0: [info('10.0.9.9', 'IPv4')] };
+  m.poke();
+  m.poke(); // a burst of netlink events costs one look
+  clock.advance(100);
+  assert.deepEqual(changes, [['10.0.9.9']]);
+  m.stop();
+  assert.equal(clock.pending, 0);
+});
