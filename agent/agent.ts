@@ -74,6 +74,9 @@ function prefixed(prefix: string, o: Record<string, number>): Record<string, num
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
 }
 
+/** How long the responder side withholds a new peer's endpoint from WireGuard (anti-stall). */
+export const RESPONDER_WAIT_MS = 2000;
+
 /** A dying path triggers a STUN round at most this often (several peers die together after a NAT change). */
 export const REPROBE_ON_DEATH_MS = 5000;
 
@@ -88,7 +91,7 @@ export class Agent {
   private readonly control: ControlClient;
   private readonly discoKey: string;
   private netmap: Netmap;
-  private endpoints = new Map<string, { endpoint: string; initiator: boolean }>(); // node key → chosen endpoint
+  private endpoints = new Map<string, { endpoint: string; initiator: boolean; at: number }>(); // node key → chosen endpoint
   private stats = new Map<string, EnginePeerStats>();
   private selfEndpoints: string[] = [];
   private natType: NatType = 'unknown';
@@ -278,8 +281,10 @@ export class Agent {
         case 'send-udp': this.d.udp.send(a.bytes, a.to); break;
         case 'send-call-me-maybe': this.control.callMeMaybe(a.toNodeKey, a.endpoints); break;
         case 'set-peer-endpoint':
-          this.endpoints.set(a.nodeKey, { endpoint: a.endpoint, initiator: a.initiator });
+          this.endpoints.set(a.nodeKey, { endpoint: a.endpoint, initiator: a.initiator, at: this.d.clock.now() });
           this.requestApply();
+          // The responder's withheld endpoint (see desiredConfig) is handed over after the wait.
+          if (!a.initiator) this.d.clock.setTimeout(() => this.requestApply(), RESPONDER_WAIT_MS);
           break;
         case 'path-changed':
           this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint, rttMs: a.rttMs });
@@ -331,11 +336,14 @@ export class Agent {
       peers: [...this.netmap.peers.values()].map((p: PeerInfo) => {
         const chosen = this.endpoints.get(p.nodeKey);
         const handshook = (this.stats.get(p.nodeKey)?.lastHandshakeMs ?? 0) > 0;
-        // Anti-stall (LAB-NOTES): only one side keeps WireGuard's keepalive running until the
-        // first handshake, so the two sides never initiate in lock-step.
+        // Anti-stall (LAB-NOTES): the two sides must never initiate in lock-step. The initiator
+        // gets endpoint and keepalive at once (setting keepalive makes WireGuard initiate); the
+        // responder gets no endpoint for RESPONDER_WAIT_MS — its WireGuard learns it from the
+        // initiation — and keepalive only after the first handshake.
         const keepalive = chosen && (chosen.initiator || handshook) ? this.o.keepaliveS : 0;
-        const endpoint = proxy ? proxy.engineEndpoint(p.nodeKey, chosen?.endpoint) : chosen?.endpoint;
-        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint, persistentKeepaliveS: keepalive };
+        const waiting = chosen !== undefined && !chosen.initiator && !handshook && this.d.clock.now() - chosen.at < RESPONDER_WAIT_MS;
+        const real = proxy ? proxy.engineEndpoint(p.nodeKey, chosen?.endpoint) : chosen?.endpoint; // the proxy needs the route either way
+        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint: waiting ? undefined : real, persistentKeepaliveS: keepalive };
       }),
     };
   }
