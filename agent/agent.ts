@@ -17,6 +17,7 @@ import { x25519 } from '@noble/curves/ed25519.js';
 import type { Clock, RandomBytes } from '../shared/clock.js';
 import { encodeKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
+import { parseEndpoint } from '../shared/net/addr.js';
 import type { UdpEndpoint, UdpSocket } from '../shared/udp.js';
 import type { NatType, PeerInfo, WelcomeMsg } from '../shared/wire/control.js';
 import { isDiscoPacket } from '../shared/wire/disco.js';
@@ -27,6 +28,7 @@ import { DiscoCore, type DiscoAction } from './disco/core.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
 import type { WireguardProxy } from './net/proxy.js';
+import type { SharedModeWaker } from './net/waker.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
 import type { PathKind, StatusDocument } from './status.js';
 
@@ -39,6 +41,8 @@ export interface AgentOptions {
   keepaliveS: number;
   portMode: 'proxy' | 'shared' | 'memory';
   initialNetmap?: Netmap;
+  /** Meshes with more peers than this punch on demand (disco EAGER_PEER_LIMIT by default). */
+  eagerPeers?: number;
 }
 
 export interface AgentDeps {
@@ -57,6 +61,8 @@ export interface AgentDeps {
    * port `udp` is bound to (kernel rules steer disco/STUN between the two; net/shared-port.ts).
    */
   tunnelPort?: number;
+  /** Shared mode: catches WireGuard's handshakes to peers without a path (on-demand punching). */
+  waker?: SharedModeWaker;
 }
 
 /** Whether two maps differ in what the engine is told (peer keys and mesh addresses). */
@@ -119,7 +125,7 @@ export class Agent {
     const discoPublic = x25519.getPublicKey(discoPrivate);
     this.discoKey = encodeKey(discoPublic);
     this.netmap = o.initialNetmap ?? { version: 0, selfId: o.node.id, peers: new Map() };
-    this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random });
+    this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random, eagerLimit: o.eagerPeers });
     this.probe = new StunProbe(() => this.tunnelPort(), d.random);
     this.control = new ControlClient(
       { url: o.node.coordinatorUrl, coordinatorKey: o.node.coordinatorKey, nodePrivateKey: o.identity.privateKey, nodeKey: o.identity.publicKey, discoKey: this.discoKey, initialMap: this.netmap },
@@ -141,7 +147,9 @@ export class Agent {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    if (this.d.proxy) this.d.proxy.onWant = (nodeKey) => this.discoEvent({ type: 'want', nodeKey });
+    const want = (nodeKey: string) => this.discoEvent({ type: 'want', nodeKey });
+    if (this.d.proxy) this.d.proxy.onWant = want;
+    if (this.d.waker) this.d.waker.onWant = want;
     this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
     this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), []);
     this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now());
@@ -163,6 +171,7 @@ export class Agent {
     this.pingWaiters.clear();
     await this.applying;
     this.d.proxy?.close();
+    this.d.waker?.close();
     this.d.udp.close();
   }
 
@@ -283,6 +292,7 @@ export class Agent {
         case 'set-peer-endpoint':
           this.endpoints.set(a.nodeKey, { endpoint: a.endpoint, initiator: a.initiator, at: this.d.clock.now() });
           this.requestApply();
+          { const ep = parseEndpoint(a.endpoint); if (ep) this.d.waker?.pathFound(a.nodeKey, ep); }
           // The responder's withheld endpoint (see desiredConfig) is handed over after the wait.
           if (!a.initiator) this.d.clock.setTimeout(() => this.requestApply(), RESPONDER_WAIT_MS);
           break;
@@ -343,7 +353,10 @@ export class Agent {
         const keepalive = chosen && (chosen.initiator || handshook) ? this.o.keepaliveS : 0;
         const waiting = chosen !== undefined && !chosen.initiator && !handshook && this.d.clock.now() - chosen.at < RESPONDER_WAIT_MS;
         const real = proxy ? proxy.engineEndpoint(p.nodeKey, chosen?.endpoint) : chosen?.endpoint; // the proxy needs the route either way
-        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint: waiting ? undefined : real, persistentKeepaliveS: keepalive };
+        // Shared mode: a peer without a path points at the waker, so WireGuard's wish to reach it
+        // is seen (on-demand punching); the proxy's stand-ins do the same in proxy mode.
+        const endpoint = waiting ? undefined : real ?? this.d.waker?.endpoint;
+        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint, persistentKeepaliveS: keepalive };
       }),
     };
   }
@@ -359,6 +372,7 @@ export class Agent {
       this.reassert = false;
       try {
         await this.d.proxy?.prepare([...this.netmap.peers.values()].map((p) => p.nodeKey));
+        this.d.waker?.setPathless([...this.netmap.peers.values()].filter((p) => !this.endpoints.has(p.nodeKey)).map((p) => p.nodeKey));
         await this.d.engine.apply(this.desiredConfig(), { reassertEndpoints: reassert });
       } catch (err) {
         this.d.logger.error('engine apply failed', { err: (err as Error).message });
@@ -423,7 +437,10 @@ export class Agent {
       },
       coordinator: { url: this.o.node.coordinatorUrl, status: this.controlStatus.status, detail: this.controlStatus.detail, version: this.netmap.version },
       engine: { kind: this.d.engine.kind, iface: this.o.iface, portMode: this.o.portMode },
-      counters: { ...this.counters, ...this.disco.counters, ...(this.d.proxy ? prefixed('proxy', this.d.proxy.counters) : {}) },
+      counters: {
+        ...this.counters, ...this.disco.counters,
+        ...(this.d.proxy ? prefixed('proxy', this.d.proxy.counters) : {}), ...(this.d.waker ? prefixed('waker', this.d.waker.counters) : {}),
+      },
       peers: [...this.netmap.peers.values()].map((p) => {
         const s = disco.get(p.nodeKey);
         const st = this.stats.get(p.nodeKey);

@@ -22,7 +22,8 @@ const HELP: Record<string, string> = {
   --state DIR           state directory (default /var/lib/knit as root, ~/.knit otherwise)
   --interfaces NAMES    only these interfaces give endpoint candidates (lo must be named to be used)
   --keepalive SECONDS   WireGuard persistent keepalive (default 25)
-  --hostname NAME       name to register (default: this machine's)`,
+  --hostname NAME       name to register (default: this machine's)
+  --eager-peers N       punch every peer at once up to N peers, on demand beyond (default 128)`,
   down: 'usage: knit down [--state DIR]',
   status: 'usage: knit status [--json] [--state DIR]',
   netcheck: 'usage: knit netcheck [--json] [--state DIR]   (asks the running agent to probe from its tunnel port)',
@@ -101,7 +102,7 @@ async function up(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     token: { type: 'string' }, engine: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
     state: { type: 'string' }, interfaces: { type: 'string' }, keepalive: { type: 'string' }, hostname: { type: 'string' },
-    'port-mode': { type: 'string' },
+    'port-mode': { type: 'string' }, 'eager-peers': { type: 'string' },
   });
   if (values.help) return console.log(HELP.up), 0;
   const iface = values.iface ?? 'knit0';
@@ -117,6 +118,7 @@ async function up(argv: string[]): Promise<number> {
     interfaces: listFlag(values.interfaces),
     keepaliveS: intFlag(values.keepalive, 'keepalive', 1, 3600, 25),
     hostname: values.hostname,
+    eagerPeers: values['eager-peers'] === undefined ? undefined : intFlag(values['eager-peers'], 'eager-peers', 0, 100_000, 128),
   });
 }
 

@@ -18,6 +18,7 @@ import { wsTransport } from '../control/ws-transport.js';
 import type { Engine } from '../engine/types.js';
 import { WireguardProxy } from '../net/proxy.js';
 import { installSharedPort } from '../net/shared-port.js';
+import { SharedModeWaker } from '../net/waker.js';
 import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
 import { createInterfaceMonitor } from '../roam/interfaces.js';
 import {
@@ -38,6 +39,7 @@ export interface UpOptions {
   interfaces?: string[];
   keepaliveS: number;
   hostname?: string;
+  eagerPeers?: number;
 }
 
 async function createEngine(choice: EngineChoice, iface: string, logger: Logger): Promise<Engine> {
@@ -93,7 +95,8 @@ async function openTunnelPorts(o: UpOptions, logger: Logger) {
     const udp = await bindPublic(0);
     try {
       const shared = await installSharedPort(o.iface, tunnelPort, udp.localPort());
-      return { mode: 'shared' as const, udp, shared, tunnelPort };
+      const waker = new SharedModeWaker(await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }), tunnelPort, (bytes, to) => udp.send(bytes, to));
+      return { mode: 'shared' as const, udp, shared, tunnelPort, waker };
     } catch (err) {
       udp.close();
       if (o.portMode === 'shared') throw err;
@@ -130,13 +133,13 @@ export async function runUp(o: UpOptions): Promise<number> {
     await engine.close();
     throw err;
   });
-  const { udp, proxy, shared, tunnelPort } = ports;
+  const { udp, proxy, shared, tunnelPort, waker } = ports;
   const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], netlink: true, onChange: () => agent.networkChanged() });
   const agent: Agent = new Agent(
-    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: ports.mode, initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
+    { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: ports.mode, eagerPeers: o.eagerPeers, initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
-      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort,
+      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker,
     },
   );
   const connected = new Set<string>();

@@ -75,7 +75,11 @@ export class WireguardProxy {
     }
   }
 
-  /** Points a peer's stand-in at its real endpoint; returns what WireGuard should be told. */
+  /**
+   * Points a peer's stand-in at its real endpoint (undefined: none yet) and returns what
+   * WireGuard should be told: always the stand-in, so that WireGuard's wish to reach a peer
+   * without a path arrives here (on-demand punching) instead of going nowhere.
+   */
   engineEndpoint(nodeKey: string, real: string | undefined): string | undefined {
     const leg = this.peers.get(nodeKey);
     if (!leg) return undefined;
@@ -88,7 +92,7 @@ export class WireguardProxy {
       this.d.publicSocket.send(leg.held, ep);
       leg.held = undefined;
     }
-    return ep ? `127.0.0.1:${leg.socket.localPort()}` : undefined;
+    return `127.0.0.1:${leg.socket.localPort()}`;
   }
 
   /** A WireGuard packet that arrived on the public port. */

@@ -43,6 +43,10 @@ if (!check.ok) {
         ['c', await lab.addHost('c', { behind: coneA })], // same LAN as a
         ['s', await lab.addHost('s', { behind: sym })],
         ['d', await lab.addHost('d', { behind: inner })], // double NAT: home router behind a carrier NAT
+        // Big-mesh mode (--eager-peers 0): e, f, g punch each other only on demand.
+        ['e', await lab.addHost('e', { behind: await lab.addRouter('cone4', { nat: 'cone' }) })],
+        ['f', await lab.addHost('f', { behind: await lab.addRouter('cone5', { nat: 'cone' }) })],
+        ['g', await lab.addHost('g', { behind: await lab.addRouter('cone6', { nat: 'cone' }) })],
       ];
       const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
         '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
@@ -53,7 +57,8 @@ if (!check.ok) {
         const state = join(dir, name);
         // b runs the portable proxy mode, the others the default (shared, zero-copy): both must interoperate.
         const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
-          '--state', state, '--hostname', name, '--keepalive', '10', '--port-mode', name === 'b' ? 'proxy' : 'auto']);
+          '--state', state, '--hostname', name, '--keepalive', '10', '--port-mode', name === 'b' || name === 'f' ? 'proxy' : 'auto',
+          ...(['e', 'f', 'g'].includes(name) ? ['--eager-peers', '0'] : [])]);
         agents.set(name, { host, proc, state });
       }
     });
@@ -139,6 +144,23 @@ if (!check.ok) {
       await until('d pings b after the renumbering', () => pings('d', 'b'), 60_000);
       t.diagnostic(`carrier NAT renumbered to ${fresh}; ping through the tunnel again after ${Date.now() - t0} ms`);
       await until('b follows d to its new public address', async () => (await status('b')).peers.find((p) => p.name === 'd')!.endpoint?.split(':')[0] === fresh, 15_000);
+    });
+
+    it('on demand: lazy peers stay idle until traffic asks, then connect (shared-mode waker, proxy stand-in)', async () => {
+      await meshIp('e');
+      await meshIp('f');
+      await meshIp('g');
+      const idle = (await status('e')).peers.find((p) => p.name === 'f')!;
+      assert.equal(idle.path, 'none');
+      assert.match(idle.why ?? '', /on demand/);
+      // e is in shared mode: its WireGuard's handshake to f goes to the waker, which asks for a punch.
+      await until('e pings f (shared-mode waker)', () => pings('e', 'f'), 30_000);
+      await until('e reports a direct path to f', async () => (await status('e')).peers.find((p) => p.name === 'f')!.path === 'direct', 10_000);
+      assert.ok(((await status('e')).counters.wakerWakes ?? 0) >= 1, 'the waker saw WireGuard ask for f');
+      // f is in proxy mode: its WireGuard's packets to g reach g's stand-in, which asks for a punch.
+      assert.equal((await status('f')).peers.find((p) => p.name === 'g')!.path, 'none');
+      await until('f pings g (proxy stand-in)', () => pings('f', 'g'), 30_000);
+      await until('f reports a direct path to g', async () => (await status('f')).peers.find((p) => p.name === 'g')!.path === 'direct', 10_000);
     });
 
     it('port-restricted cone ↔ symmetric: no direct path, and status says why', async () => {

@@ -28,14 +28,14 @@ test('WireGuard packets go through the stand-in both ways; unknown sources are d
     const wanted: string[] = [];
     proxy.onWant = (k) => wanted.push(k);
     // Before any path: WireGuard's packet is held and the peer is wanted (on-demand punching).
-    const early = proxy.engineEndpoint('peerA', undefined);
-    assert.equal(early, undefined);
-    const standInEarly = (proxy as unknown as { peers: Map<string, { socket: { localPort(): number } }> }).peers.get('peerA')!.socket.localPort();
-    engine.send('early-init', standInEarly, '127.0.0.1');
+    const early = proxy.engineEndpoint('peerA', undefined)!;
+    assert.match(early, /^127\.0\.0\.1:\d+$/, 'WireGuard always gets the stand-in, path or not');
+    engine.send('early-init', Number(early.split(':')[1]), '127.0.0.1');
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(wanted, ['peerA']);
     const flushed = nextMessage(peer);
     const standIn = proxy.engineEndpoint('peerA', `127.0.0.1:${peer.address().port}`)!;
+    assert.equal(standIn, early, 'the stand-in never changes');
     assert.equal((await flushed).data, 'early-init', 'the held packet goes out as soon as a path exists');
     assert.match(standIn, /^127\.0\.0\.1:\d+$/);
     const standInPort = Number(standIn.split(':')[1]);
