@@ -29,7 +29,8 @@ const HELP: Record<string, string> = {
   --stun HOST:PORT|off        STUN observer on UDP (default 0.0.0.0:3478)
   --stun2 HOST:PORT           a second STUN port, so agents can detect endpoint-dependent NAT mapping
   --data DIR                  where the SQLite store lives (default ./knit-data)
-  --url URL                   public URL written into join tokens (default from --listen)
+  --url URL                   public URL written into join tokens (default: the listen address;
+                              when listening on 0.0.0.0, this machine's first non-loopback IPv4)
   --ipv4-prefix CIDR          mesh IPv4 prefix, fixed at first start (default 100.64.0.0/10)
   --ephemeral-timeout DUR     remove ephemeral nodes offline this long (default 10m)
   --allow-loopback-endpoints  accept loopback endpoints (single-machine tests only)`,

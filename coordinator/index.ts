@@ -4,6 +4,7 @@
  * `stop` closes every socket and timer. Both are idempotent.
  */
 import { join } from 'node:path';
+import { networkInterfaces } from 'node:os';
 import type { Server } from 'node:http';
 import { systemClock, type Clock, type RandomBytes } from '../shared/clock.js';
 import { createLogger, type Logger } from '../shared/log.js';
@@ -32,8 +33,17 @@ export interface CoordinatorOptions {
 
 export const DEFAULT_EPHEMERAL_TIMEOUT_MS = 10 * 60_000;
 
-export function defaultUrl(listen: HostPort): string {
-  const host = listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host;
+/**
+ * The URL written into tokens when --url isn't given: the listen address, or — when
+ * listening on every address — this machine's first non-loopback IPv4, so tokens work
+ * from other machines out of the box (loopback only when there is nothing else).
+ */
+export function defaultUrl(listen: HostPort, interfaces = networkInterfaces()): string {
+  let host = listen.host;
+  if (host === '0.0.0.0' || host === '::') {
+    const external = Object.values(interfaces).flat().find((i) => i && i.family === 'IPv4' && !i.internal);
+    host = external?.address ?? '127.0.0.1';
+  }
   return `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
 }
 
