@@ -184,3 +184,24 @@ test('removing a node closes its session with 4404 and tells the others', () => 
   clock.advance(50);
   assert.ok(ca.sent.filter((m) => m.type === 'delta').some((d: any) => d.changes.some((x: any) => x.op === 'remove' && x.id === idB)));
 });
+
+test('ephemeral nodes are swept after being offline for the timeout; others stay', () => {
+  const clock = new ManualClock();
+  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: [], ephemeralTimeoutMs: 600_000 });
+  const eph = reg.createToken({ ephemeral: true }).token;
+  const keep = reg.createToken({}).token;
+  const e = generateKeyPair();
+  reg.join({ token: eph, nodeKey: encodeKey(e.publicKey), hostname: 'ci-runner' });
+  reg.join({ token: keep, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'server' });
+  const c = client(hub);
+  c.hello(e);
+  clock.advance(3_600_000);
+  assert.equal(reg.nodeCount, 2, 'online ephemeral nodes are kept');
+  c.h.closed();
+  clock.advance(599_000);
+  assert.equal(reg.nodeCount, 2);
+  clock.advance(60_000); // past the timeout, at the next sweep
+  assert.deepEqual([...reg.peers()].map((p) => p.name), ['server']);
+  hub.stop();
+});
