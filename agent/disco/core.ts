@@ -170,16 +170,14 @@ export class DiscoCore {
     switch (e.type) {
       case 'peers-updated': this.updatePeers(e.peers, now, out); break;
       case 'lan-candidate': {
-        const p = this.peers.get(e.nodeKey);
-        if (p) this.touched.add(p);
+        const p = this.touch(e.nodeKey);
         if (p && addCandidate(p.path, e.endpoint, 'lan', now) && p.path.best?.kind !== 'lan') startBurst(p.path, now);
         break;
       }
       case 'udp': this.receive(e.from, e.bytes, now, out); break;
       case 'call-me-maybe': {
-        const p = this.peers.get(e.fromNodeKey);
+        const p = this.touch(e.fromNodeKey);
         if (!p) break;
-        this.touched.add(p);
         p.wantedUntil = now + WANT_TTL_MS; // the peer wants a path to us
         this.counters.callMeMaybeReceived++;
         const keys = new Set<string>();
@@ -208,9 +206,8 @@ export class DiscoCore {
         this.selfNatType = e.natType;
         break;
       case 'wireguard-stats': {
-        const p = this.peers.get(e.nodeKey);
+        const p = this.touch(e.nodeKey);
         if (!p) break;
-        this.touched.add(p);
         p.lastHandshakeMs = e.lastHandshakeMs;
         const ep = e.endpoint ? parseEndpoint(e.endpoint) : undefined;
         // WireGuard only moves its endpoint after an authenticated packet, so a handshake
@@ -222,16 +219,14 @@ export class DiscoCore {
         break;
       }
       case 'want': {
-        const p = this.peers.get(e.nodeKey);
+        const p = this.touch(e.nodeKey);
         if (!p) break;
-        this.touched.add(p);
         this.want(p, now, out);
         break;
       }
       case 'ping-now': {
-        const p = this.peers.get(e.nodeKey);
+        const p = this.touch(e.nodeKey);
         if (!p) break;
-        this.touched.add(p);
         this.want(p, now, out);
         const target = p.path.best ? p.path.candidates.get(p.path.best.key) : undefined;
         for (const c of target ? [target] : p.path.candidates.values()) this.ping(p, c, now, out, true);
@@ -239,6 +234,13 @@ export class DiscoCore {
       }
       case 'tick': break;
     }
+  }
+
+  /** The peer an event is about, marked so its wakeup is recomputed after the event. */
+  private touch(nodeKey: string): Peer | undefined {
+    const p = this.peers.get(nodeKey);
+    if (p) this.touched.add(p);
+    return p;
   }
 
   nextWakeup(): number | undefined {
