@@ -125,7 +125,7 @@ export class Agent {
     const discoPublic = x25519.getPublicKey(discoPrivate);
     this.discoKey = encodeKey(discoPublic);
     this.netmap = o.initialNetmap ?? { version: 0, selfId: o.node.id, peers: new Map() };
-    this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random, eagerLimit: o.eagerPeers });
+    this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random, eagerLimit: o.eagerPeers, nodePrivateKey: o.identity.privateKey });
     this.probe = new StunProbe(() => this.tunnelPort(), d.random);
     this.control = new ControlClient(
       { url: o.node.coordinatorUrl, coordinatorKey: o.node.coordinatorKey, nodePrivateKey: o.identity.privateKey, nodeKey: o.identity.publicKey, discoKey: this.discoKey, initialMap: this.netmap },

@@ -15,6 +15,8 @@ import { Registry } from '../coordinator/registry/registry.js';
 import { SqliteStore } from '../coordinator/store/sqlite.js';
 import { Agent } from '../agent/agent.js';
 import type { ControlTransport } from '../agent/control/client.js';
+import type { Netmap } from '../agent/control/netmap.js';
+import type { NodeRecord } from '../agent/state.js';
 import { createMemoryEngine } from '../agent/engine/memory.js';
 import type { PathKind } from '../agent/status.js';
 import { VirtualClock } from './clock.js';
@@ -38,6 +40,10 @@ export interface SimAgent {
   host: SimHost;
   agent: Agent;
   nodeKey: string;
+  privateKey: Uint8Array;
+  node: NodeRecord;
+  /** The peer map as the agent last saved it (its state dir's netmap.json). */
+  cachedMap?: Netmap;
   /** Virtual ms since the agent started until its first path to each peer (by node key). */
   firstPath: Map<string, number>;
   startedAt: number;
@@ -192,24 +198,38 @@ export class World {
     const nodeKey = encodeKey(x25519.getPublicKey(priv));
     const res = this.registry.join({ token: this.token, nodeKey, hostname: name }).response;
     this.hub.noteChanges();
+    const node: NodeRecord = {
+      coordinatorUrl: 'http://198.18.0.1:8080', coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name,
+      addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix,
+    };
+    const sa = { name, host, nodeKey, privateKey: priv, node, firstPath: new Map(), startedAt: this.clock.now() } as unknown as SimAgent;
+    this.agents.push(sa);
+    await this.launch(sa, options.keepaliveS);
+    return sa;
+  }
+
+  /** Stops an agent and starts it again on the same host with its identity and cached map (a reboot). */
+  async restartAgent(sa: SimAgent): Promise<void> {
+    await sa.agent.stop();
+    sa.firstPath = new Map();
+    sa.startedAt = this.clock.now();
+    await this.launch(sa);
+  }
+
+  private async launch(sa: SimAgent, keepaliveS = 25): Promise<void> {
     const agent = new Agent(
+      { identity: { privateKey: sa.privateKey, publicKey: sa.nodeKey }, node: sa.node, stunHost: this.coordinator.ip, iface: 'knit0', keepaliveS, portMode: 'memory', initialNetmap: sa.cachedMap },
       {
-        identity: { privateKey: priv, publicKey: nodeKey },
-        node: { coordinatorUrl: 'http://198.18.0.1:8080', coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name, addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix },
-        stunHost: this.coordinator.ip, iface: 'knit0', keepaliveS: options.keepaliveS ?? 25, portMode: 'memory',
-      },
-      {
-        clock: this.clock, random: this.random.bytes, logger: silentLogger, udp: host.bindUdp(TUNNEL_PORT),
-        transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => [host.ip],
+        clock: this.clock, random: this.random.bytes, logger: silentLogger, udp: sa.host.bindUdp(TUNNEL_PORT),
+        transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => [sa.host.ip],
+        saveNetmap: (m) => { sa.cachedMap = m; },
       },
     );
-    const sa: SimAgent = { name, host, agent, nodeKey, firstPath: new Map(), startedAt: this.clock.now() };
     agent.onPathChange = (peer, _from, to) => {
       if (to !== 'none' && !sa.firstPath.has(peer)) sa.firstPath.set(peer, this.clock.now() - sa.startedAt);
     };
-    this.agents.push(sa);
+    sa.agent = agent;
     await agent.start();
-    return sa;
   }
 
   /** a's current path to b. */

@@ -20,7 +20,9 @@ import { decodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
 import type { NatType } from '../../shared/wire/control.js';
-import { DISCO_TXID_LEN, discoSender, discoSharedKey, openDisco, sealDisco, type DiscoMessage } from '../../shared/wire/disco.js';
+import {
+  DISCO_MAGIC_NODE, DISCO_TXID_LEN, discoNodeKey, discoPacketKind, discoSender, discoSharedKey, openDisco, sealDisco, type DiscoMessage,
+} from '../../shared/wire/disco.js';
 import type { PathKind } from '../status.js';
 import {
   addCandidate, due, expireCandidates, newPeerPath, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
@@ -79,12 +81,16 @@ export interface DiscoCounters {
   dropRateLimited: number;
   callMeMaybeSent: number;
   callMeMaybeReceived: number;
+  discoKeysAdopted: number;
+  discoKeysAnnounced: number;
 }
 
 /** Minimum spacing of pings to one destination (all peers together). */
 export const MIN_PING_INTERVAL_MS = 200;
 /** Pongs answered per source address per second. Pongs are small, but a flood of replayed pings shouldn't be echoed. */
 export const PONGS_PER_SOURCE_PER_S = 20;
+/** Node-sealed announcements we try to open, per source address per second (the first costs an X25519). */
+export const UNKNOWN_SENDER_TRIES_PER_S = 5;
 /** A peer is asked to call back at most this often. */
 export const CALL_ME_MAYBE_INTERVAL_MS = 2000;
 /**
@@ -104,6 +110,8 @@ interface Peer {
   discoPub?: Uint8Array;
   /** The disco box key, derived on first use (an X25519 per peer is the cost of a big map). */
   sharedKey?: Uint8Array;
+  /** The key for node-sealed packets with this peer (X25519 of the node keys), derived on first use. */
+  nodeBoxKey?: Uint8Array;
   /** In a big mesh, a peer is punched only while wanted (traffic, a ping, the peer calling us). */
   wantedUntil: number;
   path: PeerPathState;
@@ -126,6 +134,11 @@ export interface DiscoCoreOptions {
   random: RandomBytes;
   /** Meshes with more peers than this punch on demand (default EAGER_PEER_LIMIT). */
   eagerLimit?: number;
+  /**
+   * The node's private key: pings then carry a binding (proof that we hold our node key) so
+   * a peer can accept our new disco key without the coordinator, and we accept theirs.
+   */
+  nodePrivateKey?: Uint8Array;
 }
 
 export class DiscoCore {
@@ -134,6 +147,9 @@ export class DiscoCore {
   private readonly outstanding = new Map<string, Outstanding>(); // txid hex → ping
   private readonly destLastPing = new LRUCache<string, number>({ max: 4096 });
   private readonly pongBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
+  private readonly unknownBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
+  /** Peer|destination pairs we announced our disco key to (once each per run). */
+  private readonly announcedTo = new LRUCache<string, true>({ max: 8192 });
   private readonly nodeKeyBytes: Uint8Array;
   private selfEndpoints: string[] = [];
   /** Peers whose state an event touched: their wakeups are recomputed after it. */
@@ -143,7 +159,7 @@ export class DiscoCore {
   private selfNatType: NatType = 'unknown';
   readonly counters: DiscoCounters = {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
-    dropUnexpectedPong: 0, dropRateLimited: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0,
+    dropUnexpectedPong: 0, dropRateLimited: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, discoKeysAdopted: 0, discoKeysAnnounced: 0,
   };
 
   private readonly eagerLimit: number;
@@ -357,6 +373,68 @@ export class DiscoCore {
     }
   }
 
+  /** The key for node-sealed packets with this peer (X25519 of the node keys), derived on first use. */
+  private nodeBoxKey(p: Peer): Uint8Array | undefined {
+    if (!this.o.nodePrivateKey) return undefined;
+    if (!p.nodeBoxKey) {
+      const peerNode = decodeKey(p.input.nodeKey);
+      p.nodeBoxKey = peerNode && discoNodeKey(this.o.nodePrivateKey, peerNode);
+    }
+    return p.nodeBoxKey;
+  }
+
+  /** Our disco key, node-sealed for this peer: how a restarted agent is believed without the coordinator. */
+  private announce(p: Peer, to: UdpEndpoint, out: DiscoAction[]): void {
+    const key = this.nodeBoxKey(p);
+    if (!key) return;
+    this.counters.discoKeysAnnounced++;
+    out.push({ type: 'send-udp', to, bytes: sealDisco({ type: 'disco-key', discoKey: this.o.discoPublicKey }, this.nodeKeyBytes, key, this.o.random(24), DISCO_MAGIC_NODE) });
+  }
+
+  /**
+   * A node-sealed disco-key announcement: the peer (proven by its node key) has a new disco
+   * key, typically after a restart while the coordinator is away. Adopt it, re-punch, and
+   * announce ours back once, so that two restarted agents both learn. Opening costs an
+   * X25519 on first contact, so tries are rate-limited per source address.
+   */
+  private receiveAnnouncement(bytes: Uint8Array, from: UdpEndpoint, now: number, out: DiscoAction[]): void {
+    const sender = discoSender(bytes);
+    const p = sender && this.touch(Buffer.from(sender).toString('base64'));
+    if (!p || !this.allowUnknown(from.address, now)) {
+      this.counters.dropUnknownSender++;
+      return;
+    }
+    const key = this.nodeBoxKey(p);
+    const m = key && openDisco(bytes, key);
+    if (!m || m.type !== 'disco-key') {
+      this.counters.dropMalformed++;
+      return;
+    }
+    const discoKey = Buffer.from(m.discoKey).toString('base64');
+    if (discoKey === p.input.discoKey) return; // nothing new: no reply, so announcements never ping-pong
+    if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
+    p.input = { ...p.input, discoKey };
+    p.discoPub = m.discoKey;
+    p.sharedKey = undefined;
+    this.byDisco.set(discoKey, p.input.nodeKey);
+    this.counters.discoKeysAdopted++;
+    if (p.path.best) p.path.best.suspect = true;
+    p.wantedUntil = now + WANT_TTL_MS;
+    startBurst(p.path, now);
+    addCandidate(p.path, from, 'ping', now);
+    this.announce(p, from, out);
+  }
+
+  private allowUnknown(source: string, now: number): boolean {
+    const b = this.unknownBudget.get(source) ?? { tokens: UNKNOWN_SENDER_TRIES_PER_S, at: now };
+    b.tokens = Math.min(UNKNOWN_SENDER_TRIES_PER_S, b.tokens + ((now - b.at) / 1000) * UNKNOWN_SENDER_TRIES_PER_S);
+    b.at = now;
+    this.unknownBudget.set(source, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
   private sharedKey(p: Peer): Uint8Array | undefined {
     if (!p.sharedKey && p.discoPub) p.sharedKey = discoSharedKey(this.o.discoPrivateKey, p.discoPub);
     return p.sharedKey;
@@ -429,6 +507,12 @@ export class DiscoCore {
     p.path.pingsSent++;
     this.counters.pingsSent++;
     out.push({ type: 'send-udp', to: c.ep, bytes: this.seal(p, { type: 'ping', txid, nodeKey: this.nodeKeyBytes }) });
+    // Until the peer has answered us once since we started, it may hold an old disco key of
+    // ours (we restarted and the coordinator couldn't tell it): say which key is current.
+    if (p.path.pongsReceived === 0 && !this.announcedTo.has(`${p.input.nodeKey}|${c.key}`)) {
+      this.announcedTo.set(`${p.input.nodeKey}|${c.key}`, true);
+      this.announce(p, c.ep, out);
+    }
   }
 
   private seal(p: Peer, m: DiscoMessage): Uint8Array {
@@ -451,6 +535,7 @@ export class DiscoCore {
       this.counters.dropMalformed++;
       return;
     }
+    if (discoPacketKind(bytes) === 'node') return this.receiveAnnouncement(bytes, from, now, out);
     const nodeKey = this.byDisco.get(Buffer.from(sender).toString('base64'));
     const p = nodeKey ? this.peers.get(nodeKey) : undefined;
     const key = p && this.sharedKey(p);
@@ -497,6 +582,10 @@ export class DiscoCore {
       const changed = notePong(p.path, fromKey, rtt, now);
       if (changed) this.chosen(p, changed, now, out);
       out.push({ type: 'pong', nodeKey: p.input.nodeKey, endpoint: fromKey, rttMs: rtt, path: pathKind(p.path, now) });
+      return;
+    }
+    if (m.type !== 'call-me-maybe') {
+      this.counters.dropMalformed++; // disco-key travels node-sealed only
       return;
     }
     // call-me-maybe over disco: accepted the same way as one relayed by the coordinator.

@@ -16,6 +16,14 @@
  *       pong          2: txid (12) | observed source (16-byte IP + 2-byte port)
  *       call-me-maybe 3: up to DISCO_MAX_ENDPOINTS × (16-byte IP + 2-byte port)
  *
+ *       disco-key     4: the sender's current disco key (32)
+ *
+ * Node-sealed packets: magic "KNIT" 0xF0 0xA0, the sender's NODE key in the key
+ * field, sealed under HKDF(X25519(sender node, receiver node), "disco-node"). Only
+ * `disco-key` travels this way: it tells a peer our new disco key after a restart
+ * when the coordinator can't (it is down), and only the holder of the node key
+ * can make it. Node keys don't change across restarts, so this always opens.
+ *
  * A pong (96 bytes on the wire) is always smaller than the ping it answers
  * (110 bytes or more), so answering can never amplify. Decoders never throw:
  * malformed or unauthenticated input returns undefined.
@@ -31,22 +39,32 @@ export const DISCO_HEADER_LEN = DISCO_MAGIC_LEN + KEY_LEN + SEAL_NONCE_LEN; // 6
 export const DISCO_VERSION = 1;
 export const DISCO_TXID_LEN = 12;
 export const DISCO_MAX_ENDPOINTS = 16;
+/** The magic of node-sealed packets (see above). */
+export const DISCO_MAGIC_NODE = Uint8Array.from([0x4b, 0x4e, 0x49, 0x54, 0xf0, 0xa0]);
 /** Largest disco packet accepted: a full call-me-maybe plus slack for newer versions' fields. */
 export const DISCO_MAX_LEN = 1024;
 
 export const DISCO_TYPE_PING = 1;
 export const DISCO_TYPE_PONG = 2;
 export const DISCO_TYPE_CALL_ME_MAYBE = 3;
+export const DISCO_TYPE_DISCO_KEY = 4;
 
 export type DiscoMessage =
   | { type: 'ping'; txid: Uint8Array; nodeKey: Uint8Array; padding?: number }
+  | { type: 'disco-key'; discoKey: Uint8Array }
   | { type: 'pong'; txid: Uint8Array; src: UdpEndpoint }
   | { type: 'call-me-maybe'; endpoints: UdpEndpoint[] };
 
+/** Which kind of disco packet this is by its magic: sealed with disco keys, with node keys, or not disco. */
+export function discoPacketKind(b: Uint8Array): 'disco' | 'node' | undefined {
+  if (b.length < DISCO_HEADER_LEN + 2 + SEAL_TAG_LEN) return undefined;
+  for (let i = 0; i < DISCO_MAGIC_LEN - 1; i++) if (b[i] !== DISCO_MAGIC[i]) return undefined;
+  const last = b[DISCO_MAGIC_LEN - 1];
+  return last === DISCO_MAGIC[DISCO_MAGIC_LEN - 1] ? 'disco' : last === DISCO_MAGIC_NODE[DISCO_MAGIC_LEN - 1] ? 'node' : undefined;
+}
+
 export function isDiscoPacket(b: Uint8Array): boolean {
-  if (b.length < DISCO_HEADER_LEN + 2 + SEAL_TAG_LEN) return false;
-  for (let i = 0; i < DISCO_MAGIC_LEN; i++) if (b[i] !== DISCO_MAGIC[i]) return false;
-  return true;
+  return discoPacketKind(b) !== undefined;
 }
 
 /** The plaintext (type | version | body) of a message. */
@@ -58,6 +76,13 @@ export function encodeDiscoPlaintext(m: DiscoMessage): Uint8Array {
       out[0] = DISCO_TYPE_PING; out[1] = DISCO_VERSION;
       out.set(m.txid, 2);
       out.set(m.nodeKey, 2 + DISCO_TXID_LEN);
+      return out;
+    }
+    case 'disco-key': {
+      if (m.discoKey.length !== KEY_LEN) throw new RangeError('bad disco key');
+      const out = new Uint8Array(2 + KEY_LEN);
+      out[0] = DISCO_TYPE_DISCO_KEY; out[1] = DISCO_VERSION;
+      out.set(m.discoKey, 2);
       return out;
     }
     case 'pong': {
@@ -86,6 +111,9 @@ export function decodeDiscoPlaintext(p: Uint8Array): DiscoMessage | undefined {
     case DISCO_TYPE_PING:
       if (body.length < DISCO_TXID_LEN + KEY_LEN) return undefined;
       return { type: 'ping', txid: body.slice(0, DISCO_TXID_LEN), nodeKey: body.slice(DISCO_TXID_LEN, DISCO_TXID_LEN + KEY_LEN) };
+    case DISCO_TYPE_DISCO_KEY:
+      if (body.length < KEY_LEN) return undefined;
+      return { type: 'disco-key', discoKey: body.slice(0, KEY_LEN) };
     case DISCO_TYPE_PONG: {
       if (body.length < DISCO_TXID_LEN + ENDPOINT_BYTES_LEN) return undefined;
       const src = bytesToEndpoint(body.subarray(DISCO_TXID_LEN, DISCO_TXID_LEN + ENDPOINT_BYTES_LEN));
@@ -106,6 +134,15 @@ export function decodeDiscoPlaintext(p: Uint8Array): DiscoMessage | undefined {
   }
 }
 
+/** The key two node-key holders share for node-sealed packets. */
+export function discoNodeKey(ownNodePrivate: Uint8Array, peerNodePublic: Uint8Array): Uint8Array | undefined {
+  try {
+    return deriveSharedKey(ownNodePrivate, peerNodePublic, 'disco-node');
+  } catch {
+    return undefined;
+  }
+}
+
 /** The key two disco key holders share; the core caches it per peer (an X25519 per packet is the cost). */
 export function discoSharedKey(ownPrivate: Uint8Array, peerPublic: Uint8Array): Uint8Array | undefined {
   try {
@@ -115,10 +152,11 @@ export function discoSharedKey(ownPrivate: Uint8Array, peerPublic: Uint8Array): 
   }
 }
 
-export function sealDisco(m: DiscoMessage, senderPublic: Uint8Array, sharedKey: Uint8Array, nonce: Uint8Array): Uint8Array {
+/** Seals a message; `magic` DISCO_MAGIC_NODE makes a node-sealed packet (senderPublic is then the node key). */
+export function sealDisco(m: DiscoMessage, senderPublic: Uint8Array, sharedKey: Uint8Array, nonce: Uint8Array, magic = DISCO_MAGIC): Uint8Array {
   if (senderPublic.length !== KEY_LEN || nonce.length !== SEAL_NONCE_LEN) throw new RangeError('bad disco header fields');
   const header = new Uint8Array(DISCO_HEADER_LEN);
-  header.set(DISCO_MAGIC, 0);
+  header.set(magic, 0);
   header.set(senderPublic, DISCO_MAGIC_LEN);
   header.set(nonce, DISCO_MAGIC_LEN + KEY_LEN);
   const sealed = sealWithKey(sharedKey, nonce, encodeDiscoPlaintext(m), header);

@@ -4,6 +4,7 @@
  *   renumber       a NAT's public address changes (its mappings die); the path comes back
  *   expiry         a NAT forgets every mapping (reboot / timeout); the path comes back
  *   outage         the coordinator goes away; paths stay up; control resumes when it returns
+ *   outage-restart the coordinator is away and both agents reboot; they reconnect from their cached maps
  *   loss           10% loss on the internet; the pair still connects
  *   storm          N agents join at once; every agent holds the whole map, and sampled pairs connect
  */
@@ -106,6 +107,22 @@ const SCENARIOS: Record<string, Scenario> = {
         timeMs: resumed ? w.clock.now() - start : undefined,
         details: { pathsDuringOutage: during, controlDuringOutage: control },
       };
+    } finally {
+      await w.stop();
+    }
+  },
+  async 'outage-restart'(seed) {
+    // The coordinator is gone and both agents reboot: they come back from their cached maps,
+    // learn each other's new disco keys from the node-key binding in their pings, and connect.
+    const { w, a, b } = await pairWorld(seed);
+    try {
+      await until(w, a, b, 10_000);
+      w.coordinatorDown();
+      await w.clock.run(5000);
+      await w.restartAgent(a);
+      await w.restartAgent(b);
+      const t = await until(w, a, b, 30_000, 'direct');
+      return { ok: t !== undefined, timeMs: t, details: { control: a.agent.status().coordinator.status, adopted: a.agent.status().counters.discoKeysAdopted } };
     } finally {
       await w.stop();
     }

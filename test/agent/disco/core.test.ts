@@ -181,3 +181,31 @@ test('big meshes punch on demand: nothing until wanted, then a path; the peer an
   assert.equal(net.status(a, c).path, 'none', 'c was never wanted');
   assert.equal(c.core.counters.pingsSent, 0);
 });
+
+test('a peer restarted while the coordinator is away is believed by its node-key binding, a forger is not', () => {
+  const net = new Net();
+  const a = net.add('a', A, { bind: true });
+  const b1 = net.add('b', B, { bind: true });
+  net.introduce();
+  net.clock.advance(200);
+  assert.equal(net.status(a, b1).path, 'direct');
+  // b restarts: same node key, new disco key. Nobody tells a (the coordinator is down);
+  // b knows a from its cached map.
+  net.remove(b1);
+  const b2 = net.add('b', B, { bind: true, node: b1.node });
+  net.feed(b2, { type: 'peers-updated', peers: [net.input(a)] });
+  net.clock.advance(1000);
+  assert.equal(a.core.counters.discoKeysAdopted, 1);
+  assert.equal(net.status(a, b2).path, 'direct');
+  assert.equal(net.status(b2, a).path, 'direct');
+
+  // A forger claims b's node key from another address, but can't make b's node-sealed key.
+  const forger = net.add('forger', { address: '198.18.0.66', port: 41641 }, { bind: true, node: { publicKey: b1.node.publicKey, privateKey: generateKeyPair().privateKey } });
+  const adoptedBefore = a.core.counters.discoKeysAdopted;
+  const unknownBefore = a.core.counters.dropUnknownSender;
+  net.feed(forger, { type: 'peers-updated', peers: [net.input(a)] });
+  net.clock.advance(1000);
+  assert.equal(a.core.counters.discoKeysAdopted, adoptedBefore);
+  assert.ok(a.core.counters.dropUnknownSender > unknownBefore, 'the forger\'s pings were dropped');
+  assert.equal(net.status(a, b2).endpoint, formatEndpoint(B), 'b is still where it was');
+});

@@ -24,6 +24,7 @@ export interface Host {
   natType: NatType;
   chosen: { endpoint: string; path: string }[];
   actions: DiscoAction[];
+  node: ReturnType<typeof generateKeyPair>;
   /** Inbound filter: return false to drop a packet from `from`. */
   accept: (from: UdpEndpoint) => boolean;
   timer?: ReturnType<ManualClock['setTimeout']>;
@@ -36,16 +37,22 @@ export class Net {
   delivered = 0;
   dropped = 0;
 
-  add(name: string, addr: UdpEndpoint, opts: { endpoints?: string[]; natType?: NatType; eagerLimit?: number } = {}): Host {
-    const node = generateKeyPair();
+  add(name: string, addr: UdpEndpoint, opts: { endpoints?: string[]; natType?: NatType; eagerLimit?: number; bind?: boolean; node?: ReturnType<typeof generateKeyPair> } = {}): Host {
+    const node = opts.node ?? generateKeyPair();
     const disco = generateKeyPair();
     const h: Host = {
       name, nodeKey: encodeKey(node.publicKey), discoKey: encodeKey(disco.publicKey), addr,
-      core: new DiscoCore({ nodeKey: encodeKey(node.publicKey), discoPrivateKey: disco.privateKey, discoPublicKey: disco.publicKey, random: this.random, eagerLimit: opts.eagerLimit }),
-      endpoints: opts.endpoints ?? [formatEndpoint(addr)], natType: opts.natType ?? 'none', chosen: [], actions: [], accept: () => true,
+      core: new DiscoCore({ nodeKey: encodeKey(node.publicKey), discoPrivateKey: disco.privateKey, discoPublicKey: disco.publicKey, random: this.random, eagerLimit: opts.eagerLimit, nodePrivateKey: opts.bind ? node.privateKey : undefined }),
+      endpoints: opts.endpoints ?? [formatEndpoint(addr)], natType: opts.natType ?? 'none', chosen: [], actions: [], accept: () => true, node,
     };
     this.hosts.push(h);
     return h;
+  }
+
+  /** Takes a host off the network (its agent stopped). */
+  remove(h: Host): void {
+    this.hosts.splice(this.hosts.indexOf(h), 1);
+    if (h.timer !== undefined) this.clock.clearTimeout(h.timer);
   }
 
   input(of: Host): DiscoPeerInput {

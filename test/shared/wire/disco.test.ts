@@ -90,3 +90,24 @@ test('fuzz: random and mutated packets never throw (bounded budget)', () => {
     decodeDiscoPlaintext(b);
   }
 });
+
+test('node-sealed disco-key announcement: its own magic, opens only under the node-to-node key', async () => {
+  const { discoNodeKey, discoPacketKind, DISCO_MAGIC_NODE } = await import('../../../shared/wire/disco.js');
+  const nodeA = new Uint8Array(32).fill(4);
+  const nodeB = new Uint8Array(32).fill(5);
+  const kAB = discoNodeKey(nodeA, publicKeyOf(nodeB))!;
+  assert.equal(hex(kAB), hex(discoNodeKey(nodeB, publicKeyOf(nodeA))!));
+  assert.notEqual(hex(kAB), hex(discoSharedKey(nodeA, publicKeyOf(nodeB))!), 'a different purpose, a different key');
+  const m = { type: 'disco-key' as const, discoKey: B_PUB };
+  assert.equal(hex(encodeDiscoPlaintext(m)), '0401' + hex(B_PUB));
+  const pkt = sealDisco(m, publicKeyOf(nodeA), kAB, NONCE, DISCO_MAGIC_NODE);
+  assert.equal(hex(pkt.subarray(0, 6)), '4b4e4954f0a0');
+  assert.equal(discoPacketKind(pkt), 'node');
+  assert.equal(discoPacketKind(sealDisco(m, A_PUB, kAB, NONCE)), 'disco');
+  assert.deepEqual(openDisco(pkt, kAB), m);
+  const wrong = discoNodeKey(new Uint8Array(32).fill(6), publicKeyOf(nodeB))!;
+  assert.equal(openDisco(pkt, wrong), undefined);
+  const flipped = pkt.slice();
+  flipped[5] = 0x9f; // re-labelled as a disco-sealed packet: the magic is authenticated
+  assert.equal(openDisco(flipped, kAB), undefined);
+});
