@@ -2,7 +2,7 @@
 // Runs every compiled *.test.js under dist/ with node's built-in test runner.
 // Node 20's `node --test DIR` would also run every .js file under a folder
 // named `test` (helpers included), so the list is built here explicitly.
-// KNIT_TEST_FILTER=substring narrows the run during development.
+// KNIT_TEST_FILTER=a,b narrows the run to files whose path contains any of the substrings.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -16,8 +16,8 @@ function collect(dir, out) {
   return out;
 }
 
-const filter = process.env.KNIT_TEST_FILTER ?? '';
-const files = collect('dist', []).filter((f) => f.includes(filter)).sort();
+const filters = (process.env.KNIT_TEST_FILTER ?? '').split(',').filter(Boolean);
+const files = collect('dist', []).filter((f) => filters.length === 0 || filters.some((x) => f.includes(x))).sort();
 if (files.length === 0) {
   console.error('run-tests: no test files found under dist/ (did tsc run?)');
   process.exit(1);

@@ -7,6 +7,7 @@ import {
 } from '../../../shared/wire/disco.js';
 import { isStunPacket } from '../../../shared/wire/stun.js';
 import { seededBytes } from '../../helpers/manual-clock.js';
+import { fuzzIterations } from '../../fuzz/budget.js';
 
 const A_PRIV = new Uint8Array(32).fill(1);
 const B_PRIV = new Uint8Array(32).fill(2);
@@ -81,7 +82,7 @@ test('fuzz: random and mutated packets never throw (bounded budget)', () => {
   const rnd = seededBytes(7);
   const k = discoSharedKey(A_PRIV, B_PUB)!;
   const base = sealDisco({ type: 'pong', txid: TXID, src: { address: '198.18.0.1', port: 9 } }, A_PUB, k, NONCE);
-  for (let i = 0; i < 5000; i++) {
+  for (let i = 0; i < fuzzIterations(5000); i++) {
     const r = rnd(2);
     const b = r[0]! % 2 ? base.slice() : rnd(r[1]! * 4);
     for (let f = 0; f < 1 + (r[1]! % 3); f++) if (b.length) b[rnd(1)[0]! % b.length] = rnd(1)[0]!;

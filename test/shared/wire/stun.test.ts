@@ -5,6 +5,7 @@ import {
   STUN_BINDING_REQUEST, STUN_BINDING_SUCCESS, STUN_KNIT_REQUEST_LEN,
 } from '../../../shared/wire/stun.js';
 import { seededBytes } from '../../helpers/manual-clock.js';
+import { fuzzIterations } from '../../fuzz/budget.js';
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 
@@ -74,7 +75,7 @@ test('malformed packets are rejected without throwing', () => {
 test('fuzz: random and mutated packets never throw (bounded budget)', () => {
   const rnd = seededBytes(42);
   const base = encodeBindingResponse(rnd(12), { address: '198.18.1.2', port: 9 });
-  for (let i = 0; i < 20_000; i++) {
+  for (let i = 0; i < fuzzIterations(20_000); i++) {
     const r = rnd(3);
     let b: Uint8Array;
     if (r[0]! % 2 === 0) {
