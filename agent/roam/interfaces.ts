@@ -44,15 +44,19 @@ export function watchNetlink(poke: () => void): (() => void) | undefined {
   if (process.platform !== 'linux') return undefined;
   let child: ChildProcess;
   try {
-    child = spawn('ip', ['-o', 'monitor', 'address', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // The shell holds our pipe as its stdin: when it closes — we stop, or we die, even by
+    // SIGKILL — `read` returns and the monitor is killed, so it never outlives the agent.
+    child = spawn('sh', ['-c', 'ip -o monitor address route & m=$!; read _; kill $m'], { stdio: ['pipe', 'pipe', 'ignore'] });
   } catch {
     return undefined;
   }
-  child.on('error', () => {}); // no ip binary: polling covers it
+  child.on('error', () => {}); // no sh or ip: polling covers it
+  child.stdin?.on('error', () => {});
   child.stdout?.on('data', () => poke());
   child.unref();
   (child.stdout as unknown as { unref?: () => void } | null)?.unref?.();
-  return () => child.kill();
+  (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+  return () => child.stdin?.end();
 }
 
 /** Netlink events come in bursts (address, then routes): one poll shortly after the first. */
