@@ -11,19 +11,21 @@
  * or a remote coordinator (`--coordinator URL` with KNIT_ADMIN_TOKEN).
  * Exit codes: 0 ok, 1 operational failure, 2 usage error.
  */
+import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { systemClock } from '../shared/clock.js';
-import { KnitError, isKnitError } from '../shared/errors.js';
+import { ERROR_TABLE, KnitError, isKnitError, type KnitErrorCode } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { parseDuration } from '../shared/duration.js';
-import { isValidTag } from '../shared/wire/control.js';
+import { isValidTag, MAX_TAGS } from '../shared/wire/control.js';
 import { parseFlags, intFlag } from '../shared/cli/args.js';
 import { createCoordinator, databasePath, DEFAULT_EPHEMERAL_TIMEOUT_MS, type HostPort } from './index.js';
-import { Registry } from './registry/registry.js';
+import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from './registry/registry.js';
 import { SqliteStore } from './store/sqlite.js';
 import { runningCoordinatorPid } from './store/pidfile.js';
 
-const HELP: Record<string, string> = {
+/** Help text per command, for `knit help <command>` (cli/main.ts) and `--help`. */
+export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', string> = {
   coordinator: `usage: knit coordinator [flags]
   --listen HOST:PORT          HTTP + control WebSocket (default 0.0.0.0:8080)
   --stun HOST:PORT|off        STUN observer on UDP (default 0.0.0.0:3478)
@@ -31,22 +33,25 @@ const HELP: Record<string, string> = {
   --data DIR                  where the SQLite store lives (default ./knit-data)
   --url URL                   public URL written into join tokens (default: the listen address;
                               when listening on 0.0.0.0, this machine's first non-loopback IPv4)
-  --ipv4-prefix CIDR          mesh IPv4 prefix, fixed at first start (default 100.64.0.0/10)
+  --ipv4-prefix CIDR          mesh IPv4 prefix, fixed at first start (default ${DEFAULT_IPV4_PREFIX})
   --ephemeral-timeout DUR     remove ephemeral nodes offline this long (default 10m)
   --allow-loopback-endpoints  accept loopback endpoints (single-machine tests only)`,
   token: `usage: knit token create [--reusable] [--uses N] [--ephemeral] [--expires 24h] [--tags a,b]
-       knit token list
+       knit token list [--json]
        knit token revoke ID
-  --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)`,
+  --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)
+  create prints only the token, so TOKEN=$(knit token create) works`,
   nodes: `usage: knit nodes [list] [--json]
        knit nodes remove ID
   --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)`,
 };
 
 export function parseHostPort(text: string, flag: string): HostPort {
-  const m = /^\[?([^\]]*?)\]?:([0-9]{1,5})$/.exec(text);
-  if (!m || !isIP(m[1]!) || Number(m[2]) > 65535) throw new KnitError('KNIT_ERR_USAGE', `--${flag} must be HOST:PORT with a numeric IP (got "${text}")`);
-  return { host: m[1]!, port: Number(m[2]) };
+  // IPv6 only in brackets ("[::1]:8080"): without them the port can't be told from the address.
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || !host || isIP(host) !== (m[1] ? 6 : 4) || Number(m[3]) > 65535) throw new KnitError('KNIT_ERR_USAGE', `--${flag} must be HOST:PORT with a numeric IP (got "${text}")`);
+  return { host, port: Number(m[3]) };
 }
 
 async function runCoordinator(argv: string[]): Promise<number> {
@@ -54,11 +59,17 @@ async function runCoordinator(argv: string[]): Promise<number> {
     listen: { type: 'string' }, stun: { type: 'string' }, stun2: { type: 'string' }, data: { type: 'string' }, url: { type: 'string' },
     'ipv4-prefix': { type: 'string' }, 'ephemeral-timeout': { type: 'string' }, 'allow-loopback-endpoints': { type: 'boolean' },
   });
-  if (values.help) return console.log(HELP.coordinator), 0;
+  if (values.help) return console.log(COORDINATOR_COMMANDS.coordinator), 0;
   const listen = parseHostPort(values.listen ?? '0.0.0.0:8080', 'listen');
   const stun: HostPort[] = [];
   if (values.stun !== 'off') stun.push(parseHostPort(values.stun ?? '0.0.0.0:3478', 'stun'));
-  if (values.stun2) stun.push(parseHostPort(values.stun2, 'stun2'));
+  if (values.stun2 !== undefined) {
+    if (stun.length === 0) throw new KnitError('KNIT_ERR_USAGE', '--stun2 is a second STUN port: it needs --stun');
+    stun.push(parseHostPort(values.stun2, 'stun2'));
+  }
+  if (values['ipv4-prefix'] !== undefined && !canonicalIpv4Prefix(values['ipv4-prefix'])) {
+    throw new KnitError('KNIT_ERR_USAGE', '--ipv4-prefix must be an IPv4 prefix between /8 and /30, like 100.96.0.0/16');
+  }
   if (values.url !== undefined && !/^https?:\/\/[^\s/?#]+$/.test(values.url)) throw new KnitError('KNIT_ERR_USAGE', '--url must look like http://host:port');
   const ephemeral = values['ephemeral-timeout'] === undefined ? DEFAULT_EPHEMERAL_TIMEOUT_MS : parseDuration(values['ephemeral-timeout']);
   if (ephemeral === undefined) throw new KnitError('KNIT_ERR_USAGE', '--ephemeral-timeout must be a duration like 90s, 10m, 24h');
@@ -67,20 +78,26 @@ async function runCoordinator(argv: string[]): Promise<number> {
     dataDir: values.data ?? './knit-data', listen, stun, url: values.url, ipv4Prefix: values['ipv4-prefix'],
     allowLoopbackEndpoints: values['allow-loopback-endpoints'], ephemeralTimeoutMs: ephemeral,
   }, { logger });
-  const admin = c.ensureAdmin();
-  const ports = await c.start();
-  if (admin) {
-    // Printed once, on stdout, never logged: only its hash is stored.
-    console.log(`\nAdmin token (shown only this once; keep it secret):\n\n  ${admin}\n\nCreate a join token with:  npx knit token create --data ${values.data ?? './knit-data'}\n`);
+  // Signals are taken from here on, so one that arrives while starting still stops cleanly.
+  let signalled!: (name: string) => void;
+  const stopRequested = new Promise<string>((resolve) => { signalled = resolve; });
+  const onSignal = (name: NodeJS.Signals) => signalled(name);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const ports = await c.start(); // a failed start has closed everything and throws a KnitError
+    const admin = c.ensureAdmin(); // after listening: the token carries the coordinator's URL
+    if (admin) {
+      // Printed once, on stdout, never logged: only its hash is stored.
+      console.log(`\nAdmin token (shown only this once; keep it secret):\n\n  ${admin}\n\nCreate a join token with:  npx knit token create --data ${values.data ?? './knit-data'}\n`);
+    }
+    logger.info('coordinator ready', { http: `${listen.host}:${ports.httpPort}`, stun: ports.stunPorts, url: c.registry.publicUrl, nodes: c.registry.nodeCount });
+    logger.info('coordinator stopping', { signal: await stopRequested });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await c.stop();
   }
-  logger.info('coordinator ready', { http: `${listen.host}:${ports.httpPort}`, stun: ports.stunPorts, url: c.registry.publicUrl, nodes: c.registry.nodeCount });
-  await new Promise<void>((resolve) => {
-    const done = () => resolve();
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
-  });
-  logger.info('coordinator stopping');
-  await c.stop();
   return 0;
 }
 
@@ -95,6 +112,11 @@ interface Admin {
 }
 
 function localAdmin(dataDir: string): Admin {
+  if (!existsSync(databasePath(dataDir))) {
+    // Allowed (a token made before the first start works: the coordinator adopts the key made
+    // here), but a typo in --data would otherwise silently mint tokens for a mesh nobody runs.
+    console.error(`knit: no coordinator has used ${dataDir} yet; creating a new mesh there`);
+  }
   const store = new SqliteStore(databasePath(dataDir));
   // The URL in tokens: what the running coordinator would write (stored at its start).
   const url = store.getMeta('public_url') ?? 'http://127.0.0.1:8080';
@@ -116,6 +138,7 @@ function localAdmin(dataDir: string): Admin {
 }
 
 function remoteAdmin(base: string): Admin {
+  if (!/^https?:\/\/[^\s/?#]+\/?$/.test(base)) throw new KnitError('KNIT_ERR_USAGE', '--coordinator must look like http://host:port');
   const token = process.env.KNIT_ADMIN_TOKEN;
   if (!token) throw new KnitError('KNIT_ERR_USAGE', '--coordinator needs the admin token in the KNIT_ADMIN_TOKEN environment variable');
   const call = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => {
@@ -130,7 +153,11 @@ function remoteAdmin(base: string): Admin {
       throw new KnitError('KNIT_ERR_UNREACHABLE', `cannot reach the coordinator at ${base}`, { cause: err });
     }
     const json = (await res.json().catch(() => ({}))) as Record<string, unknown> & { error?: { code: string; message: string } };
-    if (!res.ok) throw new KnitError((json.error?.code as never) ?? 'KNIT_ERR_INTERNAL', json.error?.message ?? `HTTP ${res.status}`);
+    if (!res.ok) {
+      const code = json.error?.code;
+      const known = typeof code === 'string' && Object.hasOwn(ERROR_TABLE, code) ? (code as KnitErrorCode) : 'KNIT_ERR_INTERNAL';
+      throw new KnitError(known, typeof json.error?.message === 'string' ? json.error.message.slice(0, 300) : `HTTP ${res.status}`);
+    }
     return json;
   };
   return {
@@ -142,6 +169,9 @@ function remoteAdmin(base: string): Admin {
     close: () => {},
   };
 }
+
+/** The longest token lifetime, the same bound as the HTTP API's. */
+const MAX_TOKEN_TTL_MS = 365 * 86_400_000;
 
 const adminFlags = { data: { type: 'string' }, coordinator: { type: 'string' }, json: { type: 'boolean' } } as const;
 
@@ -155,19 +185,26 @@ async function runToken(argv: string[]): Promise<number> {
     ...adminFlags, reusable: { type: 'boolean' }, uses: { type: 'string' }, ephemeral: { type: 'boolean' },
     expires: { type: 'string' }, tags: { type: 'string' },
   }, true);
-  if (values.help || positionals.length === 0) return console.log(HELP.token), values.help ? 0 : 2;
-  const [sub, arg] = positionals;
+  if (values.help) return console.log(COORDINATOR_COMMANDS.token), 0;
+  if (positionals.length === 0) throw new KnitError('KNIT_ERR_USAGE', 'say what to do: create, list or revoke ID (knit help token)');
+  const [sub, arg, extra] = positionals;
+  const wantArgs = sub === 'revoke' ? 1 : 0;
+  if (!['create', 'list', 'revoke'].includes(sub!)) throw new KnitError('KNIT_ERR_USAGE', `unknown token command "${sub}" (create, list, revoke)`);
+  if ((wantArgs === 1 && (!arg || extra !== undefined)) || (wantArgs === 0 && arg !== undefined)) {
+    throw new KnitError('KNIT_ERR_USAGE', sub === 'revoke' ? 'usage: knit token revoke ID (an id from knit token list)' : `knit token ${sub} takes no arguments`);
+  }
   if (sub === 'create') {
+    // Everything is checked before the store or the network is touched.
     const expires = values.expires === undefined ? undefined : parseDuration(values.expires);
-    if (values.expires !== undefined && expires === undefined) throw new KnitError('KNIT_ERR_USAGE', '--expires must be a duration like 30m, 24h, 7d');
+    if (values.expires !== undefined && (expires === undefined || expires > MAX_TOKEN_TTL_MS)) throw new KnitError('KNIT_ERR_USAGE', '--expires must be a duration like 30m, 24h, 7d (at most 365d)');
     if (values.uses !== undefined && !values.reusable) throw new KnitError('KNIT_ERR_USAGE', '--uses needs --reusable');
+    const uses = values.uses === undefined ? undefined : intFlag(values.uses, 'uses', 1, 1_000_000, 1);
     const tags = values.tags?.split(',').map((t) => t.trim()).filter(Boolean);
-    if (tags && !tags.every(isValidTag)) throw new KnitError('KNIT_ERR_USAGE', '--tags must be lowercase words (a-z, 0-9, _ and -) separated by commas');
+    if (tags && (tags.length > MAX_TAGS || !tags.every(isValidTag))) throw new KnitError('KNIT_ERR_USAGE', `--tags must be up to ${MAX_TAGS} lowercase words (a-z, 0-9, _ and -) separated by commas`);
     const admin = openAdmin(values);
     try {
       const r = await admin.createToken({
-        reusable: values.reusable, ephemeral: values.ephemeral, tags,
-        uses: values.uses === undefined ? undefined : intFlag(values.uses, 'uses', 1, 1_000_000, 1),
+        reusable: values.reusable, ephemeral: values.ephemeral, tags, uses,
         expiresInS: expires === undefined ? undefined : expires / 1000,
       });
       console.log(r.token);
@@ -179,10 +216,9 @@ async function runToken(argv: string[]): Promise<number> {
   if (sub === 'list' || sub === 'revoke') {
     const admin = openAdmin(values);
     try {
-      if (sub === 'list') console.log(JSON.stringify(await admin.listTokens(), null, 2));
+      if (sub === 'list') printTokens(await admin.listTokens() as TokenListing[], values.json === true);
       else {
-        if (!arg) throw new KnitError('KNIT_ERR_USAGE', 'usage: knit token revoke ID');
-        await admin.revokeToken(arg);
+        await admin.revokeToken(arg!);
         console.log(`revoked ${arg}`);
       }
     } finally {
@@ -193,15 +229,29 @@ async function runToken(argv: string[]): Promise<number> {
   throw new KnitError('KNIT_ERR_USAGE', `unknown token command "${sub}" (create, list, revoke)`);
 }
 
+type TokenListing = { id: string; reusable: boolean; usesLeft: number | null; ephemeral: boolean; expires: number | null; tags: string[]; revoked: boolean; joins: number };
+
+function printTokens(tokens: TokenListing[], json: boolean): void {
+  if (json) return console.log(JSON.stringify(tokens, null, 2));
+  if (tokens.length === 0) return console.log('no tokens yet');
+  console.log('ID                KIND        USES LEFT  JOINS  EXPIRES                   TAGS');
+  for (const t of tokens) {
+    const kind = t.revoked ? 'revoked' : `${t.reusable ? 'reusable' : 'single'}${t.ephemeral ? '+eph' : ''}`;
+    const expires = t.expires === null ? 'never' : new Date(t.expires).toISOString();
+    console.log(`${t.id.padEnd(18)}${kind.padEnd(12)}${String(t.usesLeft ?? 'unlimited').padEnd(11)}${String(t.joins).padEnd(7)}${expires.padEnd(26)}${t.tags.join(',')}`);
+  }
+}
+
 async function runNodes(argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, adminFlags, true);
-  if (values.help) return console.log(HELP.nodes), 0;
+  if (values.help) return console.log(COORDINATOR_COMMANDS.nodes), 0;
   const [sub = 'list', arg] = positionals;
   if (sub !== 'list' && sub !== 'remove') throw new KnitError('KNIT_ERR_USAGE', `unknown nodes command "${sub}" (list, remove)`);
+  if (positionals.length > (sub === 'remove' ? 2 : 1)) throw new KnitError('KNIT_ERR_USAGE', `too many arguments: ${positionals.join(' ')}`);
+  if (sub === 'remove' && (!arg || !/^[0-9]{1,15}$/.test(arg))) throw new KnitError('KNIT_ERR_USAGE', 'usage: knit nodes remove ID (a number from knit nodes list)');
   const admin = openAdmin(values);
   try {
     if (sub === 'remove') {
-      if (!arg || !/^[0-9]{1,15}$/.test(arg)) throw new KnitError('KNIT_ERR_USAGE', 'usage: knit nodes remove ID (a number from knit nodes list)');
       await admin.removeNode(Number(arg));
       console.log(`removed node ${arg}`);
       return 0;
@@ -230,7 +280,12 @@ export async function runCoordinatorCli(argv: string[]): Promise<number> {
     if (cmd === 'nodes') return await runNodes(rest);
     throw new KnitError('KNIT_ERR_USAGE', `unknown command ${cmd}`);
   } catch (err) {
-    if (!isKnitError(err)) throw err;
+    if (!isKnitError(err)) {
+      // A bug, not an operational failure; still one line and exit 1, with the details in the log.
+      createLogger({ base: { component: cmd } }).error('unexpected failure', { err: (err as Error).stack ?? String(err) });
+      console.error(`knit ${cmd}: internal error: ${(err as Error).message}`);
+      return 1;
+    }
     console.error(`knit ${cmd}: ${err.message}`);
     return err.code === 'KNIT_ERR_USAGE' ? 2 : 1;
   }

@@ -1,14 +1,18 @@
 /**
  * The coordinator, assembled: store → registry → control hub → HTTP + WS,
- * plus the STUN observer. `createCoordinator` builds; `start` listens;
- * `stop` closes every socket and timer. Both are idempotent.
+ * plus the STUN observer(s). `createCoordinator` claims the data dir and opens
+ * the store; `start` listens; `stop` closes every socket, timer and file.
+ * Both are idempotent; a failed start leaves everything closed and throws a
+ * KnitError (KNIT_ERR_LISTEN for a port that can't be bound).
  */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import type { Server } from 'node:http';
 import { systemClock, type Clock, type RandomBytes } from '../shared/clock.js';
+import { KnitError, isKnitError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/log.js';
-import { ControlHub } from './control/hub.js';
+import { createControlHub } from './control/hub.js';
 import { attachControlWebSocket } from './control/ws-server.js';
 import { buildApp } from './http/app.js';
 import { CoordinatorMetrics } from './metrics.js';
@@ -29,6 +33,8 @@ export interface CoordinatorOptions {
   ephemeralTimeoutMs?: number;
   coalesceMs?: number;
   joinRatePerMin?: number;
+  /** WS ping interval (default 15 s); tests shorten it or drive it with a manual clock. */
+  pingIntervalMs?: number;
 }
 
 export const DEFAULT_EPHEMERAL_TIMEOUT_MS = 10 * 60_000;
@@ -51,23 +57,46 @@ export function databasePath(dataDir: string): string {
   return join(dataDir, 'knit.db');
 }
 
+/** A socket error from listen/bind as the one operational error the CLI prints. */
+function listenError(err: unknown, what: string): KnitError {
+  if (isKnitError(err)) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'EADDRINUSE' ? 'the address is already in use'
+    : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)'
+    : code === 'EADDRNOTAVAIL' ? 'no such address on this machine'
+    : (err as Error).message;
+  return new KnitError('KNIT_ERR_LISTEN', `cannot listen on ${what}: ${why}`, { cause: err });
+}
+
+function hostPortText(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
 export function createCoordinator(options: CoordinatorOptions, deps: { clock?: Clock; logger?: Logger; random?: RandomBytes } = {}) {
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? createLogger({ base: { component: 'coordinator' } });
-  const store = new SqliteStore(databasePath(options.dataDir));
-  let registry: Registry;
-  let release: () => void;
   try {
-    release = claimDataDir(options.dataDir);
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new KnitError('KNIT_ERR_STORE', `cannot create the data dir ${options.dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  // Claim the dir before opening the store, so a second coordinator fails before touching it.
+  const release = claimDataDir(options.dataDir);
+  let store: SqliteStore | undefined;
+  let registry: Registry;
+  try {
+    store = new SqliteStore(databasePath(options.dataDir));
     registry = new Registry(store, { clock, url: options.url ?? defaultUrl(options.listen), ipv4Prefix: options.ipv4Prefix, random: deps.random });
   } catch (err) {
-    store.close();
+    store?.close();
+    release();
     throw err;
   }
+  const db = store;
   const observers: StunObserver[] = (options.stun ?? []).map((s) => createStunObserver({ ...s, clock, logger }));
   const metrics = new CoordinatorMetrics();
   let stunPorts: number[] = [];
-  const hub = new ControlHub({
+  const hub = createControlHub({
     registry, clock, logger, metrics, random: deps.random,
     get stunPorts() { return stunPorts; },
     coalesceMs: options.coalesceMs, allowLoopbackEndpoints: options.allowLoopbackEndpoints,
@@ -80,36 +109,65 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
       { requests: 0, responses: 0, dropped: 0, rateLimited: 0 }),
   });
   let ws: { close(): void } | undefined;
-  let started: { httpPort: number; stunPorts: number[] } | undefined;
-  let stopped = false;
+  let listening: Promise<{ httpPort: number; stunPorts: number[] }> | undefined; // listen() itself
+  let starting: Promise<{ httpPort: number; stunPorts: number[] }> | undefined; // …and the cleanup after a failure
+  let stopping: Promise<void> | undefined;
 
-  return {
-    app, registry, hub, metrics, store,
-    /** The admin token, created and returned once on the very first start of this data dir. */
-    ensureAdmin: () => registry.ensureAdmin(),
-    async start(): Promise<{ httpPort: number; stunPorts: number[] }> {
-      if (started) return started;
-      stunPorts = [];
-      for (const o of observers) stunPorts.push((await o.start()).port);
-      ws = attachControlWebSocket(app.server as Server, hub);
+  const listen = async (): Promise<{ httpPort: number; stunPorts: number[] }> => {
+    const ports: number[] = [];
+    for (const [i, o] of observers.entries()) {
+      try {
+        ports.push((await o.start()).port);
+      } catch (err) {
+        throw listenError(err, `udp ${hostPortText(options.stun![i]!)} (STUN)`);
+      }
+    }
+    stunPorts = ports;
+    ws = attachControlWebSocket(app.server as Server, hub, { clock, pingIntervalMs: options.pingIntervalMs });
+    try {
       await app.listen({ host: options.listen.host, port: options.listen.port });
-      const addr = app.server.address();
-      started = { httpPort: typeof addr === 'object' && addr ? addr.port : options.listen.port, stunPorts };
-      if (!options.url) registry.publicUrl = defaultUrl({ host: options.listen.host, port: started.httpPort });
-      // Local admin commands (`knit token create --data DIR`) write this URL into their tokens.
-      store.setMeta('public_url', registry.publicUrl);
-      return started;
-    },
-    async stop(): Promise<void> {
-      if (stopped) return;
-      stopped = true;
+    } catch (err) {
+      throw listenError(err, `tcp ${hostPortText(options.listen)} (HTTP)`);
+    }
+    const addr = app.server.address();
+    const httpPort = typeof addr === 'object' && addr ? addr.port : options.listen.port;
+    if (!options.url) registry.publicUrl = defaultUrl({ host: options.listen.host, port: httpPort });
+    // Local admin commands (`knit token create --data DIR`) write this URL into their tokens.
+    db.setMeta('public_url', registry.publicUrl);
+    return { httpPort, stunPorts: ports };
+  };
+
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      await listening?.catch(() => {}); // let a start in flight settle, then undo all of it
       hub.stop();
       ws?.close();
       await app.close();
       for (const o of observers) await o.stop();
-      store.close();
+      db.close();
       release();
+    })();
+    return stopping;
+  };
+
+  return {
+    app, registry, hub, metrics, store: db,
+    /** The admin token, created and returned once on the very first start of this data dir (call after start: it carries the URL). */
+    ensureAdmin: () => registry.ensureAdmin(),
+    /** Listens on HTTP and STUN; resolves to the bound ports (port 0 picks free ones). */
+    start(): Promise<{ httpPort: number; stunPorts: number[] }> {
+      if (stopping) return Promise.reject(new KnitError('KNIT_ERR_INTERNAL', 'the coordinator was stopped; create a new one'));
+      if (!starting) {
+        listening = listen();
+        starting = listening.catch(async (err: unknown) => {
+          logger.error('coordinator failed to start', { err: (err as Error).message });
+          await stop();
+          throw err;
+        });
+      }
+      return starting;
     },
+    stop,
   };
 }
 

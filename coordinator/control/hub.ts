@@ -10,7 +10,12 @@
  *
  * Fan-out: registry mutations queue PeerChanges; the first queued change arms
  * one timer; when it fires the window is committed as one delta (ChangeLog),
- * encoded once, and the same string is handed to every ready session.
+ * encoded once, and the same string is handed to every ready session. Work
+ * per change is proportional to the change plus one send per session.
+ *
+ * Housekeeping (one Clock timer, every 30 s): ephemeral nodes offline past
+ * their timeout are removed, and about once a minute the nodes with a live
+ * session get their last-seen written, so a crash loses at most a minute.
  */
 import type { Clock, RandomBytes } from '../../shared/clock.js';
 import { defaultRandomBytes } from '../../shared/crypto/seal.js';
@@ -47,7 +52,10 @@ export interface HubOptions {
   coalesceMs?: number;
   /** Accept loopback endpoints in reports (single-machine tests only). */
   allowLoopbackEndpoints?: boolean;
+  /** Remove ephemeral nodes offline this long; undefined = never. */
   ephemeralTimeoutMs?: number;
+  /** How often online nodes' last-seen is written (default 60 s: not per ping, not lost to a crash). */
+  lastSeenRefreshMs?: number;
 }
 
 /** An agent that connects but never says hello is cut off after this long. */
@@ -55,8 +63,9 @@ export const HELLO_TIMEOUT_MS = 10_000;
 /** call-me-maybe is cheap to send and costs the target a punch burst: 10/s with bursts of 20. */
 const CMM_RATE_PER_S = 10;
 const CMM_BURST = 20;
-/** How often ephemeral nodes are checked for expiry. */
-const EPHEMERAL_SWEEP_MS = 30_000;
+/** Housekeeping period: ephemeral expiry is checked this often, so a node goes at most 30 s late. */
+const HOUSEKEEPING_MS = 30_000;
+export const LAST_SEEN_REFRESH_MS = 60_000;
 
 interface Session {
   t: SessionTransport;
@@ -74,7 +83,8 @@ export class ControlHub {
   private readonly ready = new Map<number, Session>(); // node id → its one live session
   private readonly all = new Set<Session>();
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
-  private sweepTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private housekeepingTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private lastSeenWrittenAt: number;
   private snapshotCache: { version: number; text: string } | undefined;
   private readonly random: RandomBytes;
   private stopped = false;
@@ -82,7 +92,8 @@ export class ControlHub {
   constructor(private readonly o: HubOptions) {
     this.random = o.random ?? defaultRandomBytes;
     this.log = new ChangeLog(o.registry.startVersion);
-    if (o.ephemeralTimeoutMs !== undefined) this.armSweep();
+    this.lastSeenWrittenAt = o.clock.now();
+    this.armHousekeeping();
   }
 
   get onlineCount(): number {
@@ -90,6 +101,11 @@ export class ControlHub {
   }
 
   connect(t: SessionTransport): SessionHandle {
+    if (this.stopped) {
+      // An upgrade that raced shutdown: nothing to serve, and no timer may outlive stop().
+      t.close(1001, 'coordinator shutting down');
+      return { receive() {}, closed() {} };
+    }
     const s: Session = {
       t, state: 'await-hello', serverNonce: Buffer.from(this.random(NONCE_BYTES)).toString('base64'),
       nodeId: -1, nodeKey: '', cmmTokens: CMM_BURST, cmmAt: this.o.clock.now(),
@@ -119,23 +135,30 @@ export class ControlHub {
     const committed = this.log.commit(changes);
     if (!committed) return;
     this.snapshotCache = undefined;
-    this.o.registry.persistWindow(committed.msg.version);
+    try {
+      this.o.registry.persistWindow(committed.msg.version);
+    } catch (err) {
+      // Soft state only (endpoints, disco keys, last seen): the mesh keeps working from
+      // memory and agents re-report on reconnect, so a failing disk is logged, not fatal.
+      this.o.logger.error('could not write the peer map window', { version: committed.msg.version, err: (err as Error).message });
+    }
     for (const s of this.ready.values()) s.t.send(committed.text);
     this.o.metrics.deltasSent += this.ready.size;
     this.o.metrics.fanout.observe(Math.max(0, this.o.clock.now() - since) / 1000);
   }
 
-  /** Closes a node's session (it was removed: 4404 tells the agent not to retry). */
-  kick(nodeId: number, code: number, reason: string): void {
+  /** Ends a node's session with an error frame and the error's close code. */
+  kick(nodeId: number, err: KnitError): void {
     const s = this.ready.get(nodeId);
-    if (s) this.close(s, code, reason);
+    if (s) this.fail(s, err);
   }
 
-  /** Removes a node (admin or ephemeral expiry): delta to everyone, its own session closed for good. */
+  /** Removes a node (admin or ephemeral expiry): delta to everyone, its own session closed for good (4404). */
   removeNode(id: number): boolean {
     const removed = this.o.registry.remove(id);
     if (removed) {
-      this.kick(id, 4404, 'this node was removed from the mesh');
+      // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
+      this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
       this.noteChanges();
     }
     return removed;
@@ -144,20 +167,47 @@ export class ControlHub {
   stop(): void {
     this.stopped = true;
     if (this.flushTimer !== undefined) this.o.clock.clearTimeout(this.flushTimer);
-    if (this.sweepTimer !== undefined) this.o.clock.clearTimeout(this.sweepTimer);
-    this.flushTimer = this.sweepTimer = undefined;
-    if (this.o.registry.hasPending) this.flush(); // don't lose the last window's soft state
+    if (this.housekeepingTimer !== undefined) this.o.clock.clearTimeout(this.housekeepingTimer);
+    this.flushTimer = this.housekeepingTimer = undefined;
     for (const s of [...this.all]) this.close(s, 1001, 'coordinator shutting down');
+    // Closing marked every node offline: write that window (and its last-seen) before the store closes.
+    if (this.o.registry.hasPending) this.flush();
   }
 
-  private armSweep(): void {
-    this.sweepTimer = this.o.clock.setTimeout(() => {
-      for (const id of this.o.registry.expiredEphemeral(this.o.ephemeralTimeoutMs!)) {
+  private armHousekeeping(): void {
+    this.housekeepingTimer = this.o.clock.setTimeout(() => {
+      this.housekeepingTimer = undefined;
+      if (this.stopped) return;
+      try {
+        this.housekeeping();
+      } catch (err) {
+        this.o.logger.error('housekeeping failed', { err: (err as Error).message });
+      }
+      this.armHousekeeping();
+    }, HOUSEKEEPING_MS);
+  }
+
+  private housekeeping(): void {
+    if (this.o.ephemeralTimeoutMs !== undefined) {
+      for (const id of this.o.registry.expiredEphemeral(this.o.ephemeralTimeoutMs)) {
         this.o.logger.info('ephemeral node expired', { node: id });
         this.removeNode(id);
       }
-      if (!this.stopped) this.armSweep();
-    }, EPHEMERAL_SWEEP_MS);
+    }
+    const now = this.o.clock.now();
+    if (now - this.lastSeenWrittenAt >= (this.o.lastSeenRefreshMs ?? LAST_SEEN_REFRESH_MS)) {
+      this.lastSeenWrittenAt = now;
+      this.o.registry.refreshLastSeen(this.ready.keys());
+    }
+  }
+
+  /** Refuses an endpoint list with anything a peer must never be sent to (multicast, broadcast, unspecified, loopback). */
+  private checkReportable(endpoints: string[]): void {
+    for (const e of endpoints) {
+      if (!isReportableEndpoint(parseEndpoint(e)!, { allowLoopback: this.o.allowLoopbackEndpoints })) {
+        throw new KnitError('KNIT_ERR_BAD_REQUEST', `endpoint ${e} is not reportable (loopback, multicast, broadcast or unspecified)`);
+      }
+    }
   }
 
   private snapshotText(): string {
@@ -220,16 +270,15 @@ export class ControlHub {
     if (m.type === 'hello') throw new KnitError('KNIT_ERR_PROTOCOL', 'hello sent twice');
     const now = this.o.clock.now();
     if (m.type === 'endpoints') {
-      for (const e of m.endpoints) {
-        if (!isReportableEndpoint(parseEndpoint(e)!, { allowLoopback: this.o.allowLoopbackEndpoints })) {
-          throw new KnitError('KNIT_ERR_BAD_REQUEST', `endpoint ${e} is not reportable (loopback, multicast or unspecified)`);
-        }
-      }
+      this.checkReportable(m.endpoints);
       this.o.registry.setEndpoints(s.nodeId, m.endpoints, m.natType);
       this.noteChanges();
       return;
     }
-    // call-me-maybe: token bucket per session, then relay with the sender's proven key as `from`.
+    // call-me-maybe: the target pings every endpoint in it, so the same rule as for reports
+    // applies (no node can aim a peer's pings at its own loopback services); then a token
+    // bucket per session, then relay with the sender's proven key as `from`.
+    this.checkReportable(m.endpoints);
     s.cmmTokens = Math.min(CMM_BURST, s.cmmTokens + ((now - s.cmmAt) / 1000) * CMM_RATE_PER_S);
     s.cmmAt = now;
     if (s.cmmTokens < 1) return; // over the rate: dropped silently, the sender retries on its own schedule
@@ -240,13 +289,14 @@ export class ControlHub {
   }
 
   private hello(s: Session, m: HelloMsg): void {
-    const peer = this.o.registry.peerByKey(m.nodeKey);
-    if (!peer) throw new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node key is not registered (removed, or never joined)');
+    // The proof first: only the key's holder learns whether the key is registered.
     const k = controlAuthKey(this.o.registry.coordinatorPrivate, m.nodeKey);
     if (!k || !proofsEqual(m.proof, helloProof(k, s.serverNonce, m.clientNonce, m.nodeKey, m.discoKey))) {
       this.o.metrics.authFailures++;
       throw new KnitError('KNIT_ERR_AUTH_FAILED');
     }
+    const peer = this.o.registry.peerByKey(m.nodeKey);
+    if (!peer) throw new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node key is not registered (removed, or never joined)');
     if (s.helloTimer !== undefined) this.o.clock.clearTimeout(s.helloTimer);
     s.helloTimer = undefined;
     const previous = this.ready.get(peer.id);
@@ -275,4 +325,9 @@ export class ControlHub {
       this.o.metrics.snapshotsSent++;
     }
   }
+}
+
+/** The hub as a factory, the way the coordinator and the simulator build it. */
+export function createControlHub(options: HubOptions): ControlHub {
+  return new ControlHub(options);
 }

@@ -14,17 +14,30 @@ import { decodeKey, encodeKey, generateKeyPair, publicKeyOf } from '../../shared
 import { defaultRandomBytes, equalBytes, sha256Hex } from '../../shared/crypto/seal.js';
 import type { Clock, RandomBytes } from '../../shared/clock.js';
 import { KnitError } from '../../shared/errors.js';
-import { parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type Ipv4Prefix } from '../../shared/net/cidr.js';
+import { intToIpv4, parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type Ipv4Prefix } from '../../shared/net/cidr.js';
 import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN } from '../../shared/token.js';
-import { joinProof, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
+import { joinProof, MAX_HOSTNAME_LEN, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
 import type { NodeRow, SqliteStore, TokenRow } from '../store/sqlite.js';
 
-export const DEFAULT_IPV4_PREFIX = '100.64.0.0/10';
+/**
+ * The default mesh prefix: a /16 in the middle of RFC 6598 shared space (as
+ * Tailscale uses 100.64.0.0/10). 65,534 nodes is far beyond the meshes Knit
+ * aims at, and staying away from the bottom of 100.64.0.0/10 — where carriers
+ * number their CGNAT gateways and customers — keeps a peer's /32 route from
+ * shadowing an address the host needs on its own uplink.
+ */
+export const DEFAULT_IPV4_PREFIX = '100.96.0.0/16';
+
+/** The canonical text of a prefix given on the command line ("10.1.2.3/16" → "10.1.0.0/16"), or undefined. */
+export function canonicalIpv4Prefix(text: string): string | undefined {
+  const p = parseIpv4Prefix(text);
+  return p && `${intToIpv4(p.base)}/${p.bits}`;
+}
 
 export interface RegistryOptions {
   clock: Clock; // now() stamps changes for fan-out latency; wallNow() stamps what people read (expiry, last seen)
   url: string; // the coordinator's public URL, written into tokens
-  ipv4Prefix?: string; // only used when the store is new
+  ipv4Prefix?: string; // fixed when the store is new; afterwards it must match (or be left out)
   random?: RandomBytes;
 }
 
@@ -58,6 +71,10 @@ export class Registry {
   /** Nodes whose endpoints / disco key / last-seen changed in memory but not yet on disk. */
   private readonly dirty = new Set<number>();
   private pendingSince = 0;
+  /** Per hostname, the next -N suffix worth trying, so a thousand "ci" nodes don't probe 1,000 names each. */
+  private readonly nameHints = new Map<string, number>();
+  /** When this registry loaded the store (wall ms): offline time before it doesn't count against ephemeral nodes. */
+  private readonly loadedAt: number;
 
   /** The public URL written into new tokens (settable: with port 0 it is known only after listen). */
   publicUrl: string;
@@ -71,11 +88,15 @@ export class Registry {
         priv = generateKeyPair().privateKey;
         store.setMeta('coordinator_private_key', encodeKey(priv));
       }
+      const wanted = options.ipv4Prefix === undefined ? undefined : canonicalIpv4Prefix(options.ipv4Prefix);
+      if (options.ipv4Prefix !== undefined && !wanted) throw new KnitError('KNIT_ERR_USAGE', `${options.ipv4Prefix} is not an IPv4 prefix between /8 and /30`);
       let prefix = store.getMeta('ipv4_prefix');
       if (!prefix) {
-        prefix = options.ipv4Prefix ?? DEFAULT_IPV4_PREFIX;
-        if (!parseIpv4Prefix(prefix)) throw new KnitError('KNIT_ERR_USAGE', `${prefix} is not an IPv4 prefix between /8 and /30`);
+        prefix = wanted ?? DEFAULT_IPV4_PREFIX;
         store.setMeta('ipv4_prefix', prefix);
+      } else if (wanted && wanted !== canonicalIpv4Prefix(prefix)) {
+        // Renumbering a live mesh would break every tunnel; say so instead of ignoring the flag.
+        throw new KnitError('KNIT_ERR_USAGE', `this mesh already uses ${prefix}; the IPv4 prefix is fixed when the data dir is created`);
       }
       let ula = store.getMeta('ula_prefix');
       if (!ula) {
@@ -94,6 +115,7 @@ export class Registry {
     this.ipv4Prefix = parseIpv4Prefix(init.prefix)!;
     this.ulaPrefix = init.ula;
     this.startVersion = init.version;
+    this.loadedAt = options.clock.wallNow();
     for (const row of store.nodes()) this.remember(row, false);
   }
 
@@ -194,12 +216,17 @@ export class Registry {
 
   // ---- join -------------------------------------------------------------------
 
+  /** The hostname, or hostname-2, -3, … when taken; names stay valid hostnames (≤ 63 characters). */
   private uniqueName(hostname: string): string {
     const base = hostname.toLowerCase();
     if (!this.store.nameTaken(base)) return base;
-    for (let i = 2; ; i++) {
-      const name = `${base.slice(0, 60)}-${i}`;
-      if (!this.store.nameTaken(name)) return name;
+    for (let i = this.nameHints.get(base) ?? 2; ; i++) {
+      const suffix = `-${i}`;
+      const name = base.slice(0, MAX_HOSTNAME_LEN - suffix.length) + suffix;
+      if (!this.store.nameTaken(name)) {
+        this.nameHints.set(base, i + 1);
+        return name;
+      }
     }
   }
 
@@ -305,15 +332,40 @@ export class Registry {
     return true;
   }
 
-  /** Ephemeral nodes offline for longer than `timeoutMs` (wall time), for the sweeper. */
+  /**
+   * Ephemeral nodes offline for longer than `timeoutMs` (wall time), for the
+   * sweeper. Time before this registry loaded doesn't count: after a
+   * coordinator outage its nodes get the whole timeout to reconnect.
+   */
   expiredEphemeral(timeoutMs: number): number[] {
     const wallNow = this.options.clock.wallNow();
     const out: number[] = [];
     for (const id of this.ephemeral) {
       const p = this.byId.get(id);
-      if (p && !p.online && wallNow - p.lastSeen >= timeoutMs) out.push(id);
+      if (p && !p.online && wallNow - Math.max(p.lastSeen, this.loadedAt) >= timeoutMs) out.push(id);
     }
     return out;
+  }
+
+  /**
+   * Stamps "seen now" on nodes that hold a live session and writes it in one
+   * transaction, without a delta (peers learn nothing from it). Called about
+   * once a minute, so last-seen on disk is at most that stale after a crash.
+   */
+  refreshLastSeen(ids: Iterable<number>): void {
+    const lastSeen = Math.floor(this.options.clock.wallNow());
+    const touched: number[] = [];
+    for (const id of ids) {
+      const p = this.byId.get(id);
+      if (!p || !p.online) continue;
+      // Replaced, not mutated: queued upserts and the cached snapshot may hold the old object.
+      this.byId.set(id, { ...p, lastSeen });
+      touched.push(id);
+    }
+    if (touched.length === 0) return;
+    this.store.immediate(() => {
+      for (const id of touched) this.store.setLastSeen(id, lastSeen);
+    });
   }
 
   /**

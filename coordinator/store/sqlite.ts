@@ -80,19 +80,25 @@ export class SqliteStore {
   private readonly db: Database.Database;
   private readonly stmts;
 
-  /** Opens (and migrates) the store; `:memory:` for the simulator and unit tests. */
-  constructor(readonly path: string) {
+  /**
+   * Opens (and migrates) the store; `:memory:` for the simulator and unit tests.
+   * `busyTimeoutMs` (default 5 s) rides out an admin command's short write; a
+   * lock held longer than that is KNIT_ERR_STORE_LOCKED.
+   */
+  constructor(readonly path: string, options: { busyTimeoutMs?: number } = {}) {
+    let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      this.db = new Database(path, { timeout: 5000 });
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
-      this.db.pragma('foreign_keys = ON');
+      db = this.db = new Database(path, { timeout: options.busyTimeoutMs ?? 5000 });
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
       this.migrate();
     } catch (err) {
+      try { db?.close(); } catch { /* the error below says what matters */ }
+      if (err instanceof KnitError) throw err;
       throw storeError(err, path);
     }
-    const db = this.db;
     this.stmts = {
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),

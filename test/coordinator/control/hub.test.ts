@@ -181,6 +181,7 @@ test('removing a node closes its session with 4404 and tells the others', () => 
   const idB = cb.sent.find((m) => m.type === 'welcome').node.id;
   assert.ok(hub.removeNode(idB));
   assert.equal(cb.closed?.code, 4404);
+  assert.equal(cb.sent.at(-1).code, 'KNIT_ERR_NODE_UNKNOWN');
   clock.advance(50);
   assert.ok(ca.sent.filter((m) => m.type === 'delta').some((d: any) => d.changes.some((x: any) => x.op === 'remove' && x.id === idB)));
 });
@@ -204,4 +205,142 @@ test('ephemeral nodes are swept after being offline for the timeout; others stay
   clock.advance(60_000); // past the timeout, at the next sweep
   assert.deepEqual([...reg.peers()].map((p) => p.name), ['server']);
   hub.stop();
+});
+
+test('an unregistered key with a bad proof learns nothing: 4403, not 4404', () => {
+  const { hub } = setup();
+  const c = client(hub);
+  c.hello(generateKeyPair(), { proofKey: generateKeyPair().privateKey });
+  assert.equal(c.closed?.code, 4403);
+  assert.equal(c.sent.at(-1).code, 'KNIT_ERR_AUTH_FAILED');
+});
+
+test('a hello for another protocol version is refused with 4400', () => {
+  const { hub, join } = setup();
+  const a = join('a');
+  const c = client(hub);
+  c.h.receive(JSON.stringify({ type: 'hello', v: 2, nodeKey: encodeKey(a.publicKey), discoKey: encodeKey(a.publicKey), clientNonce: 'AAAA', proof: 'AAAA', lastVersion: 0 }));
+  assert.equal(c.closed?.code, 4400);
+  assert.equal(c.sent.at(-1).code, 'KNIT_ERR_PROTOCOL');
+});
+
+test('call-me-maybe: endpoints a peer must never be sent to are refused (4400) and nothing is relayed', () => {
+  for (const [allowLoopbackEndpoints, endpoints, refused] of [
+    [false, ['127.0.0.1:41641'], true],
+    [true, ['127.0.0.1:41641'], false],
+    [true, ['224.0.0.251:5353'], true],
+    [true, ['0.0.0.0:41641'], true],
+    [true, ['255.255.255.255:41641'], true],
+    [false, ['198.18.0.3:41641', '[ff02::1]:41641'], true],
+    [false, ['198.18.0.3:41641', '10.0.0.2:41641'], false],
+  ] as const) {
+    const { hub, join } = setup({ allowLoopbackEndpoints });
+    const a = join('a');
+    const b = join('b');
+    const ca = client(hub);
+    ca.hello(a);
+    const cb = client(hub);
+    cb.hello(b);
+    ca.h.receive(JSON.stringify({ type: 'call-me-maybe', to: encodeKey(b.publicKey), endpoints }));
+    const relayed = cb.sent.filter((m) => m.type === 'call-me-maybe').length;
+    assert.equal(relayed, refused ? 0 : 1, JSON.stringify(endpoints));
+    assert.equal(ca.closed?.code, refused ? 4400 : undefined, JSON.stringify(endpoints));
+  }
+});
+
+test('call-me-maybe is rate-limited per session: a burst of 20, then 10 per second', () => {
+  const { hub, join, clock } = setup();
+  const a = join('a');
+  const b = join('b');
+  const ca = client(hub);
+  ca.hello(a);
+  const cb = client(hub);
+  cb.hello(b);
+  const send = (n: number) => {
+    for (let i = 0; i < n; i++) ca.h.receive(JSON.stringify({ type: 'call-me-maybe', to: encodeKey(b.publicKey), endpoints: ['198.18.0.1:1'] }));
+  };
+  const relayed = () => cb.sent.filter((m) => m.type === 'call-me-maybe').length;
+  const steps: { at: number; send: number; relayedTotal: number }[] = [
+    { at: 0, send: 30, relayedTotal: 20 },
+    { at: 500, send: 10, relayedTotal: 25 },
+    { at: 10_000, send: 30, relayedTotal: 45 },
+  ];
+  let now = 0;
+  for (const s of steps) {
+    clock.advance(s.at - now);
+    now = s.at;
+    send(s.send);
+    assert.equal(relayed(), s.relayedTotal, `at ${s.at} ms`);
+  }
+  assert.equal(ca.closed, undefined, 'over the rate is dropped, not a protocol error');
+});
+
+test('online nodes get their last-seen written about once a minute, and peers get no delta for it', () => {
+  const { hub, join, clock, reg } = setup();
+  const a = join('a');
+  const c = client(hub);
+  c.hello(a);
+  clock.advance(50);
+  const id = c.sent.find((m) => m.type === 'welcome').node.id;
+  const connectedAt = reg.store.nodeById(id)!.lastSeen;
+  const framesBefore = c.sent.length;
+  clock.advance(60_000);
+  assert.equal(reg.store.nodeById(id)!.lastSeen, connectedAt + 60_000);
+  clock.advance(30_000);
+  assert.equal(reg.store.nodeById(id)!.lastSeen, connectedAt + 60_000, 'not on every housekeeping tick');
+  clock.advance(30_000);
+  assert.equal(reg.store.nodeById(id)!.lastSeen, connectedAt + 120_000);
+  assert.equal(c.sent.length, framesBefore);
+});
+
+test('a store failure while writing a window is logged, not fatal: the delta still goes out', () => {
+  const clock = new ManualClock();
+  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const errors: string[] = [];
+  const logger = { ...silentLogger, error: (msg: string) => { errors.push(msg); }, child: () => logger };
+  const hub = new ControlHub({ registry: reg, clock, logger, metrics: new CoordinatorMetrics(), stunPorts: [] });
+  const token = reg.createToken({ reusable: true }).token;
+  const a = generateKeyPair();
+  reg.join({ token, nodeKey: encodeKey(a.publicKey), hostname: 'a' });
+  const c = client(hub);
+  c.hello(a);
+  clock.advance(50);
+  reg.store.close(); // the disk goes away under a running coordinator
+  c.h.receive(JSON.stringify({ type: 'endpoints', endpoints: ['198.18.0.5:41641'], natType: 'none' }));
+  assert.doesNotThrow(() => clock.advance(50));
+  const last = c.sent.at(-1);
+  assert.equal(last.type, 'delta');
+  assert.deepEqual(last.changes, [{ op: 'endpoints', id: last.changes[0].id, endpoints: ['198.18.0.5:41641'], natType: 'none' }]);
+  assert.deepEqual(errors, ['could not write the peer map window']);
+});
+
+test('every ready session receives the same encoded delta; a stopped hub closes sessions with 1001', () => {
+  const { hub, join, clock } = setup();
+  const raw: string[][] = [[], []];
+  const keys = [join('a'), join('b')];
+  const closes: number[] = [];
+  for (const [i, kp] of keys.entries()) {
+    const h = hub.connect({ send: (t) => raw[i]!.push(t), close: (code) => closes.push(code), remoteAddress: '127.0.0.1' });
+    const challenge = JSON.parse(raw[i]![0]!);
+    const nodeKey = encodeKey(kp.publicKey);
+    const k = controlAuthKey(kp.privateKey, challenge.coordinatorKey)!;
+    h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
+  }
+  clock.advance(50);
+  join('c');
+  clock.advance(50);
+  assert.equal(raw[0]!.at(-1), raw[1]!.at(-1));
+  assert.equal(JSON.parse(raw[0]!.at(-1)!).changes[0].peer.name, 'c');
+  hub.stop();
+  assert.deepEqual(closes, [1001, 1001]);
+});
+
+test('after stop, a late connection is closed at once and leaves no timer behind', () => {
+  const { hub, clock } = setup();
+  hub.stop();
+  const pendingBefore = clock.pending;
+  const c = client(hub);
+  assert.equal(c.closed?.code, 1001);
+  assert.equal(c.sent.length, 0);
+  assert.equal(clock.pending, pendingBefore);
 });

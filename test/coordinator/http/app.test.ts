@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
-import { silentLogger } from '../../../shared/log.js';
+import { createLogger, silentLogger } from '../../../shared/log.js';
 import { createCoordinator } from '../../../coordinator/index.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
 
@@ -124,4 +124,87 @@ test('unknown routes answer 404 in the common error shape; /healthz answers', as
   assert.equal(r.json().error.code, 'KNIT_ERR_NOT_FOUND');
   assert.equal((await c.app.inject({ url: '/healthz' })).json().ok, true);
   await c.stop();
+});
+
+test('join refusals by token state: wrong coordinator, expired (test clock), revoked', async () => {
+  const { c, auth, clock } = setup();
+  const other = setup();
+  const foreign = (await other.c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: other.auth, payload: {} })).json().token;
+  const expiring = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true, expiresInS: 60 } })).json().token;
+  const revoked = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true } })).json();
+  await c.app.inject({ method: 'DELETE', url: `/v1/admin/tokens/${revoked.id}`, headers: auth });
+  const attempt = (token: string) => c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'x' } });
+  assert.equal((await attempt(expiring)).statusCode, 200, 'valid until it expires');
+  clock.advance(60_000);
+  const rows: [string, number, string][] = [
+    [foreign, 400, 'KNIT_ERR_TOKEN_WRONG_COORDINATOR'],
+    [expiring, 401, 'KNIT_ERR_TOKEN_EXPIRED'],
+    [revoked.token, 401, 'KNIT_ERR_TOKEN_INVALID'],
+  ];
+  for (const [token, status, code] of rows) {
+    const r = await attempt(token);
+    assert.equal(r.statusCode, status, code);
+    assert.equal(r.json().error.code, code);
+  }
+  assert.equal(c.registry.nodeCount, 1);
+  await c.stop();
+  await other.c.stop();
+});
+
+test('a created token comes back with its id and settings; its expiry is absolute wall time', async () => {
+  const { c, auth, clock } = setup();
+  const r = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true, uses: 5, ephemeral: true, expiresInS: 3600, tags: ['ci', 'build_1'] } })).json();
+  assert.match(r.token, /^knit_/);
+  assert.match(r.id, /^[0-9a-f]{16}$/);
+  assert.deepEqual({ reusable: r.reusable, usesLeft: r.usesLeft, ephemeral: r.ephemeral, tags: r.tags, expires: r.expires }, { reusable: true, usesLeft: 5, ephemeral: true, tags: ['ci', 'build_1'], expires: clock.wallNow() + 3_600_000 });
+  assert.equal('secretHash' in r, false);
+  await c.stop();
+});
+
+test('bodies that are too large, not JSON, or of the wrong type get the common 400 error shape', async () => {
+  const { c } = setup();
+  const cases = [
+    { payload: JSON.stringify({ token: 'x'.repeat(20_000), nodeKey: key(), hostname: 'a' }), headers: { 'content-type': 'application/json' } },
+    { payload: '{"token":', headers: { 'content-type': 'application/json' } },
+    { payload: 'token=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } },
+  ];
+  for (const k of cases) {
+    const r = await c.app.inject({ method: 'POST', url: '/v1/join', ...k });
+    assert.equal(r.statusCode, 400, k.payload.slice(0, 20));
+    assert.deepEqual(Object.keys(r.json()), ['error']);
+    assert.equal(r.json().error.code, 'KNIT_ERR_BAD_REQUEST');
+    assert.equal(typeof r.json().error.message, 'string');
+  }
+  await c.stop();
+});
+
+test('/metrics speaks Prometheus text with every metric the issue names', async () => {
+  const { c } = setup();
+  const r = await c.app.inject({ url: '/metrics' });
+  assert.match(r.headers['content-type'] as string, /^text\/plain; version=0\.0\.4/);
+  for (const [name, type] of [
+    ['knit_nodes', 'gauge'], ['knit_nodes_online', 'gauge'], ['knit_connections', 'gauge'], ['knit_deltas_sent_total', 'counter'],
+    ['knit_fanout_latency_seconds', 'histogram'], ['knit_stun_requests_total', 'counter'], ['knit_join_failures_total', 'counter'],
+  ]) assert.match(r.body, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), name);
+  assert.match(r.body, /^knit_fanout_latency_seconds_bucket\{le="\+Inf"\} 0$/m);
+  await c.stop();
+});
+
+test('logs never carry a token: joins, token creation and refusals', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-app-'));
+  dirs.push(dir);
+  const lines: string[] = [];
+  const logger = createLogger({ level: 'debug', write: (l) => lines.push(l) });
+  const c = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [] }, { clock: new ManualClock(), logger });
+  const admin = c.ensureAdmin()!;
+  const auth = { authorization: `Bearer ${admin}` };
+  const token = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: {} })).json().token;
+  await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'a' } });
+  await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'b' } });
+  await c.app.inject({ method: 'GET', url: '/v1/admin/nodes', headers: { authorization: 'Bearer knit_forged' } });
+  await c.stop();
+  assert.ok(lines.length >= 2, 'something was logged');
+  const all = lines.join('\n');
+  assert.ok(!all.includes('knit_'), 'no token text in the log');
+  assert.ok(!all.includes(token.slice(5, 40)) && !all.includes(admin.slice(5, 40)));
 });

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
 import { KnitError } from '../../../shared/errors.js';
 import { parseToken } from '../../../shared/token.js';
-import { joinProof, proofsEqual } from '../../../shared/wire/control.js';
-import { Registry } from '../../../coordinator/registry/registry.js';
+import { isValidHostname, joinProof, proofsEqual } from '../../../shared/wire/control.js';
+import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from '../../../coordinator/registry/registry.js';
 import { SqliteStore } from '../../../coordinator/store/sqlite.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
 
@@ -119,4 +122,102 @@ test('ephemeral nodes expire only after being offline for the timeout', () => {
   assert.deepEqual(reg.expiredEphemeral(600_000), []);
   clock.advance(1);
   assert.deepEqual(reg.expiredEphemeral(600_000), [id]);
+});
+
+test('mesh prefixes: the default /16 and its first address; a ULA /48 holding each node\'s v6 address', () => {
+  const { reg } = setup();
+  assert.equal(reg.ipv4PrefixText, DEFAULT_IPV4_PREFIX);
+  assert.match(reg.ulaPrefix, /^fd[0-9a-f]{2}:[0-9a-f]{4}:[0-9a-f]{4}::\/48$/);
+  const n = reg.join({ token: reg.createToken({}).token, nodeKey: node().nodeKey, hostname: 'first' }).response.node;
+  assert.equal(n.addresses[0], '100.96.0.1/32');
+  assert.equal(n.addresses[1], `${reg.ulaPrefix.replace('::/48', '')}::1/128`);
+});
+
+test('the IPv4 prefix is canonicalised, fixed at creation, and a different one later is a usage error', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
+  try {
+    const path = join(dir, 'knit.db');
+    const clock = new ManualClock();
+    const first = new SqliteStore(path);
+    assert.equal(new Registry(first, { clock, url: 'http://127.0.0.1:1', ipv4Prefix: '10.7.3.9/16' }).ipv4PrefixText, '10.7.0.0/16');
+    first.close();
+    const same = new SqliteStore(path);
+    assert.equal(new Registry(same, { clock, url: 'http://127.0.0.1:1', ipv4Prefix: '10.7.0.0/16' }).ipv4PrefixText, '10.7.0.0/16');
+    assert.equal(new Registry(same, { clock, url: 'http://127.0.0.1:1' }).ipv4PrefixText, '10.7.0.0/16', 'left out: the stored one');
+    assert.equal(code(() => new Registry(same, { clock, url: 'http://127.0.0.1:1', ipv4Prefix: '10.8.0.0/16' })), 'KNIT_ERR_USAGE');
+    same.close();
+    assert.equal(canonicalIpv4Prefix('10.0.0.0/31'), undefined);
+    assert.equal(canonicalIpv4Prefix('300.0.0.0/16'), undefined);
+    assert.equal(code(() => new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1', ipv4Prefix: 'nope' })), 'KNIT_ERR_USAGE');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('name collisions get -2, -3 … and names stay hostnames of at most 63 characters', () => {
+  const { reg } = setup();
+  const tok = reg.createToken({ reusable: true }).token;
+  const names = Array.from({ length: 4 }, () => reg.join({ token: tok, nodeKey: node().nodeKey, hostname: 'CI' }).response.node.name);
+  assert.deepEqual(names, ['ci', 'ci-2', 'ci-3', 'ci-4']);
+  const long = 'a'.repeat(63);
+  const longNames = Array.from({ length: 3 }, () => reg.join({ token: tok, nodeKey: node().nodeKey, hostname: long }).response.node.name);
+  assert.deepEqual(longNames.map((n) => n.length), [63, 63, 63]);
+  assert.deepEqual(longNames.slice(1).map((n) => n.slice(-2)), ['-2', '-3']);
+  assert.ok(longNames.every(isValidHostname));
+});
+
+test('acknowledged joins and re-joins survive reopening the store: same node, same addresses', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
+  try {
+    const path = join(dir, 'knit.db');
+    const clock = new ManualClock();
+    const store = new SqliteStore(path);
+    const reg = new Registry(store, { clock, url: 'http://127.0.0.1:1' });
+    const tok = reg.createToken({}).token;
+    const n = node();
+    const first = reg.join({ token: tok, nodeKey: n.nodeKey, hostname: 'keeper' }).response;
+    store.close();
+    const reopened = new Registry(new SqliteStore(path), { clock, url: 'http://127.0.0.1:1' });
+    assert.equal(reopened.coordinatorKey, reg.coordinatorKey, 'the coordinator key is stored');
+    assert.ok(reopened.startVersion > reg.startVersion, 'each run starts past the last one');
+    const again = reopened.join({ token: tok, nodeKey: n.nodeKey, hostname: 'renamed' });
+    assert.equal(again.created, false);
+    assert.deepEqual(again.response.node, first.node);
+    assert.equal(code(() => reopened.join({ token: tok, nodeKey: node().nodeKey, hostname: 'other' })), 'KNIT_ERR_TOKEN_USED');
+    reopened.store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('after a restart, ephemeral nodes get the whole timeout to come back; online nodes\' last-seen is refreshed without a delta', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
+  try {
+    const path = join(dir, 'knit.db');
+    const clock = new ManualClock();
+    const store = new SqliteStore(path);
+    const reg = new Registry(store, { clock, url: 'http://127.0.0.1:1' });
+    const eph = reg.join({ token: reg.createToken({ ephemeral: true }).token, nodeKey: node().nodeKey, hostname: 'eph' }).response.node.id;
+    const stay = reg.join({ token: reg.createToken({}).token, nodeKey: node().nodeKey, hostname: 'stay' }).response.node.id;
+    reg.setOnline(eph, true);
+    reg.setOnline(stay, true);
+    reg.persistWindow(1);
+    reg.takePending();
+    clock.advance(300_000);
+    reg.refreshLastSeen([eph, stay]);
+    assert.equal(reg.hasPending, false, 'last-seen refresh is not news for peers');
+    assert.equal(store.nodeById(stay)!.lastSeen, clock.wallNow(), 'written to disk');
+    assert.equal(reg.peer(stay)!.lastSeen, clock.wallNow());
+    store.close(); // the coordinator dies here, with both nodes online
+
+    clock.advance(3_600_000); // down for an hour
+    const back = new Registry(new SqliteStore(path), { clock, url: 'http://127.0.0.1:1' });
+    assert.equal(back.peer(eph)!.online, false, 'nobody is online until they reconnect');
+    assert.deepEqual(back.expiredEphemeral(600_000), [], 'the outage does not count');
+    clock.advance(600_000);
+    assert.deepEqual(back.expiredEphemeral(600_000), [eph]);
+    back.store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
