@@ -1,167 +1,233 @@
 /**
- * The simulator's network: LAN segments and the internet, hosts with virtual
- * UDP sockets (the shared/udp.ts seam the agent uses), and NAT gateways
- * between segments. Packets are clock events: each segment crossed adds its
- * latency (plus seeded jitter, which also reorders) and may lose the packet.
- * Multicast stays on the segment it was sent on, never crossing a NAT.
+ * The simulator's network: moves packets between hosts' virtual UDP sockets
+ * (host.ts) across segments (segment.ts: the internet, LANs) and through the
+ * gateways joining a LAN to the segment above it (gateway.ts: NATs, routers,
+ * firewalls; their RFC 4787 models in nat.ts). It also counts every packet
+ * sent, delivered and dropped, by reason.
  *
- * Addresses (assigned by world.ts): the internet is 198.18.0.0/15 (hosts in
- * 198.18/16, NAT public addresses in 198.19/16), home LANs 10.a.b.0/24, a
- * carrier NAT's inside 100.64.0.0/10.
+ * A packet moves hop by hop, each hop a clock event:
+ *
+ *   socket.send ─► put on the sender's segment (loss, latency + seeded jitter)
+ *        ─► arrives: a host on this segment owns the address?  deliver to its socket
+ *                    a gateway's outside address (or routed prefix)?  gateway.fromOutside
+ *                    otherwise, up through this segment's gateway      gateway.fromInside
+ *        ─► the gateway translates/filters *when the packet reaches it* and
+ *           puts it on the next segment, and so on (at most MAX_HOPS).
+ *
+ * Evaluating NAT state at arrival time matters: two pings that cross on the
+ * internet each find the other side's mapping already open, as in a real
+ * simultaneous open. Jitter reorders packets. Multicast is delivered to every
+ * socket on the sender's segment that joined the group and never passes a
+ * gateway; the internet segment carries no multicast at all.
+ *
+ * IPv4 only. Addresses are assigned by topology.ts; this file only routes.
  */
-import { formatEndpoint } from '../shared/net/addr.js';
-import type { UdpEndpoint, UdpMessageHandler, UdpSocket } from '../shared/udp.js';
+import type { UdpEndpoint } from '../shared/udp.js';
 import type { VirtualClock } from './clock.js';
-import { NatTable, type NatBehaviour } from './nat.js';
+import type { SimNat } from './gateway.js';
+import { SimHost, type VirtualUdpSocket } from './host.js';
 import type { SeededRandom } from './random.js';
+import { isMulticastV4, Segment, type HostInterface, type LinkQuality } from './segment.js';
 
-export interface LinkQuality {
-  latencyMs: number;
-  jitterMs: number;
-  loss: number; // probability 0..1 per packet
+// One import site for the whole network model.
+export { SimNat } from './gateway.js';
+export { EPHEMERAL_PORT_MAX, EPHEMERAL_PORT_MIN, SimHost, VirtualUdpSocket, type BindOptions } from './host.js';
+export { isMulticastV4, prefix24, Segment, type HostInterface, type LinkQuality } from './segment.js';
+
+export type DropReason =
+  | 'loss' // the link lost it
+  | 'no-route' // nobody owns the address (or the host is unplugged)
+  | 'no-socket' // the host has no socket on that port
+  | 'nat-filtered' // no live mapping, or the mapping's filter refused the source
+  | 'nat-blocked' // a UDP-blocking firewall
+  | 'hairpin' // to the NAT's own public address from inside, and it does not hairpin
+  | 'multicast-scope' // multicast sent on the internet
+  | 'socket-closed' // sent on a closed socket
+  | 'too-big' // larger than a UDP datagram can be
+  | 'ttl'; // looped through more gateways than any real path has
+
+export const DROP_REASONS: readonly DropReason[] = ['loss', 'no-route', 'no-socket', 'nat-filtered', 'nat-blocked', 'hairpin', 'multicast-scope', 'socket-closed', 'too-big', 'ttl'];
+
+/** The largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP). */
+export const UDP_MAX_PAYLOAD = 65507;
+/** More gateways than any real path crosses: a routing loop. */
+const MAX_HOPS = 16;
+
+interface Packet {
+  data: Uint8Array;
+  src: UdpEndpoint;
+  dst: UdpEndpoint;
+  /** The segment it is crossing; undefined for a host talking to itself. */
+  seg: Segment | undefined;
+  /** For a local packet: the host it stays on. */
+  local: SimHost | undefined;
+  multicast: boolean;
+  /** Put on a LAN by its gateway: it is for someone on that LAN and never goes back up. */
+  down: boolean;
+  hops: number;
 }
 
-export class Segment {
-  readonly nodes = new Map<string, SimHost | SimNat>(); // ip → what answers there
-  constructor(
-    readonly name: string,
-    readonly link: LinkQuality,
-    /** The NAT this segment sits behind (undefined: the internet). */
-    readonly gateway?: SimNat,
-  ) {}
+export interface NetCounters {
+  /** Packets handed to sockets' send. */
+  sent: number;
+  /** Packets handed to a receiving socket (a multicast packet counts once per receiver). */
+  delivered: number;
+  dropped: Record<DropReason, number>;
 }
-
-export class SimHost {
-  readonly sockets = new Map<number, VirtualUdpSocket>();
-  constructor(readonly name: string, public ip: string, public segment: Segment, private readonly net: SimNetwork) {}
-
-  /** Binds a virtual UDP socket (port 0 = an ephemeral port); `multicast` groups it receives. */
-  bindUdp(port: number, options: { multicast?: string[] } = {}): VirtualUdpSocket {
-    let p = port;
-    if (p === 0) {
-      p = 49152;
-      while (this.sockets.has(p)) p++;
-    }
-    if (this.sockets.has(p)) throw new Error(`${this.name}: port ${p} in use`);
-    const s = new VirtualUdpSocket(this, p, this.net, new Set(options.multicast ?? []));
-    this.sockets.set(p, s);
-    return s;
-  }
-}
-
-export class SimNat {
-  readonly table: NatTable;
-  readonly inside: Segment;
-  constructor(
-    readonly name: string,
-    public publicIp: string,
-    public outside: Segment,
-    behaviour: NatBehaviour,
-    random: SeededRandom,
-    insideLink: LinkQuality,
-  ) {
-    this.table = new NatTable(behaviour, random);
-    this.inside = new Segment(`${name}-lan`, insideLink, this);
-  }
-
-  /** For a 1:1 NAT: the one inside host that owns the public address. */
-  oneToOneHost(): string | undefined {
-    for (const [ip, n] of this.inside.nodes) if (n instanceof SimHost) return ip;
-    return undefined;
-  }
-}
-
-export class VirtualUdpSocket implements UdpSocket {
-  private handlers: UdpMessageHandler[] = [];
-  closed = false;
-  constructor(readonly host: SimHost, readonly port: number, private readonly net: SimNetwork, readonly groups: Set<string>) {}
-
-  send(data: Uint8Array, to: UdpEndpoint): void {
-    if (this.closed) return;
-    this.net.send(this.host, this.port, to, data);
-  }
-  onMessage(h: UdpMessageHandler): void { this.handlers.push(h); }
-  localPort(): number { return this.port; }
-  close(): void {
-    this.closed = true;
-    this.host.sockets.delete(this.port);
-  }
-  deliver(data: Uint8Array, from: UdpEndpoint): void {
-    if (this.closed) return;
-    for (const h of this.handlers) h(data, from);
-  }
-}
-
-export type DropReason = 'loss' | 'no-route' | 'nat-filtered' | 'nat-blocked' | 'no-socket' | 'hairpin';
 
 export class SimNetwork {
   readonly internet: Segment;
-  readonly counters = { sent: 0, delivered: 0, dropped: {} as Record<DropReason, number> };
-  /** Optional tap for traces (tests compare traces across seeds). */
+  readonly counters: NetCounters;
+  /** Optional taps for traces: tests compare traces across seeds. */
   onDeliver?: (at: number, from: string, to: string, bytes: number) => void;
+  onDrop?: (at: number, reason: DropReason, from: string, to: string) => void;
 
   constructor(readonly clock: VirtualClock, readonly random: SeededRandom, internetLink: LinkQuality) {
-    this.internet = new Segment('internet', internetLink);
+    this.internet = new Segment('internet', { ...internetLink }, undefined, false);
+    const dropped = {} as Record<DropReason, number>;
+    for (const r of DROP_REASONS) dropped[r] = 0;
+    this.counters = { sent: 0, delivered: 0, dropped };
   }
 
-  private drop(reason: DropReason): void {
-    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
-  }
-
-  /** Crossing a segment: adds its delay, or loses the packet. */
-  private cross(seg: Segment, delay: number): number | undefined {
-    if (seg.link.loss > 0 && this.random.float() < seg.link.loss) return undefined;
-    return delay + seg.link.latencyMs + (seg.link.jitterMs > 0 ? this.random.float() * seg.link.jitterMs : 0);
-  }
-
-  send(host: SimHost, port: number, to: UdpEndpoint, data: Uint8Array): void {
+  /** A socket sends: pick the interface, stamp the source, put the packet on the wire. */
+  send(s: VirtualUdpSocket, data: Uint8Array, to: UdpEndpoint): void {
+    const host = s.host;
+    const dst: UdpEndpoint = { address: to.address, port: to.port };
+    if (s.closed) return this.drop('socket-closed', undefined, dst);
     this.counters.sent++;
+    if (data.length > UDP_MAX_PAYLOAD) return this.drop('too-big', undefined, dst);
     const bytes = data.slice(); // the sender may reuse its buffer
-    if (/^(22[4-9]|23\d)\./.test(to.address) || to.address.startsWith('ff')) {
-      // Multicast: every socket on this segment that joined the group, never past the gateway.
-      const delay = this.cross(host.segment, 0);
-      if (delay === undefined) return this.drop('loss');
-      for (const n of host.segment.nodes.values()) {
-        if (!(n instanceof SimHost)) continue;
-        const s = n.sockets.get(to.port);
-        if (s && s.groups.has(to.address)) this.schedule(delay, s, bytes, { address: host.ip, port });
-      }
+    if (isMulticastV4(dst.address)) return this.sendMulticast(s, bytes, dst);
+    if (dst.address.startsWith('127.') || host.interfaces.some((i) => i.address === dst.address)) {
+      // Loopback: the packet never leaves the host.
+      const src = { address: dst.address.startsWith('127.') ? '127.0.0.1' : dst.address, port: s.port };
+      const p: Packet = { data: bytes, src, dst, seg: undefined, local: host, multicast: false, down: false, hops: 0 };
+      this.clock.callLater(0, this.arrive, p);
       return;
     }
-    this.route(host.segment, { address: host.ip, port }, to, bytes, 0);
+    const iface = this.route(s, dst.address);
+    if (iface === undefined) return this.drop('no-route', undefined, dst);
+    this.put(iface.segment, { data: bytes, src: { address: iface.address, port: s.port }, dst, seg: undefined, local: undefined, multicast: false, down: false, hops: 0 });
   }
 
-  /** Delivers `bytes` from `src` (as seen on `seg`) to `dst`, walking through NATs. */
-  private route(seg: Segment, src: UdpEndpoint, dst: UdpEndpoint, bytes: Uint8Array, delay: number, hops = 0): void {
-    if (hops > 8) return this.drop('no-route');
-    const d = this.cross(seg, delay);
-    if (d === undefined) return this.drop('loss');
-    const node = seg.nodes.get(dst.address);
-    const now = this.clock.now();
-    if (node instanceof SimHost) {
-      const s = node.sockets.get(dst.port);
-      if (!s) return this.drop('no-socket');
-      return this.schedule(d, s, bytes, src);
-    }
-    if (node instanceof SimNat) {
-      // Inbound through a NAT (also a hairpin when the source is inside it).
-      if (src.address === node.publicIp && !node.table.behaviour.hairpin) return this.drop('hairpin');
-      const inner = node.table.inbound(src, dst.port, now, node.oneToOneHost());
-      if (!inner) return this.drop(node.table.behaviour.blockUdp ? 'nat-blocked' : 'nat-filtered');
-      return this.route(node.inside, src, inner, bytes, d, hops + 1);
-    }
-    const gw = seg.gateway;
-    if (!gw) return this.drop('no-route');
-    const publicPort = gw.table.outbound(src, dst, now);
-    if (publicPort === undefined) return this.drop('nat-blocked');
-    this.route(gw.outside, { address: gw.publicIp, port: publicPort }, dst, bytes, d, hops + 1);
+  /**
+   * The interface a packet from `s` to `address` leaves by: the bound address's,
+   * else a LAN the address is on, else the default. (The internet segment stands
+   * for every link beyond the access network, so being on it says nothing about
+   * which interface reaches an address.)
+   */
+  private route(s: VirtualUdpSocket, address: string): HostInterface | undefined {
+    const ifs = s.host.interfaces;
+    if (s.boundAddress !== undefined) return ifs.find((i) => i.address === s.boundAddress);
+    if (ifs.length > 1) for (const i of ifs) if (i.segment.gateway !== undefined && i.segment.lookup(address) !== undefined) return i;
+    return ifs[0];
   }
 
-  private schedule(delay: number, s: VirtualUdpSocket, bytes: Uint8Array, from: UdpEndpoint): void {
-    this.clock.setTimeout(() => {
+  private sendMulticast(s: VirtualUdpSocket, bytes: Uint8Array, dst: UdpEndpoint): void {
+    const ifs = s.host.interfaces;
+    const want = s.multicastInterface ?? s.boundAddress;
+    const iface = want !== undefined ? ifs.find((i) => i.address === want) : ifs[0];
+    if (iface === undefined) return this.drop('no-route', undefined, dst);
+    if (!iface.segment.multicast) return this.drop('multicast-scope', undefined, dst);
+    this.put(iface.segment, { data: bytes, src: { address: iface.address, port: s.port }, dst, seg: undefined, local: undefined, multicast: true, down: false, hops: 0 });
+  }
+
+  /** Puts a packet on a segment: lost, or scheduled to arrive after the link's delay. */
+  private put(seg: Segment, p: Packet): void {
+    if (++p.hops > MAX_HOPS) return this.drop('ttl', p.src, p.dst);
+    const link = seg.link;
+    if (link.loss > 0 && this.random.float() < link.loss) return this.drop('loss', p.src, p.dst);
+    p.seg = seg;
+    this.clock.callLater(link.jitterMs > 0 ? link.latencyMs + Math.floor(this.random.float() * (link.jitterMs + 1)) : link.latencyMs, this.arrive, p);
+  }
+
+  /** A packet reaches the far side of its segment (bound once: every hop's event calls it). */
+  private readonly arrive = (p: Packet): void => {
+    if (p.local !== undefined) return this.deliverTo(p.local, p);
+    const seg = p.seg!;
+    if (p.multicast) return this.deliverMulticast(seg, p);
+    const node = seg.lookup(p.dst.address);
+    if (node instanceof SimHost) return this.deliverTo(node, p);
+    if (node !== undefined) return this.fromOutside(node, p);
+    // Nobody here has the address: a packet from this LAN goes up to the gateway; one the
+    // gateway sent down finds nobody (the host left) and is lost, as when ARP goes unanswered.
+    if (seg.gateway !== undefined && !p.down) return this.fromInside(seg.gateway, seg, p);
+    this.drop('no-route', p.src, p.dst);
+  };
+
+  private deliverTo(host: SimHost, p: Packet): void {
+    const s = host.sockets.get(p.dst.port);
+    if (s === undefined || (s.boundAddress !== undefined && s.boundAddress !== p.dst.address)) return this.drop('no-socket', p.src, p.dst);
+    this.counters.delivered++;
+    this.onDeliver?.(this.clock.now(), `${p.src.address}:${p.src.port}`, `${p.dst.address}:${p.dst.port}`, p.data.length);
+    s.deliver(p.data, p.src);
+  }
+
+  private deliverMulticast(seg: Segment, p: Packet): void {
+    let first = true;
+    for (const [address, node] of seg.nodes) {
+      if (!(node instanceof SimHost)) continue;
+      const s = node.sockets.get(p.dst.port);
+      // A socket bound to a unicast address hears no multicast, as on Linux.
+      if (s === undefined || s.boundAddress !== undefined || !s.memberOf(p.dst.address)) continue;
       this.counters.delivered++;
-      this.onDeliver?.(this.clock.now(), formatEndpoint(from), `${s.host.ip}:${s.port}`, bytes.length);
-      s.deliver(bytes, from);
-    }, delay);
+      this.onDeliver?.(this.clock.now(), `${p.src.address}:${p.src.port}`, `${p.dst.address}:${p.dst.port}@${address}`, p.data.length);
+      // Each receiver gets its own copy and source object, as each would from the kernel.
+      s.deliver(first ? p.data : p.data.slice(), first ? p.src : { address: p.src.address, port: p.src.port });
+      first = false;
+    }
+  }
+
+  /** A packet from one of the gateway's LANs, for somewhere else. */
+  private fromInside(gw: SimNat, from: Segment, p: Packet): void {
+    const now = this.clock.now();
+    if (gw.lans.length > 1) {
+      const lan = gw.lanFor(p.dst.address);
+      if (lan !== undefined && lan !== from) {
+        p.down = true;
+        return this.put(lan, p); // routed between its LANs, untranslated
+      }
+    }
+    const kind = gw.behaviour.kind;
+    if (kind === 'block-udp') return this.drop('nat-blocked', p.src, p.dst);
+    p.down = false;
+    if (kind === 'router') return this.put(gw.outside, p);
+    const port = kind === 'one-to-one' ? p.src.port : gw.table.outbound(p.src, p.dst, now);
+    const src = { address: gw.publicIp, port };
+    if (p.dst.address === gw.publicIp) {
+      // Hairpin (RFC 4787 §6): back in through the public side, seen as from the sender's public endpoint.
+      if (!gw.behaviour.hairpin) return this.drop('hairpin', p.src, p.dst);
+      p.src = src;
+      return this.fromOutside(gw, p);
+    }
+    p.src = src;
+    this.put(gw.outside, p);
+  }
+
+  /** A packet reaching the gateway from outside (or hairpinned): translate, filter, pass down. */
+  private fromOutside(gw: SimNat, p: Packet): void {
+    const kind = gw.behaviour.kind;
+    if (kind === 'block-udp') return this.drop('nat-blocked', p.src, p.dst);
+    let dst = p.dst;
+    if (kind === 'one-to-one') {
+      const inner = dst.address === gw.publicIp ? gw.oneToOneInner() : undefined;
+      if (inner === undefined) return this.drop('no-route', p.src, p.dst);
+      dst = { address: inner, port: dst.port };
+    } else if (kind === 'napt') {
+      if (dst.address !== gw.publicIp) return this.drop('no-route', p.src, p.dst);
+      const inner = gw.table.inbound(p.src, dst.port, this.clock.now());
+      if (inner === undefined) return this.drop('nat-filtered', p.src, p.dst);
+      dst = { address: inner.address, port: inner.port };
+    }
+    const lan = gw.lanFor(dst.address);
+    if (lan === undefined) return this.drop('no-route', p.src, dst);
+    p.dst = dst;
+    p.down = true;
+    this.put(lan, p);
+  }
+
+  private drop(reason: DropReason, src: UdpEndpoint | undefined, dst: UdpEndpoint): void {
+    this.counters.dropped[reason]++;
+    this.onDrop?.(this.clock.now(), reason, src === undefined ? '' : `${src.address}:${src.port}`, `${dst.address}:${dst.port}`);
   }
 }

@@ -3,7 +3,8 @@
  * control hub (SQLite in memory) and STUN observer core, and real agents
  * (agent/agent.ts with its disco core, discovery and control client) on
  * virtual UDP sockets and a virtual clock. Only sockets, clocks and the
- * control transport are replaced.
+ * control transport are replaced. The network itself (NATs, hosts, roaming)
+ * is the Topology it extends.
  */
 import { x25519 } from '@noble/curves/ed25519.js';
 import { encodeKey } from '../shared/crypto/keys.js';
@@ -19,21 +20,15 @@ import type { Netmap } from '../agent/control/netmap.js';
 import type { NodeRecord } from '../agent/state.js';
 import { createMemoryEngine } from '../agent/engine/memory.js';
 import type { PathKind } from '../agent/status.js';
-import { VirtualClock } from './clock.js';
-import { NAT_PRESETS, type NatBehaviour, type NatPreset } from './nat.js';
-import { SeededRandom } from './random.js';
-import { SimHost, SimNat, SimNetwork, type LinkQuality, type Segment } from './net.js';
+import type { SimHost, SimNat } from './net.js';
+import { Topology, type HostOptions, type TopologyOptions } from './topology.js';
 
 export const TUNNEL_PORT = 41641;
 export const STUN_PORTS = [3478, 3479];
 /** One-way delay of the control channel (agent ⇄ coordinator). */
 const CONTROL_LATENCY_MS = 20;
 
-export interface WorldOptions {
-  seed: number;
-  internet?: Partial<LinkQuality>;
-  lan?: Partial<LinkQuality>;
-}
+export type WorldOptions = TopologyOptions;
 
 export interface SimAgent {
   name: string;
@@ -49,31 +44,23 @@ export interface SimAgent {
   startedAt: number;
 }
 
-export class World {
-  readonly clock = new VirtualClock();
-  readonly random: SeededRandom;
-  readonly net: SimNetwork;
+export class World extends Topology {
   readonly registry: Registry;
   readonly hub: ControlHub;
   readonly coordinator: SimHost;
   readonly agents: SimAgent[] = [];
-  private readonly lanLink: LinkQuality;
-  private nextPublic = 10;
-  private nextHost = 10;
-  private nextLan = 1;
-  private readonly lans = new Map<SimNat, { index: number; next: number }>();
   private coordinatorUp = true;
   private readonly sessions = new Set<{ h: SessionHandle; close: (code: number, reason: string) => void }>();
   private readonly token: string;
+  private readonly coordinatorUrl: string;
 
   constructor(o: WorldOptions) {
-    this.random = new SeededRandom(o.seed);
-    this.net = new SimNetwork(this.clock, this.random, { latencyMs: 15, jitterMs: 4, loss: 0, ...o.internet });
-    this.lanLink = { latencyMs: 1, jitterMs: 0, loss: 0, ...o.lan };
-    this.registry = new Registry(new SqliteStore(':memory:'), { clock: this.clock, url: 'http://198.18.0.1:8080', random: this.random.bytes });
+    super(o);
+    this.coordinator = this.addHost('coordinator');
+    this.coordinatorUrl = `http://${this.coordinator.ip}:8080`;
+    this.registry = new Registry(new SqliteStore(':memory:'), { clock: this.clock, url: this.coordinatorUrl, random: this.random.bytes });
     this.hub = new ControlHub({ registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false });
     this.token = this.registry.createToken({ reusable: true }).token;
-    this.coordinator = this.addHost('coordinator');
     const observer = createObserverCore({ rateLimitPerSec: 1000 });
     for (const port of STUN_PORTS) {
       const s = this.coordinator.bindUdp(port);
@@ -84,59 +71,11 @@ export class World {
     }
   }
 
-  /** A NAT on the internet (or behind another NAT: a carrier NAT in front of a home NAT). */
-  addNat(name: string, preset: NatPreset | NatBehaviour, behind?: SimNat): SimNat {
-    const behaviour = typeof preset === 'string' ? NAT_PRESETS[preset] : preset;
-    const outside: Segment = behind ? behind.inside : this.net.internet;
-    const ip = behind ? this.lanAddress(behind) : this.publicAddress();
-    const nat = new SimNat(name, ip, outside, { ...behaviour }, this.random, this.lanLink);
-    outside.nodes.set(ip, nat);
-    this.lans.set(nat, { index: this.nextLan++, next: 10 });
-    return nat;
-  }
-
-  /** Hosts on the internet: 198.18.0.10 onwards; NAT public addresses: 198.19.0.10 onwards. */
-  private hostAddress(): string {
-    const n = this.nextHost++;
-    return `198.18.${n >> 8}.${n & 255}`;
-  }
-
-  private publicAddress(): string {
-    const n = this.nextPublic++;
-    return `198.19.${n >> 8}.${n & 255}`;
-  }
-
-  /** The next address inside a NAT: RFC 6598 space behind a carrier NAT (named cgnat…), 10/8 behind others. */
-  private lanAddress(nat: SimNat): string {
-    const lan = this.lans.get(nat)!;
-    const n = lan.next++;
-    return nat.name.startsWith('cgnat') ? `100.${64 + (lan.index >> 8)}.${lan.index & 255}.${n}` : `10.${lan.index >> 8}.${lan.index & 255}.${n}`;
-  }
-
-  addHost(name: string, behind?: SimNat): SimHost {
-    const seg = behind ? behind.inside : this.net.internet;
-    const ip = behind ? this.lanAddress(behind) : this.hostAddress();
-    const host = new SimHost(name, ip, seg, this.net);
-    seg.nodes.set(ip, host);
-    return host;
-  }
-
-  /** Re-plugs a host behind another NAT (roaming); the agent notices as it would from its interface monitor. */
-  moveHost(host: SimHost, to?: SimNat): void {
-    host.segment.nodes.delete(host.ip);
-    const seg = to ? to.inside : this.net.internet;
-    host.ip = to ? this.lanAddress(to) : this.hostAddress();
-    host.segment = seg;
-    seg.nodes.set(host.ip, host);
+  /** Roaming, as Topology.moveHost; the host's agent notices as it would from its interface monitor. */
+  override moveHost(host: SimHost, to?: SimNat | 'internet', options: HostOptions = {}): string {
+    const address = super.moveHost(host, to, options);
     this.agents.find((a) => a.host === host)?.agent.networkChanged();
-  }
-
-  /** The NAT gets a new public address (its old mappings die with it). */
-  renumberNat(nat: SimNat): void {
-    nat.outside.nodes.delete(nat.publicIp);
-    nat.publicIp = this.publicAddress();
-    nat.outside.nodes.set(nat.publicIp, nat);
-    nat.table.expireAll();
+    return address;
   }
 
   private transport(): ControlTransport {
@@ -199,7 +138,7 @@ export class World {
     const res = this.registry.join({ token: this.token, nodeKey, hostname: name }).response;
     this.hub.noteChanges();
     const node: NodeRecord = {
-      coordinatorUrl: 'http://198.18.0.1:8080', coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name,
+      coordinatorUrl: this.coordinatorUrl, coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name,
       addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix,
     };
     const sa = { name, host, nodeKey, privateKey: priv, node, firstPath: new Map(), startedAt: this.clock.now() } as unknown as SimAgent;
@@ -221,7 +160,7 @@ export class World {
       { identity: { privateKey: sa.privateKey, publicKey: sa.nodeKey }, node: sa.node, stunHost: this.coordinator.ip, iface: 'knit0', keepaliveS, portMode: 'memory', initialNetmap: sa.cachedMap },
       {
         clock: this.clock, random: this.random.bytes, logger: silentLogger, udp: sa.host.bindUdp(TUNNEL_PORT),
-        transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => [sa.host.ip],
+        transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => sa.host.addresses(),
         saveNetmap: (m) => { sa.cachedMap = m; },
       },
     );
