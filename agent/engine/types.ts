@@ -19,7 +19,7 @@ export interface EnginePeerConfig {
 export interface EngineConfig {
   privateKey: string; // base64; never logged
   listenPort: number;
-  addresses: string[]; // interface addresses in CIDR form ("100.64.0.2/10")
+  addresses: string[]; // interface addresses in CIDR form ("100.96.0.2/16")
   peers: EnginePeerConfig[];
 }
 

@@ -50,7 +50,7 @@ export interface PeerInfo {
   name: string;
   nodeKey: string;
   discoKey: string; // '' until the node has connected once
-  addresses: string[]; // mesh addresses in CIDR form: ["100.64.0.2/32", "fd7a:…/128"]
+  addresses: string[]; // mesh addresses in CIDR form: ["100.96.0.2/32", "fd7a:…/128"]
   endpoints: string[];
   natType: NatType;
   online: boolean;
