@@ -2,7 +2,7 @@
  * The coordinator's HTTP API on fastify, built apart from listening so tests
  * drive it with app.inject():
  *
- *   POST   /v1/join                one-token enrollment (rate-limited per source)
+ *   POST   /v1/join                one-token enrollment (rate-limited per source, with back-off)
  *   POST   /v1/admin/tokens        create a join token (admin)
  *   GET    /v1/admin/tokens        list tokens, never their secrets (admin)
  *   DELETE /v1/admin/tokens/:id    revoke a token (admin)
@@ -12,11 +12,14 @@
  *
  * Every error is {"error":{"code","message"}} with a code from shared/errors.ts.
  */
+import { isIPv4 } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../../shared/clock.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { normalizeIp } from '../../shared/net/addr.js';
+import { ipToBytes } from '../../shared/net/ip-bytes.js';
 import { MAX_TAGS, validateJoinRequest, isValidTag } from '../../shared/wire/control.js';
 import type { ControlHub } from '../control/hub.js';
 import type { CoordinatorMetrics } from '../metrics.js';
@@ -31,6 +34,34 @@ export interface AppDeps {
   stunStats?: () => { requests: number; responses: number; dropped: number; rateLimited: number };
   /** Joins per minute per source address (burst = 2×). Joins are rare; a flood is an attack or a bug. */
   joinRatePerMin?: number;
+}
+
+/**
+ * Back-off for token guessing, on top of the per-source rate. Only
+ * KNIT_ERR_TOKEN_INVALID counts (an unknown, forged or wrong secret): an expired
+ * or used token proves its holder had the secret, and a 100-way race on one
+ * token must read "used", not "slow down". A few typos are free; after that each
+ * further failure doubles how long the source must wait before its next join
+ * (1 s, 2 s, 4 s … capped at 15 min), answered 429 with Retry-After. Success does
+ * not reset it (a node re-joining with its own key must not launder guesses);
+ * an hour without failures does.
+ */
+export const JOIN_FREE_FAILURES = 5;
+export const JOIN_BACKOFF_BASE_MS = 1000;
+export const JOIN_BACKOFF_MAX_MS = 15 * 60_000;
+export const JOIN_FAILURE_MEMORY_MS = 60 * 60_000;
+
+interface JoinSource { tokens: number; at: number; failures: number; failedAt: number; blockedUntil: number }
+
+/** The rate-limit key of a source: an IPv4 address, or an IPv6 /64 (one host owns a whole /64 to spoof within). */
+function joinSourceKey(ip: string): string {
+  const a = normalizeIp(ip);
+  if (isIPv4(a)) return a;
+  try {
+    return Buffer.from(ipToBytes(a).subarray(0, 8)).toString('hex');
+  } catch {
+    return a;
+  }
 }
 
 /** The largest tokens/nodes request body we read; everything real is far smaller. */
@@ -52,17 +83,48 @@ const tokenBodySchema = {
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, trustProxy: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } });
   const joinRate = deps.joinRatePerMin ?? 30;
-  const joinBuckets = new LRUCache<string, { tokens: number; at: number }>({ max: 10_000 });
+  // 10,000 sources; the least recently seen is forgotten first, so a spoofing flood costs memory, not correctness.
+  const joinSources = new LRUCache<string, JoinSource>({ max: 10_000 });
 
-  const limitJoin = (source: string): void => {
+  const sourceState = (key: string, now: number): JoinSource => {
+    let b = joinSources.get(key);
+    if (!b) {
+      b = { tokens: joinRate * 2, at: now, failures: 0, failedAt: now, blockedUntil: 0 };
+      joinSources.set(key, b);
+    }
+    return b;
+  };
+
+  // Seconds for the Retry-After header of a 429, per error (the JSON body stays the common shape).
+  const retryAfterS = new WeakMap<KnitError, number>();
+  const rateLimited = (retryMs: number, why: string): KnitError => {
+    const seconds = Math.max(1, Math.ceil(retryMs / 1000));
+    const e = new KnitError('KNIT_ERR_RATE_LIMITED', `${why}; try again in ${seconds} s`);
+    retryAfterS.set(e, seconds);
+    return e;
+  };
+
+  /** Refuses a join before it touches the registry: back-off first (costs nothing), then the token bucket. */
+  const limitJoin = (key: string): void => {
     const now = deps.clock.now();
     const cap = joinRate * 2;
-    const b = joinBuckets.get(source) ?? { tokens: cap, at: now };
-    b.tokens = Math.min(cap, b.tokens + ((now - b.at) / 60_000) * joinRate);
-    b.at = now;
-    joinBuckets.set(source, b);
-    if (b.tokens < 1) throw new KnitError('KNIT_ERR_RATE_LIMITED', 'too many join attempts from this address; try again in a minute');
+    const b = sourceState(key, now);
+    if (now < b.blockedUntil) throw rateLimited(b.blockedUntil - now, 'too many failed join attempts from this address');
+    b.tokens = Math.min(cap, b.tokens + (Math.max(0, now - b.at) / 60_000) * joinRate);
+    b.at = Math.max(b.at, now);
+    if (b.tokens < 1) throw rateLimited(((1 - b.tokens) / joinRate) * 60_000, 'too many join attempts from this address');
     b.tokens -= 1;
+  };
+
+  const noteJoinFailure = (key: string, code: string): void => {
+    if (code !== 'KNIT_ERR_TOKEN_INVALID') return;
+    const now = deps.clock.now();
+    const b = sourceState(key, now);
+    if (now - b.failedAt >= JOIN_FAILURE_MEMORY_MS) b.failures = 0;
+    b.failures++;
+    b.failedAt = now;
+    const over = b.failures - JOIN_FREE_FAILURES;
+    if (over > 0) b.blockedUntil = now + Math.min(JOIN_BACKOFF_MAX_MS, JOIN_BACKOFF_BASE_MS * 2 ** Math.min(over - 1, 30));
   };
 
   const requireAdmin = async (req: FastifyRequest): Promise<void> => {
@@ -80,6 +142,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       deps.logger.error('request failed', { route: req.routeOptions?.url, err: err.message });
       e = new KnitError('KNIT_ERR_INTERNAL');
     }
+    const retry = retryAfterS.get(e);
+    if (retry !== undefined) void reply.header('retry-after', String(retry));
     void reply.status(e.status).send(e.toJSON());
   });
   app.setNotFoundHandler((req, reply) => {
@@ -94,8 +158,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   app.post('/v1/join', async (req) => {
+    const source = joinSourceKey(req.ip);
     try {
-      limitJoin(req.ip);
+      limitJoin(source);
       const v = validateJoinRequest(req.body);
       if (!v.ok) throw new KnitError('KNIT_ERR_BAD_REQUEST', v.error);
       const { response, created } = deps.registry.join(v.value);
@@ -106,7 +171,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       deps.hub.noteChanges();
       return response;
     } catch (err) {
-      deps.metrics.noteJoinFailure(isKnitError(err) ? err.code.replace('KNIT_ERR_', '').toLowerCase() : 'internal');
+      const code = isKnitError(err) ? err.code : 'KNIT_ERR_INTERNAL';
+      noteJoinFailure(source, code);
+      deps.metrics.noteJoinFailure(code.replace('KNIT_ERR_', '').toLowerCase());
       throw err;
     }
   });
