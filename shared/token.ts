@@ -58,7 +58,34 @@ export function parseToken(text: unknown): ParsedToken | undefined {
   const id = buf.subarray(o, (o += TOKEN_ID_LEN));
   const secret = new Uint8Array(buf.subarray(o, (o += TOKEN_SECRET_LEN)));
   const key = new Uint8Array(buf.subarray(o, (o += KEY_LEN)));
-  const url = buf.subarray(o).toString('utf8');
-  if (!/^https?:\/\/[^\s/?#]+\/?$/.test(url)) return undefined;
-  return { kind: kindByte === 0x6a ? 'join' : 'admin', id: id.toString('hex'), secret, coordinatorKey: encodeKey(key), url: url.replace(/\/$/, '') };
+  // Canonical base64url only: one token has one spelling (no trailing bits to play with).
+  if (buf.toString('base64url') !== body) return undefined;
+  const url = tokenUrl(buf.subarray(o));
+  if (!url) return undefined;
+  return { kind: kindByte === 0x6a ? 'join' : 'admin', id: id.toString('hex'), secret, coordinatorKey: encodeKey(key), url };
+}
+
+/**
+ * The coordinator URL of a token: valid UTF-8 without whitespace or control
+ * characters, http(s)://host[:port] and nothing else (no credentials, path,
+ * query or fragment), or undefined. The agent connects to it, so bytes a damaged
+ * or crafted token smuggles in are refused here.
+ */
+export function tokenUrl(bytes: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+  // eslint-disable-next-line no-control-regex
+  if (!/^https?:\/\/[^\s/?#@\u0000-\u001f\u007f-\u009f]+\/?$/u.test(text)) return undefined;
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    return undefined;
+  }
+  if (u.username || u.password || u.pathname !== '/' || u.search || u.hash || !u.hostname) return undefined;
+  return text.replace(/\/$/, '');
 }
