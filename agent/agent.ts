@@ -11,7 +11,8 @@
  *   udp port: disco packet → DiscoCore; STUN answer → StunProbe; other → counted and dropped
  *   StunProbe result → our endpoints → coordinator + DiscoCore (for call-me-maybe)
  *   DiscoCore actions → udp sends, call-me-maybe via control, engine endpoint changes
- *   network change → re-probe, re-punch, re-assert endpoints in the engine
+ *   network change → re-probe, re-punch, re-assert endpoints in the engine; LAN re-announce
+ *   LAN discovery (mDNS) → `lan` candidates → DiscoCore (trusted only after a pong)
  */
 import { x25519 } from '@noble/curves/ed25519.js';
 import type { Clock, RandomBytes } from '../shared/clock.js';
@@ -27,6 +28,8 @@ import type { Netmap } from './control/netmap.js';
 import { DiscoCore, type DiscoAction } from './disco/core.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
+import type { LanDiscovery } from './lan/discovery.js';
+import { meshIdOf } from './lan/records.js';
 import type { WireguardProxy } from './net/proxy.js';
 import type { SharedModeWaker } from './net/waker.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
@@ -63,6 +66,8 @@ export interface AgentDeps {
   tunnelPort?: number;
   /** Shared mode: catches WireGuard's handshakes to peers without a path (on-demand punching). */
   waker?: SharedModeWaker;
+  /** LAN discovery over mDNS; absent with --no-lan-discovery. */
+  lan?: LanDiscovery;
 }
 
 /** Whether two maps differ in what the engine is told (peer keys and mesh addresses). */
@@ -151,6 +156,11 @@ export class Agent {
     if (this.d.proxy) this.d.proxy.onWant = want;
     if (this.d.waker) this.d.waker.onWant = want;
     this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
+    if (this.d.lan) {
+      this.d.lan.onCandidate = (nodeKey, endpoint) => this.discoEvent({ type: 'lan-candidate', nodeKey, endpoint });
+      this.d.lan.setPeers([...this.netmap.peers.values()].map((p) => p.nodeKey));
+      this.d.lan.start({ name: this.o.node.name, nodeKey: this.o.identity.publicKey, discoKey: this.discoKey, port: this.tunnelPort(), meshId: meshIdOf(this.o.node.coordinatorKey) });
+    }
     this.selfEndpoints = candidateEndpoints(this.d.localAddresses(), this.tunnelPort(), []);
     this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now());
     // A cached peer map lets cached peers connect before (or without) the coordinator.
@@ -169,6 +179,7 @@ export class Agent {
     for (const w of this.pingWaiters.values()) w({ ok: false, path: 'none', error: 'agent stopping' });
     for (const w of this.discoveryWaiters.splice(0)) w(undefined);
     this.pingWaiters.clear();
+    await this.d.lan?.stop();
     await this.applying;
     this.d.proxy?.close();
     this.d.waker?.close();
@@ -190,6 +201,7 @@ export class Agent {
     this.probe.configure(this.stunServers, this.d.localAddresses());
     this.runDiscovery(this.probe.trigger(now));
     this.discoEvent({ type: 'network-changed' });
+    this.d.lan?.refreshInterfaces();
     this.reassert = true;
     this.requestApply();
   }
@@ -208,6 +220,7 @@ export class Agent {
     const peers = [...map.peers.values()];
     const keys = new Set(peers.map((p) => p.nodeKey));
     for (const k of this.endpoints.keys()) if (!keys.has(k)) this.endpoints.delete(k);
+    this.d.lan?.setPeers([...keys]);
     this.discoEvent({
       type: 'peers-updated',
       peers: peers.map((p) => ({ nodeKey: p.nodeKey, discoKey: p.discoKey, name: p.name, endpoints: p.endpoints, natType: p.natType, online: p.online })),
@@ -440,6 +453,7 @@ export class Agent {
       counters: {
         ...this.counters, ...this.disco.counters,
         ...(this.d.proxy ? prefixed('proxy', this.d.proxy.counters) : {}), ...(this.d.waker ? prefixed('waker', this.d.waker.counters) : {}),
+        ...(this.d.lan?.counters ? prefixed('lan', { ...this.d.lan.counters }) : {}),
       },
       peers: [...this.netmap.peers.values()].map((p) => {
         const s = disco.get(p.nodeKey);

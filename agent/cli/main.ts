@@ -21,6 +21,8 @@ const HELP: Record<string, string> = {
   --port-mode MODE      auto | shared | proxy: how the agent shares the port with the engine (default auto = shared where nftables works)
   --state DIR           state directory (default /var/lib/knit as root, ~/.knit otherwise)
   --interfaces NAMES    only these interfaces give endpoint candidates (lo must be named to be used)
+  --lan-interfaces NAMES  announce and browse mDNS only on these (default: --interfaces, else every non-loopback IPv4 interface)
+  --no-lan-discovery    don't find peers on the LAN by mDNS
   --keepalive SECONDS   WireGuard persistent keepalive (default 25)
   --hostname NAME       name to register (default: this machine's)
   --eager-peers N       punch every peer at once up to N peers, on demand beyond (default 128)`,
@@ -103,6 +105,7 @@ async function up(argv: string[]): Promise<number> {
     token: { type: 'string' }, engine: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
     state: { type: 'string' }, interfaces: { type: 'string' }, keepalive: { type: 'string' }, hostname: { type: 'string' },
     'port-mode': { type: 'string' }, 'eager-peers': { type: 'string' },
+    'lan-interfaces': { type: 'string' }, 'no-lan-discovery': { type: 'boolean' },
   });
   if (values.help) return console.log(HELP.up), 0;
   const iface = values.iface ?? 'knit0';
@@ -116,6 +119,8 @@ async function up(argv: string[]): Promise<number> {
     port: intFlag(values.port, 'port', 0, 65535, 41641),
     stateDir: values.state ?? defaultStateDir(),
     interfaces: listFlag(values.interfaces),
+    lanDiscovery: values['no-lan-discovery'] !== true,
+    lanInterfaces: listFlag(values['lan-interfaces']),
     keepaliveS: intFlag(values.keepalive, 'keepalive', 1, 3600, 25),
     hostname: values.hostname,
     eagerPeers: values['eager-peers'] === undefined ? undefined : intFlag(values['eager-peers'], 'eager-peers', 0, 100_000, 128),

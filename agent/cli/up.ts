@@ -20,6 +20,8 @@ import { WireguardProxy } from '../net/proxy.js';
 import { installSharedPort } from '../net/shared-port.js';
 import { SharedModeWaker } from '../net/waker.js';
 import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
+import { LanDiscovery } from '../lan/discovery.js';
+import { createMdnsTransport, readLanInterfaces } from '../lan/mdns-transport.js';
 import { createInterfaceMonitor } from '../roam/interfaces.js';
 import {
   loadCachedNetmap, loadNodeRecord, loadOrCreateIdentity, saveCachedNetmap, saveNodeRecord, socketPath, type NodeRecord,
@@ -37,6 +39,9 @@ export interface UpOptions {
   port: number;
   stateDir: string;
   interfaces?: string[];
+  /** mDNS discovery on (default) or off; limited to lanInterfaces, else to `interfaces`, else every LAN. */
+  lanDiscovery: boolean;
+  lanInterfaces?: string[];
   keepaliveS: number;
   hostname?: string;
   eagerPeers?: number;
@@ -135,11 +140,17 @@ export async function runUp(o: UpOptions): Promise<number> {
   });
   const { udp, proxy, shared, tunnelPort, waker } = ports;
   const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], netlink: true, onChange: () => agent.networkChanged() });
+  const lan = o.lanDiscovery
+    ? new LanDiscovery({
+      clock: systemClock, random: defaultRandomBytes, logger, transport: createMdnsTransport({ logger }),
+      interfaces: () => readLanInterfaces(o.lanInterfaces ?? o.interfaces, [o.iface]),
+    })
+    : undefined;
   const agent: Agent = new Agent(
     { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: ports.mode, eagerPeers: o.eagerPeers, initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
-      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker,
+      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker, lan,
     },
   );
   const connected = new Set<string>();

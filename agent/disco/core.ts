@@ -187,7 +187,16 @@ export class DiscoCore {
       case 'peers-updated': this.updatePeers(e.peers, now, out); break;
       case 'lan-candidate': {
         const p = this.touch(e.nodeKey);
-        if (p && addCandidate(p.path, e.endpoint, 'lan', now) && p.path.best?.kind !== 'lan') startBurst(p.path, now);
+        if (!p) break;
+        const fresh = addCandidate(p.path, e.endpoint, 'lan', now);
+        if (fresh && p.path.best?.kind !== 'lan') startBurst(p.path, now);
+        // A peer whose disco key we never learned (it joined while the coordinator was away
+        // from us): our node-sealed key makes it answer with its own, and punching starts.
+        const key = `${p.input.nodeKey}|${formatEndpoint(e.endpoint)}`;
+        if (!p.discoPub && !this.announcedTo.has(key)) {
+          this.announcedTo.set(key, true);
+          this.announce(p, e.endpoint, out);
+        }
         break;
       }
       case 'udp': this.receive(e.from, e.bytes, now, out); break;
