@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import type { Server } from 'node:http';
 import { systemClock, type Clock, type RandomBytes } from '../shared/clock.js';
+import { decodeKey } from '../shared/crypto/keys.js';
 import { KnitError, isKnitError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/log.js';
 import { createControlHub } from './control/hub.js';
@@ -17,6 +18,8 @@ import { attachControlWebSocket } from './control/ws-server.js';
 import { buildApp } from './http/app.js';
 import { CoordinatorMetrics } from './metrics.js';
 import { createStunObserver, type StunObserver } from './observer/index.js';
+import { createRelayServer, type RelayServer } from '../relay/index.js';
+import type { RelayInfo } from '../shared/wire/control.js';
 import { Registry } from './registry/registry.js';
 import { SqliteStore } from './store/sqlite.js';
 import { claimDataDir } from './store/pidfile.js';
@@ -35,6 +38,13 @@ export interface CoordinatorOptions {
   joinRatePerMin?: number;
   /** WS ping interval (default 15 s); tests shorten it or drive it with a manual clock. */
   pingIntervalMs?: number;
+  /**
+   * Run a relay in this process (docs/relay.md): UDP control port, optional WebSocket
+   * fallback listener. Its key is the coordinator key; its members are the registry's nodes.
+   */
+  relay?: { udp: HostPort; ws?: HostPort; tls?: { cert: string | Buffer; key: string | Buffer }; packetsPerSec?: number; bytesPerSec?: number };
+  /** Relays run elsewhere (`knit relay`), announced to agents as they are. */
+  externalRelays?: RelayInfo[];
 }
 
 export const DEFAULT_EPHEMERAL_TIMEOUT_MS = 10 * 60_000;
@@ -68,6 +78,12 @@ function listenError(err: unknown, what: string): KnitError {
   return new KnitError('KNIT_ERR_LISTEN', `cannot listen on ${what}: ${why}`, { cause: err });
 }
 
+/** The relay's WebSocket URL as agents reach it: the coordinator's public host, the relay's port. */
+function relayWsUrl(publicUrl: string, port: number, tls: boolean): string {
+  const host = new URL(publicUrl).host.replace(/:[0-9]+$/, '');
+  return `${tls ? 'wss' : 'ws'}://${host}:${port}/v1/relay`;
+}
+
 function hostPortText(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
@@ -96,9 +112,19 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
   const observers: StunObserver[] = (options.stun ?? []).map((s) => createStunObserver({ ...s, clock, logger }));
   const metrics = new CoordinatorMetrics();
   let stunPorts: number[] = [];
+  const relay: RelayServer | undefined = options.relay && createRelayServer({
+    host: options.relay.udp.host, port: options.relay.udp.port,
+    ws: options.relay.ws && { ...options.relay.ws, tls: options.relay.tls },
+    privateKey: registry.coordinatorPrivate, publicKey: decodeKey(registry.coordinatorKey)!,
+    isMember: (k) => registry.peerByKey(k) !== undefined,
+    packetsPerSec: options.relay.packetsPerSec, bytesPerSec: options.relay.bytesPerSec,
+    clock, logger: logger.child({ component: 'relay' }), random: deps.random,
+  });
+  let relayInfo: RelayInfo[] = [...(options.externalRelays ?? [])];
   const hub = createControlHub({
     registry, clock, logger, metrics, random: deps.random,
     get stunPorts() { return stunPorts; },
+    relays: () => relayInfo,
     coalesceMs: options.coalesceMs, allowLoopbackEndpoints: options.allowLoopbackEndpoints,
     ephemeralTimeoutMs: options.ephemeralTimeoutMs ?? DEFAULT_EPHEMERAL_TIMEOUT_MS,
   });
@@ -123,6 +149,15 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
       }
     }
     stunPorts = ports;
+    if (relay && options.relay) {
+      let bound: { port: number; wsPort?: number };
+      try {
+        bound = await relay.start();
+      } catch (err) {
+        throw listenError(err, `udp ${hostPortText(options.relay.udp)} (relay)`);
+      }
+      relayInfo = [{ key: registry.coordinatorKey, port: bound.port, ...(bound.wsPort !== undefined ? { ws: relayWsUrl(registry.publicUrl, bound.wsPort, options.relay.tls !== undefined) } : {}) }, ...relayInfo];
+    }
     ws = attachControlWebSocket(app.server as Server, hub, { clock, pingIntervalMs: options.pingIntervalMs });
     try {
       await app.listen({ host: options.listen.host, port: options.listen.port });
@@ -144,6 +179,7 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
       ws?.close();
       await app.close();
       for (const o of observers) await o.stop();
+      await relay?.stop();
       db.close();
       release();
     })();
@@ -151,7 +187,7 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
   };
 
   return {
-    app, registry, hub, metrics, store: db,
+    app, registry, hub, metrics, store: db, relay,
     /** The admin token, created and returned once on the very first start of this data dir (call after start: it carries the URL). */
     ensureAdmin: () => registry.ensureAdmin(),
     /** Listens on HTTP and STUN; resolves to the bound ports (port 0 picks free ones). */

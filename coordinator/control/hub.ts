@@ -24,7 +24,7 @@ import type { Logger } from '../../shared/log.js';
 import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import {
   CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, helloProof, proofsEqual, welcomeProof,
-  type ClientMessage, type HelloMsg,
+  type ClientMessage, type HelloMsg, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
@@ -47,6 +47,8 @@ export interface HubOptions {
   logger: Logger;
   metrics: CoordinatorMetrics;
   stunPorts: number[];
+  /** Relays announced in the welcome (docs/relay.md); read at each welcome. */
+  relays?: () => RelayInfo[];
   random?: RandomBytes;
   /** Coalescing window for peer-map deltas. 50 ms keeps fan-out well under 100 ms while folding join storms. */
   coalesceMs?: number;
@@ -314,6 +316,7 @@ export class ControlHub {
     s.t.send(JSON.stringify({
       type: 'welcome', node: { id: peer.id, name: peer.name, addresses: peer.addresses },
       serverProof: welcomeProof(k, m.clientNonce, s.serverNonce), stun: this.o.stunPorts,
+      ...(this.o.relays ? { relays: this.o.relays() } : {}),
     }));
     const missed = m.lastVersion > 0 ? this.log.since(m.lastVersion) : undefined;
     if (missed) {

@@ -86,7 +86,13 @@ export interface JoinResponse {
 
 export interface ChallengeMsg { type: 'challenge'; v: number; serverNonce: string; coordinatorKey: string }
 export interface HelloMsg { type: 'hello'; v: number; nodeKey: string; discoKey: string; clientNonce: string; proof: string; lastVersion: number }
-export interface WelcomeMsg { type: 'welcome'; node: { id: number; name: string; addresses: string[] }; serverProof: string; stun: number[] }
+export interface WelcomeMsg { type: 'welcome'; node: { id: number; name: string; addresses: string[] }; serverProof: string; stun: number[]; relays?: RelayInfo[] }
+/**
+ * A relay the agent may use (docs/relay.md): its X25519 key, its UDP control port, its
+ * address (absent: the coordinator's host) and the URL of its WebSocket fallback, if any.
+ */
+export interface RelayInfo { key: string; port: number; host?: string; ws?: string }
+export const MAX_RELAYS = 8;
 export interface SnapshotMsg { type: 'snapshot'; version: number; peers: PeerInfo[] }
 export interface DeltaMsg { type: 'delta'; from: number; version: number; changes: PeerChange[] }
 export interface EndpointsMsg { type: 'endpoints'; endpoints: string[]; natType: NatType }
@@ -203,6 +209,12 @@ function validateChange(c: unknown): c is PeerChange {
   }
 }
 
+function validateRelayInfo(r: unknown): boolean {
+  if (!isObj(r) || !isKeyText(r.key) || !Number.isInteger(r.port) || (r.port as number) < 1 || (r.port as number) > 65535) return false;
+  if (r.host !== undefined && (typeof r.host !== 'string' || !parseEndpoint(`${r.host.includes(':') ? `[${r.host}]` : r.host}:1`))) return false;
+  return r.ws === undefined || (typeof r.ws === 'string' && r.ws.length <= 256 && /^wss?:\/\/[^\s/?#]+\/[^\s]*$/.test(r.ws));
+}
+
 /** Decodes a frame sent by the coordinator (the agent trusts only the pinned key, not the content). */
 export function decodeServerMessage(raw: string | Uint8Array): Decoded<ServerMessage> {
   const f = parseJsonFrame(raw, MAX_SERVER_FRAME_BYTES);
@@ -216,6 +228,7 @@ export function decodeServerMessage(raw: string | Uint8Array): Decoded<ServerMes
       const n = m.node;
       if (!isObj(n) || !isNonNegInt(n.id) || typeof n.name !== 'string' || !Array.isArray(n.addresses)) return bad('malformed welcome');
       if (!isB64(m.serverProof) || !Array.isArray(m.stun) || !m.stun.every((p) => isNonNegInt(p) && p <= 65535)) return bad('malformed welcome');
+      if (m.relays !== undefined && (!Array.isArray(m.relays) || m.relays.length > MAX_RELAYS || !m.relays.every(validateRelayInfo))) return bad('malformed welcome');
       return ok(m as unknown as WelcomeMsg);
     }
     case 'snapshot':
