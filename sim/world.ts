@@ -21,6 +21,8 @@ import type { NodeRecord } from '../agent/state.js';
 import { createMemoryEngine } from '../agent/engine/memory.js';
 import type { PathKind } from '../agent/status.js';
 import type { SimHost, SimNat } from './net.js';
+import { LanDiscovery } from '../agent/lan/discovery.js';
+import { createSimLanTransport, simLanInterfaces } from './lan.js';
 import { Topology, type HostOptions, type TopologyOptions } from './topology.js';
 
 export const TUNNEL_PORT = 41641;
@@ -28,7 +30,10 @@ export const STUN_PORTS = [3478, 3479];
 /** One-way delay of the control channel (agent ⇄ coordinator). */
 const CONTROL_LATENCY_MS = 20;
 
-export type WorldOptions = TopologyOptions;
+export interface WorldOptions extends TopologyOptions {
+  /** Agents announce and browse over mDNS on their LANs (default true, as `knit up`). */
+  lanDiscovery?: boolean;
+}
 
 export interface SimAgent {
   name: string;
@@ -54,8 +59,11 @@ export class World extends Topology {
   private readonly token: string;
   private readonly coordinatorUrl: string;
 
+  private readonly lanDiscovery: boolean;
+
   constructor(o: WorldOptions) {
     super(o);
+    this.lanDiscovery = o.lanDiscovery ?? true;
     this.coordinator = this.addHost('coordinator');
     this.coordinatorUrl = `http://${this.coordinator.ip}:8080`;
     this.registry = new Registry(new SqliteStore(':memory:'), { clock: this.clock, url: this.coordinatorUrl, random: this.random.bytes });
@@ -162,6 +170,9 @@ export class World extends Topology {
         clock: this.clock, random: this.random.bytes, logger: silentLogger, udp: sa.host.bindUdp(TUNNEL_PORT),
         transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => sa.host.addresses(),
         saveNetmap: (m) => { sa.cachedMap = m; },
+        lan: this.lanDiscovery
+          ? new LanDiscovery({ clock: this.clock, random: this.random.bytes, logger: silentLogger, transport: createSimLanTransport(sa.host), interfaces: () => simLanInterfaces(sa.host) })
+          : undefined,
       },
     );
     agent.onPathChange = (peer, _from, to) => {
