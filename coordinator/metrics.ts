@@ -31,7 +31,10 @@ export class CoordinatorMetrics {
   snapshotsSent = 0;
   wsProtocolErrors = 0;
   authFailures = 0;
+  snapshotsEncoded = 0;
   readonly fanout = new Histogram();
+  /** Time to commit one window and hand its delta to every session: the coordinator's work per change. */
+  readonly flush = new Histogram();
   readonly joinFailures = new Map<string, number>();
   joins = 0;
 
@@ -49,9 +52,11 @@ export class CoordinatorMetrics {
     metric('knit_joins_total', 'counter', 'Successful joins.', this.joins);
     metric('knit_deltas_sent_total', 'counter', 'Peer-map delta frames sent.', this.deltasSent);
     metric('knit_snapshots_sent_total', 'counter', 'Peer-map snapshot frames sent.', this.snapshotsSent);
+    metric('knit_snapshots_encoded_total', 'counter', 'Peer-map snapshots encoded (at most one per version, shared by every client that needs it).', this.snapshotsEncoded);
     metric('knit_control_protocol_errors_total', 'counter', 'Control connections closed for malformed input.', this.wsProtocolErrors);
     metric('knit_control_auth_failures_total', 'counter', 'Control connections that failed proof of key possession.', this.authFailures);
     out.push(...this.fanout.render('knit_fanout_latency_seconds', 'Time from a change accepted to its delta handed to the last connected peer.'));
+    out.push(...this.flush.render('knit_delta_flush_seconds', 'Time to commit a window and hand its delta to every connected peer.'));
     out.push('# HELP knit_join_failures_total Refused joins by reason.', '# TYPE knit_join_failures_total counter');
     for (const [reason, n] of this.joinFailures) out.push(`knit_join_failures_total{reason="${reason}"} ${n}`);
     if (gauges.stun) {

@@ -10,8 +10,15 @@
  *
  * Fan-out: registry mutations queue PeerChanges; the first queued change arms
  * one timer; when it fires the window is committed as one delta (ChangeLog),
- * encoded once, and the same string is handed to every ready session. Work
- * per change is proportional to the change plus one send per session.
+ * encoded once as bytes, and the same Buffer is handed to every ready session.
+ * Work per change is proportional to the change plus one send per session —
+ * never a rebuild of anyone's map.
+ *
+ * Snapshots: a client that needs the whole map gets the newest encoded
+ * snapshot plus the (already encoded) deltas committed since it. A snapshot is
+ * encoded at most once per version, and only when the tail of deltas behind
+ * the cached one has grown long, so a connect storm (every connect is a
+ * change) doesn't re-encode a 10,000-node map every window.
  *
  * Housekeeping (one Clock timer, every 30 s): ephemeral nodes offline past
  * their timeout are removed, and about once a minute the nodes with a live
@@ -32,6 +39,13 @@ import { ChangeLog } from '../registry/changes.js';
 
 export interface SessionTransport {
   send(text: string): void;
+  /**
+   * Sends a frame shared by many sessions (a snapshot or delta), already
+   * encoded once as the UTF-8 bytes of its JSON text. A transport that can
+   * write bytes implements it, so sending one frame to 10,000 sockets encodes
+   * and copies nothing; without it the hub sends the decoded string.
+   */
+  sendEncoded?(bytes: Buffer): void;
   close(code: number, reason: string): void;
   readonly remoteAddress: string;
 }
@@ -68,6 +82,14 @@ const CMM_BURST = 20;
 /** Housekeeping period: ephemeral expiry is checked this often, so a node goes at most 30 s late. */
 const HOUSEKEEPING_MS = 30_000;
 export const LAST_SEEN_REFRESH_MS = 60_000;
+/**
+ * How far a cached snapshot may lag before a new one is encoded: a client
+ * needing the map gets it plus at most 64 deltas, together at most 1/8 more
+ * bytes than the snapshot. Encoding a 10,000-node map (~3 MB) costs tens of ms;
+ * replaying a short tail costs the client little (every change is a "set").
+ */
+const SNAPSHOT_TAIL_MAX_DELTAS = 64;
+const SNAPSHOT_TAIL_MAX_FRACTION = 1 / 8;
 
 interface Session {
   t: SessionTransport;
@@ -80,6 +102,11 @@ interface Session {
   cmmAt: number;
 }
 
+function sendShared(s: Session, bytes: Buffer): void {
+  if (s.t.sendEncoded) s.t.sendEncoded(bytes);
+  else s.t.send(bytes.toString());
+}
+
 export class ControlHub {
   readonly log: ChangeLog;
   private readonly ready = new Map<number, Session>(); // node id → its one live session
@@ -87,7 +114,7 @@ export class ControlHub {
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
   private housekeepingTimer: ReturnType<Clock['setTimeout']> | undefined;
   private lastSeenWrittenAt: number;
-  private snapshotCache: { version: number; text: string } | undefined;
+  private snapshot: { version: number; bytes: Buffer } | undefined;
   private readonly random: RandomBytes;
   private stopped = false;
 
@@ -133,10 +160,10 @@ export class ControlHub {
 
   /** Commits the pending window as one delta and sends it to every ready session. */
   flush(): void {
+    const startedAt = this.o.clock.now();
     const { changes, since } = this.o.registry.takePending();
     const committed = this.log.commit(changes);
     if (!committed) return;
-    this.snapshotCache = undefined;
     try {
       this.o.registry.persistWindow(committed.msg.version);
     } catch (err) {
@@ -144,9 +171,11 @@ export class ControlHub {
       // memory and agents re-report on reconnect, so a failing disk is logged, not fatal.
       this.o.logger.error('could not write the peer map window', { version: committed.msg.version, err: (err as Error).message });
     }
-    for (const s of this.ready.values()) s.t.send(committed.text);
+    for (const s of this.ready.values()) sendShared(s, committed.bytes);
     this.o.metrics.deltasSent += this.ready.size;
-    this.o.metrics.fanout.observe(Math.max(0, this.o.clock.now() - since) / 1000);
+    const now = this.o.clock.now();
+    this.o.metrics.fanout.observe(Math.max(0, now - since) / 1000);
+    this.o.metrics.flush.observe(Math.max(0, now - startedAt) / 1000);
   }
 
   /** Ends a node's session with an error frame and the error's close code. */
@@ -212,14 +241,20 @@ export class ControlHub {
     }
   }
 
-  private snapshotText(): string {
-    const version = this.log.version;
-    if (this.snapshotCache?.version !== version) {
-      // Built from memory, which may already hold changes of the next window; that is safe
-      // because every change is a "set" and will be re-applied by the delta that follows.
-      this.snapshotCache = { version, text: JSON.stringify({ type: 'snapshot', version, peers: [...this.o.registry.peers()] }) };
+  /** The frames that give a client the current map: the cached snapshot and the deltas since it, or a new snapshot. */
+  private mapFrames(): Buffer[] {
+    const cached = this.snapshot;
+    if (cached && this.log.version - cached.version <= SNAPSHOT_TAIL_MAX_DELTAS) {
+      const tail = this.log.since(cached.version);
+      if (tail && tail.reduce((n, b) => n + b.length, 0) <= cached.bytes.length * SNAPSHOT_TAIL_MAX_FRACTION) return [cached.bytes, ...tail];
     }
-    return this.snapshotCache.text;
+    const version = this.log.version;
+    // Built from memory, which may already hold changes of the next window; that is safe
+    // because every change is a "set" and will be re-applied by the delta that follows.
+    const bytes = Buffer.from(JSON.stringify({ type: 'snapshot', version, peers: [...this.o.registry.peers()] }));
+    this.snapshot = { version, bytes };
+    this.o.metrics.snapshotsEncoded++;
+    return [bytes];
   }
 
   private fail(s: Session, err: KnitError): void {
@@ -321,11 +356,14 @@ export class ControlHub {
     const missed = m.lastVersion > 0 ? this.log.since(m.lastVersion) : undefined;
     if (missed) {
       if (missed.length === 0) s.t.send(JSON.stringify({ type: 'delta', from: m.lastVersion, version: m.lastVersion, changes: [] }));
-      for (const text of missed) s.t.send(text);
+      for (const delta of missed) sendShared(s, delta);
       this.o.metrics.deltasSent += missed.length;
     } else {
-      s.t.send(this.snapshotText());
+      const [snapshot, ...tail] = this.mapFrames();
+      sendShared(s, snapshot!);
+      for (const delta of tail) sendShared(s, delta);
       this.o.metrics.snapshotsSent++;
+      this.o.metrics.deltasSent += tail.length;
     }
   }
 }

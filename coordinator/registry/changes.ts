@@ -9,7 +9,8 @@
  *
  * The change log keeps the encoded deltas of recent versions so a client that
  * reconnects with `lastVersion` gets only what it missed; older than the log
- * → the caller sends a snapshot instead.
+ * → the caller sends a snapshot instead. Each delta is encoded once, as UTF-8
+ * bytes, and the same Buffer goes to every client: a send copies nothing.
  */
 import type { DeltaMsg, PeerChange } from '../../shared/wire/control.js';
 
@@ -54,7 +55,7 @@ export function coalesce(changes: PeerChange[]): PeerChange[] {
 interface LogEntry {
   from: number;
   version: number;
-  text: string; // the encoded DeltaMsg, shared by every client
+  bytes: Buffer; // the encoded DeltaMsg, shared by every client
 }
 
 export class ChangeLog {
@@ -68,19 +69,19 @@ export class ChangeLog {
   }
 
   /** Commits a window's changes as the next version; returns the delta and its encoding. */
-  commit(changes: PeerChange[]): { msg: DeltaMsg; text: string } | undefined {
+  commit(changes: PeerChange[]): { msg: DeltaMsg; bytes: Buffer } | undefined {
     const folded = coalesce(changes);
     if (folded.length === 0) return undefined;
     const msg: DeltaMsg = { type: 'delta', from: this.current, version: this.current + 1, changes: folded };
-    const text = JSON.stringify(msg);
+    const bytes = Buffer.from(JSON.stringify(msg));
     this.current = msg.version;
-    this.entries.push({ from: msg.from, version: msg.version, text });
+    this.entries.push({ from: msg.from, version: msg.version, bytes });
     if (this.entries.length - this.head > this.maxEntries) this.head++;
     if (this.head > this.maxEntries) {
       this.entries = this.entries.slice(this.head);
       this.head = 0;
     }
-    return { msg, text };
+    return { msg, bytes };
   }
 
   /**
@@ -88,7 +89,7 @@ export class ChangeLog {
    * [] when it is current, undefined when the log no longer reaches back that far
    * (or the version is from the future, e.g. another coordinator's database).
    */
-  since(version: number): string[] | undefined {
+  since(version: number): Buffer[] | undefined {
     if (version === this.current) return [];
     if (version > this.current) return undefined;
     const live = this.entries.length - this.head;
@@ -97,6 +98,6 @@ export class ChangeLog {
     if (version < oldest.from) return undefined;
     const start = this.head + (version - oldest.from); // one entry per version: index by offset
     if (this.entries[start]?.from !== version) return undefined;
-    return this.entries.slice(start).map((e) => e.text);
+    return this.entries.slice(start).map((e) => e.bytes);
   }
 }

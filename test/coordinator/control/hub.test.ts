@@ -344,3 +344,65 @@ test('after stop, a late connection is closed at once and leaves no timer behind
   assert.equal(c.sent.length, 0);
   assert.equal(clock.pending, pendingBefore);
 });
+
+test('a snapshot is encoded once per version and shared; later clients get it plus the short tail of deltas since', () => {
+  const { hub, join, clock, metrics } = setup();
+  const [a, b, c, d] = [join('a'), join('b'), join('c'), join('d')];
+  for (let i = 0; i < 20; i++) join(`idle${i}`); // a map big enough that a two-node delta is a short tail (< 1/8 of it)
+  clock.advance(50); // the joins' window: version +1
+  const raw = (kp: KeyPair) => {
+    const frames: (string | Buffer)[] = [];
+    const h = hub.connect({ send: (f) => frames.push(f), sendEncoded: (b) => frames.push(b), close: () => {}, remoteAddress: '127.0.0.1' });
+    const challenge = JSON.parse(String(frames[0]));
+    const nodeKey = encodeKey(kp.publicKey);
+    const k = controlAuthKey(kp.privateKey, challenge.coordinatorKey)!;
+    h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
+    return { h, frames, map: () => frames.slice(2).map((f) => JSON.parse(String(f))) }; // after challenge and welcome
+  };
+  const ca = raw(a);
+  const cb = raw(b);
+  assert.equal(metrics.snapshotsEncoded, 1, 'two clients at one version: one encoding');
+  assert.ok(Buffer.isBuffer(ca.frames[2]) && ca.frames[2] === cb.frames[2], 'the very same bytes go to both');
+
+  clock.advance(50); // a and b online: a new version
+  const cc = raw(c);
+  assert.equal(metrics.snapshotsEncoded, 1, 'one version later the cached snapshot is still good');
+  assert.equal(cc.frames[2], ca.frames[2]);
+  const [snap, ...tail] = cc.map();
+  assert.equal(snap.type, 'snapshot');
+  assert.deepEqual(tail.map((m) => [m.type, m.from]), [['delta', snap.version]], 'then the delta since, in order');
+  assert.deepEqual(tail[0].changes.filter((x: any) => x.op === 'online').map((x: any) => x.online), [true, true], 'a and b came online');
+
+  // A long tail (more than 64 versions behind) is worth a fresh snapshot.
+  for (let i = 0; i < 70; i++) {
+    ca.h.receive(JSON.stringify({ type: 'endpoints', endpoints: [`198.18.0.5:${1000 + i}`], natType: 'none' }));
+    clock.advance(50);
+  }
+  const cd = raw(d);
+  assert.equal(metrics.snapshotsEncoded, 2);
+  assert.deepEqual(cd.map().map((m) => m.type), ['snapshot']);
+  assert.deepEqual(cd.map()[0].peers.find((p: any) => p.name === 'a').endpoints, ['198.18.0.5:1069']);
+});
+
+test('an endpoint change costs one small delta, encoded once, whatever the mesh size', () => {
+  const { hub, join, clock, metrics } = setup();
+  const keys = Array.from({ length: 50 }, (_, i) => join(`n${i}`));
+  clock.advance(50);
+  const frames: (string | Buffer)[][] = keys.map(() => []);
+  const handles = keys.map((kp, i) => {
+    const h = hub.connect({ send: (f) => frames[i]!.push(f), sendEncoded: (b) => frames[i]!.push(b), close: () => {}, remoteAddress: '127.0.0.1' });
+    const challenge = JSON.parse(String(frames[i]![0]));
+    const nodeKey = encodeKey(kp.publicKey);
+    const k = controlAuthKey(kp.privateKey, challenge.coordinatorKey)!;
+    h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
+    return h;
+  });
+  clock.advance(50);
+  const sentBefore = metrics.deltasSent;
+  handles[7]!.receive(JSON.stringify({ type: 'endpoints', endpoints: ['192.168.1.10:41641', '198.18.0.7:41641'], natType: 'endpoint-independent' }));
+  clock.advance(50);
+  assert.equal(metrics.deltasSent - sentBefore, 50, 'one frame per connected peer');
+  const last = frames.map((f) => f.at(-1)!);
+  assert.ok(last.every((f) => f === last[0]), 'every peer gets the same Buffer');
+  assert.ok(last[0]!.length <= 200, `an endpoint change is small (${last[0]!.length} bytes)`);
+});

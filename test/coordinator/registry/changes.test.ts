@@ -47,11 +47,11 @@ test('change log: versions step by one per committed window; since() serves what
   for (const s of steps) {
     const c = log.commit(s.commit);
     assert.equal(log.version, s.version);
-    if (c) assert.deepEqual(JSON.parse(c.text), c.msg);
+    if (c) assert.deepEqual(JSON.parse(c.bytes.toString()), c.msg);
   }
   assert.deepEqual(log.since(14), []);
-  assert.deepEqual(log.since(12)?.map((t) => JSON.parse(t).from), [12, 13]);
-  assert.deepEqual(log.since(11)?.map((t) => JSON.parse(t).version), [12, 13, 14]);
+  assert.deepEqual(log.since(12)?.map((b) => JSON.parse(b.toString()).from), [12, 13]);
+  assert.deepEqual(log.since(11)?.map((b) => JSON.parse(b.toString()).version), [12, 13, 14]);
   assert.equal(log.since(10), undefined, 'older than the log (max 3 entries): snapshot');
   assert.equal(log.since(99), undefined, 'from the future (another database): snapshot');
 });
@@ -77,12 +77,16 @@ test('delta computation as steps: each window becomes (from, version, changes); 
       want: { from: 103, version: 104, changes: [{ op: 'remove', id: 4 }] },
     },
   ];
-  const texts: string[] = [];
+  const encoded: Buffer[] = [];
   for (const [i, s] of steps.entries()) {
     const c = log.commit(s.window);
     assert.deepEqual(c && { from: c.msg.from, version: c.msg.version, changes: c.msg.changes }, s.want, `step ${i}`);
-    if (c) texts.push(c.text);
+    if (c) encoded.push(c.bytes);
   }
-  // A client that saw version v gets exactly the texts after it, in order, byte for byte.
-  for (const [i, v] of [100, 101, 102, 103, 104].entries()) assert.deepEqual(log.since(v), texts.slice(i), `resume from ${v}`);
+  // A client that saw version v gets exactly the encodings after it, in order: the very same Buffers.
+  for (const [i, v] of [100, 101, 102, 103, 104].entries()) {
+    const got = log.since(v)!;
+    assert.equal(got.length, encoded.length - i, `resume from ${v}`);
+    got.forEach((b, j) => assert.equal(b, encoded[i + j], `resume from ${v}: delta ${j} is the shared encoding`));
+  }
 });
