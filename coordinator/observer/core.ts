@@ -17,6 +17,12 @@
  *     also caps what a flood of spoofed sources evicting each other from the
  *     bounded table can extract.
  * Only requests are ever answered, so two reflectors can't be made to ping-pong.
+ *
+ * RESPONSE-PORT (RFC 5780 §7.5): a request may ask for its answer at another
+ * port of its own source address. Agents use it to check a port mapping from
+ * outside (docs/port-mapping.md). The answer still goes to the address the
+ * request came from and is no larger, so it reflects nothing a plain request
+ * couldn't.
  */
 import { isIPv4 } from 'node:net';
 import { LRUCache } from 'lru-cache';
@@ -26,7 +32,8 @@ import { bindingResponseLength, encodeBindingResponse, parseStun, STUN_BINDING_R
 
 export type ObserverDropReason = 'malformed' | 'not-a-request' | 'rate-limited';
 
-export type ObserverVerdict = { answer: Uint8Array } | { drop: ObserverDropReason };
+/** `port`: the request's RESPONSE-PORT; the answer goes to the source address at that port. */
+export type ObserverVerdict = { answer: Uint8Array; port?: number } | { drop: ObserverDropReason };
 
 export interface ObserverCoreOptions {
   /** Answers per second per source for requests smaller than their answer (standard clients). */
@@ -95,7 +102,8 @@ export function createObserverCore(options: ObserverCoreOptions = {}): ObserverC
       // Decide on the size before building anything: a refused flood costs a parse, no more.
       const size = bindingResponseLength(from.address);
       if (size > packet.length && !allow(sourceKey(from.address), size, now)) return { drop: 'rate-limited' };
-      return { answer: encodeBindingResponse(msg.txid, from) };
+      const answer = encodeBindingResponse(msg.txid, from);
+      return msg.responsePort === undefined ? { answer } : { answer, port: msg.responsePort };
     },
     trackedSources: () => {
       buckets.purgeStale();

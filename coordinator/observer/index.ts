@@ -41,8 +41,9 @@ export function createStunObserver(options: { host: string; port: number; clock?
     const verdict = core.handle(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), from, clock.now());
     if ('answer' in verdict) {
       stats.responses++;
-      // Back to the address exactly as the socket reported it (a udp6 socket needs the v4-mapped form).
-      s.send(verdict.answer, rinfo.port, rinfo.address, (err) => {
+      // Back to the address exactly as the socket reported it (a udp6 socket needs the v4-mapped form),
+      // at the port the request asked for with RESPONSE-PORT, if any.
+      s.send(verdict.answer, verdict.port ?? rinfo.port, rinfo.address, (err) => {
         if (err) logger.debug('stun answer not sent', { err: err.message });
       });
     } else if (verdict.drop === 'rate-limited') stats.rateLimited++;

@@ -28,6 +28,9 @@
  *   SOFTWARE           0x8022 (§14.14): UTF-8, fewer than 128 characters
  *   PADDING            0x0026 (RFC 5780 §7.6): any bytes; Knit pads its requests
  *       so the observer's answer is never larger than the question
+ *   RESPONSE-PORT      0x0027 (RFC 5780 §7.5): port (16 bits) | 16 bits of padding;
+ *       in a request, asks the server to answer to the request's source address
+ *       but this port (the port-mapping echo check, docs/port-mapping.md)
  *   FINGERPRINT        0x8028 (§14.7): CRC-32 of everything before it,
  *       XOR 0x5354554e; always the last attribute
  *
@@ -47,6 +50,7 @@ export const STUN_BINDING_SUCCESS = 0x0101;
 export const STUN_ATTR_MAPPED_ADDRESS = 0x0001;
 export const STUN_ATTR_XOR_MAPPED_ADDRESS = 0x0020;
 export const STUN_ATTR_PADDING = 0x0026;
+export const STUN_ATTR_RESPONSE_PORT = 0x0027;
 export const STUN_ATTR_SOFTWARE = 0x8022;
 export const STUN_ATTR_FINGERPRINT = 0x8028;
 export const STUN_FINGERPRINT_XOR = 0x5354554e;
@@ -140,6 +144,8 @@ export interface BindingRequestOptions {
   software?: string | boolean;
   /** Pads the request (PADDING attribute) to at least this many bytes; Knit uses STUN_KNIT_REQUEST_LEN. */
   padTo?: number;
+  /** RESPONSE-PORT (RFC 5780 §7.5): the answer should go to the source address at this port (1-65535). */
+  responsePort?: number;
 }
 
 /**
@@ -150,9 +156,15 @@ export function encodeBindingRequest(txid: Uint8Array, options: BindingRequestOp
   const attrs: [number, Uint8Array][] = [];
   const software = softwareValue(options.software);
   if (software) attrs.push([STUN_ATTR_SOFTWARE, software]);
+  if (options.responsePort !== undefined) {
+    const p = options.responsePort;
+    if (!Number.isInteger(p) || p < 1 || p > 0xffff) throw new RangeError('responsePort must be an integer in 1..65535');
+    attrs.push([STUN_ATTR_RESPONSE_PORT, Uint8Array.of(p >>> 8, p & 0xff, 0, 0)]);
+  }
   const padTo = options.padTo ?? 0;
   if (!Number.isInteger(padTo) || padTo < 0 || padTo > STUN_MAX_LEN) throw new RangeError(`padTo must be an integer in 0..${STUN_MAX_LEN}`);
-  const unpadded = STUN_HEADER_LEN + (software ? 4 + pad4(software.length) : 0) + STUN_FINGERPRINT_ATTR_LEN;
+  let unpadded = STUN_HEADER_LEN + STUN_FINGERPRINT_ATTR_LEN;
+  for (const [, value] of attrs) unpadded += 4 + pad4(value.length);
   if (padTo > unpadded) attrs.push([STUN_ATTR_PADDING, new Uint8Array(pad4(Math.max(0, padTo - unpadded - 4)))]);
   return writeMessage(STUN_BINDING_REQUEST, txid, attrs);
 }
@@ -196,6 +208,8 @@ export interface StunMessage {
   /** From XOR-MAPPED-ADDRESS, or MAPPED-ADDRESS when a server sent only that. */
   mapped?: UdpEndpoint;
   software?: string;
+  /** RESPONSE-PORT (RFC 5780 §7.5), when the request carried one. */
+  responsePort?: number;
   hasFingerprint: boolean;
 }
 
@@ -237,6 +251,10 @@ export function parseStun(b: Uint8Array): StunMessage | undefined {
       case STUN_ATTR_MAPPED_ADDRESS:
         plainMapped = parseAddress(value, undefined);
         if (!plainMapped) return undefined;
+        break;
+      case STUN_ATTR_RESPONSE_PORT:
+        if (vlen !== 4 || view.getUint16(start) === 0) return undefined;
+        msg.responsePort = view.getUint16(start);
         break;
       case STUN_ATTR_SOFTWARE:
         // Informational only: bounded, and undecodable bytes become U+FFFD rather than an error.
