@@ -73,8 +73,12 @@ export class Registry {
   private pendingSince = 0;
   /** Per hostname, the next -N suffix worth trying, so a thousand "ci" nodes don't probe 1,000 names each. */
   private readonly nameHints = new Map<string, number>();
-  /** When this registry loaded the store (wall ms): offline time before it doesn't count against ephemeral nodes. */
-  private readonly loadedAt: number;
+  /**
+   * Since when (monotonic ms) each offline ephemeral node has been offline, counted from
+   * this registry's load at the earliest: time the coordinator was down doesn't count, and
+   * a step of the wall clock (NTP, a resumed VM) neither expires every node nor none.
+   */
+  private readonly offlineSince = new Map<number, number>();
 
   /** The public URL written into new tokens (settable: with port 0 it is known only after listen). */
   publicUrl: string;
@@ -115,7 +119,6 @@ export class Registry {
     this.ipv4Prefix = parseIpv4Prefix(init.prefix)!;
     this.ulaPrefix = init.ula;
     this.startVersion = init.version;
-    this.loadedAt = options.clock.wallNow();
     for (const row of store.nodes()) this.remember(row, false);
   }
 
@@ -161,7 +164,10 @@ export class Registry {
     };
     this.byId.set(row.id, peer);
     this.byKey.set(row.nodeKey, row.id);
-    if (row.ephemeral) this.ephemeral.add(row.id);
+    if (row.ephemeral) {
+      this.ephemeral.add(row.id);
+      if (!online) this.offlineSince.set(row.id, this.options.clock.now());
+    }
     return peer;
   }
 
@@ -294,6 +300,8 @@ export class Registry {
     if (!p || p.online === online) return;
     const lastSeen = Math.floor(this.options.clock.wallNow());
     this.byId.set(id, { ...p, online, lastSeen });
+    if (online) this.offlineSince.delete(id);
+    else if (this.ephemeral.has(id)) this.offlineSince.set(id, this.options.clock.now());
     this.dirty.add(id);
     this.push({ op: 'online', id, online, lastSeen });
   }
@@ -328,21 +336,24 @@ export class Registry {
     this.dirty.delete(id);
     this.byKey.delete(p.nodeKey);
     this.ephemeral.delete(id);
+    this.offlineSince.delete(id);
     this.push({ op: 'remove', id });
     return true;
   }
 
   /**
-   * Ephemeral nodes offline for longer than `timeoutMs` (wall time), for the
-   * sweeper. Time before this registry loaded doesn't count: after a
+   * Ephemeral nodes offline for longer than `timeoutMs`, for the sweeper, measured
+   * on the monotonic clock (a wall-clock step must not expire everything or
+   * nothing). Time before this registry loaded doesn't count: after a
    * coordinator outage its nodes get the whole timeout to reconnect.
    */
   expiredEphemeral(timeoutMs: number): number[] {
-    const wallNow = this.options.clock.wallNow();
+    const now = this.options.clock.now();
     const out: number[] = [];
     for (const id of this.ephemeral) {
       const p = this.byId.get(id);
-      if (p && !p.online && wallNow - Math.max(p.lastSeen, this.loadedAt) >= timeoutMs) out.push(id);
+      const since = this.offlineSince.get(id);
+      if (p && !p.online && since !== undefined && now - since >= timeoutMs) out.push(id);
     }
     return out;
   }
