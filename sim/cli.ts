@@ -2,7 +2,7 @@
  * `knit sim`: the deterministic simulator from the command line.
  *
  *   knit sim grid [--json] [--seed N]        the NAT × NAT matrix of paths and times
- *   knit sim scenario NAME [--seed N]        one scenario (roaming, renumber, expiry, outage, loss, storm)
+ *   knit sim scenario NAME [--seed N]        one scenario (roaming, renumber, expiry, outage, outage-restart, lan, lan-outage, loss, storm)
  *   knit sim scale --agents N [--seed N]     N agents join at once
  */
 import { intFlag, parseFlags } from '../shared/cli/args.js';

@@ -5,6 +5,8 @@
  *   expiry         a NAT forgets every mapping (reboot / timeout); the path comes back
  *   outage         the coordinator goes away; paths stay up; control resumes when it returns
  *   outage-restart the coordinator is away and both agents reboot; they reconnect from their cached maps
+ *   lan            two agents on one LAN find each other by mDNS; a third behind another NAT hears nothing
+ *   lan-outage     the coordinator is away, both agents reboot with new LAN addresses: mDNS reconnects them
  *   loss           10% loss on the internet; the pair still connects
  *   storm          N agents join at once; every agent holds the whole map, and sampled pairs connect
  */
@@ -123,6 +125,55 @@ const SCENARIOS: Record<string, Scenario> = {
       await w.restartAgent(b);
       const t = await until(w, a, b, 30_000, 'direct');
       return { ok: t !== undefined, timeMs: t, details: { control: a.agent.status().coordinator.status, adopted: a.agent.status().counters.discoKeysAdopted } };
+    } finally {
+      await w.stop();
+    }
+  },
+  async lan(seed) {
+    const w = new World({ seed, internet: { jitterMs: 5 } });
+    try {
+      const home = w.addNat('home', 'easy');
+      const away = w.addNat('away', 'easy');
+      const a = await w.addAgent('a', w.addHost('a', home));
+      const b = await w.addAgent('b', w.addHost('b', home));
+      const c = await w.addAgent('c', w.addHost('c', away));
+      const t = await until(w, a, b, 10_000, 'lan');
+      const ab = a.agent.status().peers.find((p) => p.nodeKey === b.nodeKey);
+      const heardAtC = c.agent.status().counters.lanCandidates ?? 0;
+      const fromMdns = a.agent.status().counters.lanCandidates ?? 0;
+      return {
+        ok: t !== undefined && ab?.endpoint === `${b.host.ip}:41641` && fromMdns > 0 && heardAtC === 0,
+        timeMs: t,
+        details: { endpoint: ab?.endpoint, lanCandidatesAtA: fromMdns, lanCandidatesAcrossTheNat: heardAtC, multicastDroppedOnInternet: w.net.counters.dropped['multicast-scope'] },
+      };
+    } finally {
+      await w.stop();
+    }
+  },
+  async 'lan-outage'(seed) {
+    // Both agents reboot during the outage and come back on new LAN addresses: the cached map
+    // has their keys but stale endpoints, so only mDNS can bring them together.
+    const w = new World({ seed, internet: { jitterMs: 5 } });
+    try {
+      const home = w.addNat('home', 'easy');
+      const a = await w.addAgent('a', w.addHost('a', home));
+      const b = await w.addAgent('b', w.addHost('b', home));
+      await until(w, a, b, 10_000, 'lan');
+      w.coordinatorDown();
+      await w.clock.run(5000);
+      await a.agent.stop();
+      await b.agent.stop();
+      w.moveHost(a.host, home);
+      w.moveHost(b.host, home);
+      await w.restartAgent(a);
+      await w.restartAgent(b);
+      const t = await until(w, a, b, 30_000, 'lan');
+      const endpoint = a.agent.status().peers[0]?.endpoint;
+      return {
+        ok: t !== undefined && endpoint === `${b.host.ip}:41641` && a.agent.status().coordinator.status !== 'connected',
+        timeMs: t,
+        details: { endpoint, newAddress: b.host.ip, control: a.agent.status().coordinator.status, adopted: a.agent.status().counters.discoKeysAdopted },
+      };
     } finally {
       await w.stop();
     }

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { runScenario, runStorm } from '../../sim/scenarios/index.js';
 
 // Virtual-time budgets: recovery after a roam within about one dead-path detection plus a punch.
-const BUDGET_MS: Record<string, number> = { roaming: 2_000, renumber: 30_000, expiry: 30_000, outage: 20_000, 'outage-restart': 10_000, loss: 5_000 };
+const BUDGET_MS: Record<string, number> = { roaming: 2_000, renumber: 30_000, expiry: 30_000, outage: 20_000, 'outage-restart': 10_000, lan: 2_000, 'lan-outage': 10_000, loss: 5_000 };
 
 for (const name of Object.keys(BUDGET_MS)) {
   test(`scenario ${name}`, async (t) => {
