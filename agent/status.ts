@@ -35,6 +35,24 @@ export interface StatusDocument {
   };
   coordinator: { url: string; status: string; detail?: string; version: number };
   engine: { kind: string; iface: string; portMode: 'proxy' | 'shared' | 'memory' };
+  /** Absent with --no-port-mapping (docs/port-mapping.md). */
+  portMapping?: PortMappingStatus;
   counters: Record<string, number>;
   peers: PeerStatus[];
+}
+
+/** The gateway port mapping: what `knit status` shows under `portMapping`. */
+export interface PortMappingStatus {
+  /** idle (no gateway), probing, mapped, waiting (every protocol failed; retrying later), stopping, stopped. */
+  state: string;
+  gateway?: string;
+  protocol?: 'pcp' | 'natpmp' | 'upnp';
+  /** The mapped address, "ip:port". */
+  external?: string;
+  /** Wall-clock ms when the mapping expires unless renewed (it is renewed at half-life). */
+  expiresAt?: number;
+  /** Proven by an echo through the mapping; only then is `external` an endpoint candidate. */
+  verified: boolean;
+  /** Why it is not (yet) a candidate, or why mapping failed. */
+  detail?: string;
 }
