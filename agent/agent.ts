@@ -23,6 +23,7 @@ import type { UdpEndpoint, UdpSocket } from '../shared/udp.js';
 import type { NatType, PeerInfo, WelcomeMsg } from '../shared/wire/control.js';
 import { isDiscoPacket } from '../shared/wire/disco.js';
 import { isStunPacket } from '../shared/wire/stun.js';
+import { MAX_ENDPOINTS } from '../shared/wire/control.js';
 import { ControlClient, type ControlStatus, type ControlTransport } from './control/client.js';
 import type { Netmap } from './control/netmap.js';
 import { DiscoCore, type DiscoAction } from './disco/core.js';
@@ -32,6 +33,7 @@ import type { LanDiscovery } from './lan/discovery.js';
 import { meshIdOf } from './lan/records.js';
 import type { WireguardProxy } from './net/proxy.js';
 import type { SharedModeWaker } from './net/waker.js';
+import { describePortMapping, type PortMapService } from './portmap/index.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
 import type { PathKind, StatusDocument } from './status.js';
 
@@ -68,6 +70,8 @@ export interface AgentDeps {
   waker?: SharedModeWaker;
   /** LAN discovery over mDNS; absent with --no-lan-discovery. */
   lan?: LanDiscovery;
+  /** Gateway port mapping (PCP → NAT-PMP → UPnP-IGD); absent with --no-port-mapping. */
+  portMap?: PortMapService;
 }
 
 /** Whether two maps differ in what the engine is told (peer keys and mesh addresses). */
@@ -121,6 +125,8 @@ export class Agent {
   private lastReflexive: string | undefined;
   private appliedMap: Netmap | undefined;
   private discoveryWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
+  /** The verified port-mapped endpoint ("ip:port"), advertised first among our candidates. */
+  private portMapped: string | undefined;
   readonly counters = { udpOther: 0, udpTotal: 0 };
   /** Path changes, for `knit ping --until-direct` and logs. */
   onPathChange?: (nodeKey: string, from: PathKind, to: PathKind) => void;
@@ -156,6 +162,10 @@ export class Agent {
     if (this.d.proxy) this.d.proxy.onWant = want;
     if (this.d.waker) this.d.waker.onWant = want;
     this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
+    if (this.d.portMap) {
+      this.d.portMap.onCandidate = (m) => this.portMapChanged(m?.external);
+      void this.d.portMap.start(this.tunnelPort());
+    }
     if (this.d.lan) {
       this.d.lan.onCandidate = (nodeKey, endpoint) => this.discoEvent({ type: 'lan-candidate', nodeKey, endpoint });
       this.d.lan.setPeers([...this.netmap.peers.values()].map((p) => p.nodeKey));
@@ -180,6 +190,7 @@ export class Agent {
     for (const w of this.discoveryWaiters.splice(0)) w(undefined);
     this.pingWaiters.clear();
     await this.d.lan?.stop();
+    await this.d.portMap?.stop(); // deletes the gateway's mapping
     await this.applying;
     this.d.proxy?.close();
     this.d.waker?.close();
@@ -202,12 +213,14 @@ export class Agent {
     this.runDiscovery(this.probe.trigger(now));
     this.discoEvent({ type: 'network-changed' });
     this.d.lan?.refreshInterfaces();
+    this.d.portMap?.networkChanged();
     this.reassert = true;
     this.requestApply();
   }
 
   private welcomed(w: WelcomeMsg): void {
     this.stunServers = w.stun.map((port) => ({ address: this.o.stunHost, port }));
+    this.d.portMap?.setObservers(this.stunServers);
     this.probe.configure(this.stunServers, this.d.localAddresses());
     this.runDiscovery(this.probe.trigger(this.d.clock.now()));
     this.reportEndpoints();
@@ -235,7 +248,10 @@ export class Agent {
     this.counters.udpTotal++;
     const now = this.d.clock.now();
     if (isDiscoPacket(bytes)) return this.discoEvent({ type: 'udp', from, bytes });
-    if (isStunPacket(bytes)) return this.runDiscovery(this.probe.packet(from, bytes, now));
+    if (isStunPacket(bytes)) {
+      this.d.portMap?.tunnelStun(bytes, from); // the port mapping's verification echo; each ignores the other's answers
+      return this.runDiscovery(this.probe.packet(from, bytes, now));
+    }
     this.counters.udpOther++;
     this.d.proxy?.fromNetwork(bytes, from);
   }
@@ -293,8 +309,19 @@ export class Agent {
   }
 
   private reportEndpoints(): void {
+    // A verified port mapping comes first: peers reach it without punching.
+    if (this.portMapped && !this.selfEndpoints.includes(this.portMapped)) this.selfEndpoints = [this.portMapped, ...this.selfEndpoints].slice(0, MAX_ENDPOINTS);
     this.control.reportEndpoints(this.selfEndpoints, this.natType);
     this.perform(this.disco.handle({ type: 'self-endpoints', endpoints: this.selfEndpoints, natType: this.natType }, this.d.clock.now()));
+  }
+
+  /** The verified port mapping appeared, moved or went away: report it like the STUN-discovered endpoints. */
+  private portMapChanged(external: string | undefined): void {
+    if (external === this.portMapped || !this.running) return;
+    const old = this.portMapped;
+    this.portMapped = external;
+    if (old) this.selfEndpoints = this.selfEndpoints.filter((e) => e !== old);
+    this.reportEndpoints();
   }
 
   private perform(actions: DiscoAction[]): void {
@@ -450,10 +477,12 @@ export class Agent {
       },
       coordinator: { url: this.o.node.coordinatorUrl, status: this.controlStatus.status, detail: this.controlStatus.detail, version: this.netmap.version },
       engine: { kind: this.d.engine.kind, iface: this.o.iface, portMode: this.o.portMode },
+      ...(this.d.portMap ? { portMapping: describePortMapping(this.d.portMap.status(), now, this.d.clock.wallNow()) } : {}),
       counters: {
         ...this.counters, ...this.disco.counters,
         ...(this.d.proxy ? prefixed('proxy', this.d.proxy.counters) : {}), ...(this.d.waker ? prefixed('waker', this.d.waker.counters) : {}),
         ...(this.d.lan?.counters ? prefixed('lan', { ...this.d.lan.counters }) : {}),
+        ...(this.d.portMap ? prefixed('portmap', { ...this.d.portMap.counters }) : {}),
       },
       peers: [...this.netmap.peers.values()].map((p) => {
         const s = disco.get(p.nodeKey);
