@@ -23,6 +23,8 @@ const HELP: Record<string, string> = {
   --interfaces NAMES    only these interfaces give endpoint candidates (lo must be named to be used)
   --lan-interfaces NAMES  announce and browse mDNS only on these (default: --interfaces, else every non-loopback IPv4 interface)
   --no-lan-discovery    don't find peers on the LAN by mDNS
+  --no-port-mapping     don't ask the gateway for a port mapping (PCP, NAT-PMP, UPnP-IGD)
+  --port-mapping-protocols LIST  which of pcp,natpmp,upnp to try, in that order (default pcp,natpmp,upnp)
   --keepalive SECONDS   WireGuard persistent keepalive (default 25)
   --hostname NAME       name to register (default: this machine's)
   --eager-peers N       punch every peer at once up to N peers, on demand beyond (default 128)`,
@@ -100,12 +102,25 @@ async function ping(argv: string[]): Promise<number> {
   return answered > 0 ? 0 : 1;
 }
 
+/** --port-mapping-protocols: a non-empty list of pcp, natpmp, upnp without repeats. */
+function portMappingProtocols(value: string | undefined, off: boolean): ('pcp' | 'natpmp' | 'upnp')[] | undefined {
+  if (value === undefined) return undefined;
+  if (off) throw new KnitError('KNIT_ERR_USAGE', '--port-mapping-protocols and --no-port-mapping contradict each other');
+  const items = value.split(',').map((s) => s.trim());
+  const allowed = ['pcp', 'natpmp', 'upnp'] as const;
+  if (items.some((s) => !allowed.includes(s as 'pcp')) || new Set(items).size !== items.length) {
+    throw new KnitError('KNIT_ERR_USAGE', '--port-mapping-protocols must be a comma-separated list of pcp, natpmp, upnp (each at most once)');
+  }
+  return items as ('pcp' | 'natpmp' | 'upnp')[];
+}
+
 async function up(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     token: { type: 'string' }, engine: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
     state: { type: 'string' }, interfaces: { type: 'string' }, keepalive: { type: 'string' }, hostname: { type: 'string' },
     'port-mode': { type: 'string' }, 'eager-peers': { type: 'string' },
     'lan-interfaces': { type: 'string' }, 'no-lan-discovery': { type: 'boolean' },
+    'no-port-mapping': { type: 'boolean' }, 'port-mapping-protocols': { type: 'string' },
   });
   if (values.help) return console.log(HELP.up), 0;
   const iface = values.iface ?? 'knit0';
@@ -121,6 +136,8 @@ async function up(argv: string[]): Promise<number> {
     interfaces: listFlag(values.interfaces),
     lanDiscovery: values['no-lan-discovery'] !== true,
     lanInterfaces: listFlag(values['lan-interfaces']),
+    portMapping: values['no-port-mapping'] !== true,
+    portMappingProtocols: portMappingProtocols(values['port-mapping-protocols'], values['no-port-mapping'] === true),
     keepaliveS: intFlag(values.keepalive, 'keepalive', 1, 3600, 25),
     hostname: values.hostname,
     eagerPeers: values['eager-peers'] === undefined ? undefined : intFlag(values['eager-peers'], 'eager-peers', 0, 100_000, 128),

@@ -22,6 +22,7 @@ import { SharedModeWaker } from '../net/waker.js';
 import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
 import { LanDiscovery } from '../lan/discovery.js';
 import { createMdnsTransport, readLanInterfaces } from '../lan/mdns-transport.js';
+import { createPortMapService, type PortMapProtocol } from '../portmap/index.js';
 import { createInterfaceMonitor } from '../roam/interfaces.js';
 import {
   loadCachedNetmap, loadNodeRecord, loadOrCreateIdentity, saveCachedNetmap, saveNodeRecord, socketPath, type NodeRecord,
@@ -42,6 +43,10 @@ export interface UpOptions {
   /** mDNS discovery on (default) or off; limited to lanInterfaces, else to `interfaces`, else every LAN. */
   lanDiscovery: boolean;
   lanInterfaces?: string[];
+  /** Gateway port mapping (PCP → NAT-PMP → UPnP-IGD); on unless false (--no-port-mapping). */
+  portMapping?: boolean;
+  /** The port-mapping protocols to try, in order (--port-mapping-protocols); default all three. */
+  portMappingProtocols?: PortMapProtocol[];
   keepaliveS: number;
   hostname?: string;
   eagerPeers?: number;
@@ -146,11 +151,16 @@ export async function runUp(o: UpOptions): Promise<number> {
       interfaces: () => readLanInterfaces(o.lanInterfaces ?? o.interfaces, [o.iface]),
     })
     : undefined;
+  // A default route through an interface outside --interfaces is not ours to map (and single-machine
+  // tests with --interfaces lo never talk to the real gateway).
+  const portMap = o.portMapping !== false
+    ? createPortMapService({ protocols: o.portMappingProtocols, interfaces: o.interfaces }, { clock: systemClock, random: defaultRandomBytes, logger })
+    : undefined;
   const agent: Agent = new Agent(
     { identity, node, stunHost, iface: o.iface, keepaliveS: o.keepaliveS, portMode: ports.mode, eagerPeers: o.eagerPeers, initialNetmap: loadCachedNetmap(o.stateDir, node.id) },
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
-      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker, lan,
+      localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker, lan, portMap,
     },
   );
   const connected = new Set<string>();
