@@ -7,6 +7,7 @@
 import { intFlag, parseFlags } from '../../shared/cli/args.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
+import { benchLan } from './lan-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
 import { runGrid } from '../scenarios/grid.js';
 import { runScenario, runStorm, SCENARIO_NAMES } from '../scenarios/index.js';
@@ -19,11 +20,11 @@ export async function runBenchCli(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent|tunnel|sim] [--agents N] [--json]');
+      console.log('usage: knit bench [all|agent|lan|tunnel|sim] [--agents N] [--json]');
       return 0;
     }
     const which = positionals[0] ?? 'all';
-    if (!['all', 'agent', 'tunnel', 'sim'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, tunnel, sim)`);
+    if (!['all', 'agent', 'lan', 'tunnel', 'sim'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, lan, tunnel, sim)`);
     const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
     const budgets: Budget[] = [];
     if (which === 'all' || which === 'agent') {
@@ -32,6 +33,12 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       budgets.push(budget('agent: peer appears → authenticated pong, p50 (ms)', agent.appearToPongP50Ms, 1000));
       budgets.push(budget('agent: peer appears → authenticated pong, p95 (ms)', agent.appearToPongP95Ms, 3000));
       budgets.push(budget('agent: pairs not connected', agent.pairs - agent.pairsConnected, 0));
+    }
+    if (which === 'all' || which === 'lan') {
+      const lan = await benchLan(10);
+      report.lan = lan;
+      budgets.push(budget('lan: same-LAN peer found by mDNS and used (lan path both ways), p95 (ms)', lan.foundAndUsedP95Ms, 2000));
+      budgets.push(budget('lan: rounds not connected', lan.rounds - lan.roundsConnected, 0));
     }
     if (which === 'all' || which === 'sim') {
       const t0 = performance.now();
