@@ -86,6 +86,12 @@ function ip16(address: string): Uint8Array {
   return out;
 }
 
+/** 16 bytes back to text: a v4-mapped address as plain IPv4. */
+function ip16ToText(b: Uint8Array): string {
+  const mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+  return bytesToIp(mapped ? b.subarray(12, 16) : b);
+}
+
 function header(opcode: number, lifetimeS: number, clientAddress: string, bodyLen: number): { out: Uint8Array; view: DataView } {
   if (!Number.isInteger(lifetimeS) || lifetimeS < 0 || lifetimeS > 0xffffffff) throw new RangeError('lifetime must be a 32-bit unsigned integer');
   const out = new Uint8Array(PCP_HEADER_LEN + bodyLen);
@@ -179,7 +185,7 @@ export function parsePcpResponse(b: Uint8Array): PcpResponse | undefined {
     protocol: b[36]!,
     internalPort: view.getUint16(40),
     externalPort: view.getUint16(42),
-    externalAddress: bytesToIp(b.subarray(44, 60)),
+    externalAddress: ip16ToText(b.subarray(44, 60)),
   };
 }
 
