@@ -9,6 +9,7 @@
 import dnsPacket, { type Packet } from 'dns-packet';
 import type { LanInterface } from '../agent/lan/core.js';
 import type { LanTransport } from '../agent/lan/discovery.js';
+import { decodeDatagram } from '../agent/lan/records.js';
 import { MDNS_PORT } from '../agent/lan/mdns-transport.js';
 import type { SimHost } from './host.js';
 
@@ -17,15 +18,7 @@ const MDNS_GROUP = '224.0.0.251';
 export function createSimLanTransport(host: SimHost): LanTransport {
   const socket = host.bindUdp(MDNS_PORT, { multicast: [MDNS_GROUP] });
   let handler: (from: string, packet: Packet | undefined) => void = () => {};
-  socket.onMessage((bytes, from) => {
-    let packet: Packet | undefined;
-    try {
-      packet = dnsPacket.decode(Buffer.from(bytes));
-    } catch {
-      packet = undefined;
-    }
-    handler(from.address, packet);
-  });
+  socket.onMessage((bytes, from) => handler(from.address, decodeDatagram(bytes)));
   return {
     setInterfaces() {}, // one socket hears every LAN the host is on
     send(iface: LanInterface, packet: Packet) {

@@ -17,6 +17,7 @@ import { parseIpv4Prefix, prefixContains } from '../../shared/net/cidr.js';
 import { isLoopbackIp } from '../../shared/net/addr.js';
 import type { Logger } from '../../shared/log.js';
 import type { LanInterface } from './core.js';
+import { decodeDatagram } from './records.js';
 import type { LanTransport } from './discovery.js';
 
 export const MDNS_PORT = 5353;
@@ -62,21 +63,16 @@ export function createMdnsTransport(options: { logger: Logger; port?: number }):
   function open(iface: LanInterface): Link {
     const prefix = parseIpv4Prefix(`${iface.address}/${Math.max(8, Math.min(30, iface.prefixLen))}`);
     const onLink = (address: string) => prefix !== undefined && prefixContains(prefix, address);
-    // Our own socket, so that a listener registered before multicast-dns's own sees each
-    // datagram's source first: multicast-dns reports an undecodable one only as a warning.
+    // multicast-dns manages the socket (bind, membership, outgoing interface, sending); we
+    // read it ourselves. Its own reader decodes every datagram before anyone can look, and
+    // the decoder allocates per declared record: decodeDatagram checks the header first.
     const socket = createSocket({ type: 'udp4', reuseAddr: true });
-    let lastFrom = '';
-    socket.on('message', (_msg, rinfo) => { lastFrom = rinfo.address; });
     const mdns = makeMdns({ socket, interface: iface.address, bind: '0.0.0.0', port, loopback: true });
-    mdns.on('packet', (packet: Packet, rinfo: { address: string }) => {
-      if (onLink(rinfo.address)) handler(rinfo.address, packet);
+    socket.removeAllListeners('message');
+    socket.on('message', (msg, rinfo) => {
+      if (onLink(rinfo.address)) handler(rinfo.address, decodeDatagram(msg));
     });
-    mdns.on('warning', (err: Error) => {
-      // Socket and membership failures carry an errno code; a decode failure doesn't.
-      if ((err as NodeJS.ErrnoException).code === undefined) {
-        if (onLink(lastFrom)) handler(lastFrom, undefined);
-      } else options.logger.debug('mdns warning', { iface: iface.name, err: err.message });
-    });
+    mdns.on('warning', (err: Error) => options.logger.debug('mdns warning', { iface: iface.name, err: err.message }));
     mdns.on('error', (err: Error) => options.logger.warn('mdns socket error', { iface: iface.name, err: err.message }));
     return { iface, mdns };
   }

@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
-import type { Answer, Packet, SrvAnswer, StringAnswer, TxtAnswer } from 'dns-packet';
+import dnsPacket, { type Answer, type Packet, type SrvAnswer, type StringAnswer, type TxtAnswer } from 'dns-packet';
 import { decodeKey } from '../../shared/crypto/keys.js';
 import { isMulticastIp, isUnspecifiedIp, isBroadcastIp } from '../../shared/net/addr.js';
 
@@ -27,6 +27,30 @@ export const RECORD_TTL_S = 120;
 export const MAX_RECORDS = 64;
 /** Addresses taken from one announcement (a host with more LAN addresses is fine with four). */
 export const MAX_ADDRESSES = 4;
+
+/** The largest mDNS datagram we read (RFC 6762 §17: 9000 bytes). */
+export const MAX_DATAGRAM = 9000;
+/** Records a datagram may declare before we decode it at all. */
+export const MAX_DECLARED_RECORDS = 256;
+
+/**
+ * Decodes one mDNS datagram, or undefined. The header's record counts are checked against
+ * the datagram's length first: the decoder allocates an array per count before reading, so
+ * a 12-byte packet declaring 4 × 65,535 records would cost far more than it carries.
+ */
+export function decodeDatagram(bytes: Uint8Array): Packet | undefined {
+  if (bytes.length < 12 || bytes.length > MAX_DATAGRAM) return undefined;
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const questions = b.readUInt16BE(4);
+  const records = b.readUInt16BE(6) + b.readUInt16BE(8) + b.readUInt16BE(10);
+  // A question takes at least 5 bytes (root name, type, class), a record at least 11.
+  if (questions + records > MAX_DECLARED_RECORDS || questions * 5 + records * 11 > b.length - 12) return undefined;
+  try {
+    return dnsPacket.decode(b);
+  } catch {
+    return undefined;
+  }
+}
 
 export interface LanSelf {
   /** The node's name in the mesh (a DNS label: letters, digits, hyphens). */

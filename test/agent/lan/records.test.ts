@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import dnsPacket, { type Answer, type Packet } from 'dns-packet';
 import {
-  browseQuery, fingerprint, hostName, instanceName, knownAnswerSuppresses, meshIdOf, ourRecords, parseResponse, queryWantsUs, type LanSelf,
+  browseQuery, decodeDatagram, fingerprint, hostName, instanceName, knownAnswerSuppresses, meshIdOf, ourRecords, parseResponse, queryWantsUs, type LanSelf,
 } from '../../../agent/lan/records.js';
 
 const self: LanSelf = {
@@ -119,4 +119,12 @@ test('a packet stuffed with records is read only up to the cap', () => {
   const filler: Answer[] = Array.from({ length: 100 }, (_, i) => ({ type: 'A', name: `f${i}.local`, ttl: 1, data: '10.9.9.9' }));
   const r = parseResponse(reencode(response([...filler, ...base.answers, ...base.additionals])));
   assert.equal(r.announcements.length, 0, 'records beyond the cap are not read');
+});
+
+test('datagrams are checked before decoding: declared counts must fit the bytes', () => {
+  assert.ok(decodeDatagram(Buffer.from(GOLDEN_ANNOUNCEMENT, 'hex')));
+  const liar = Buffer.from('0000840000ffffffffffffff', 'hex'); // 12 bytes declaring 4 × 65,535 records
+  assert.equal(decodeDatagram(liar), undefined);
+  assert.equal(decodeDatagram(new Uint8Array(5)), undefined, 'shorter than a header');
+  assert.equal(decodeDatagram(new Uint8Array(9001)), undefined, 'longer than RFC 6762 allows');
 });
