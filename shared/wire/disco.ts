@@ -24,9 +24,11 @@
  * when the coordinator can't (it is down), and only the holder of the node key
  * can make it. Node keys don't change across restarts, so this always opens.
  *
- * A pong (96 bytes on the wire) is always smaller than the ping it answers
- * (110 bytes or more), so answering can never amplify. Decoders never throw:
- * malformed or unauthenticated input returns undefined.
+ * A pong (DISCO_PONG_LEN = 110 bytes on the wire) is always smaller than the
+ * ping it answers (DISCO_MIN_PING_LEN = 124 bytes or more: the decoder refuses
+ * a shorter ping body), so answering can never amplify; pings may carry padding
+ * on top. Decoders never throw: malformed or unauthenticated input returns
+ * undefined.
  */
 import { KEY_LEN } from '../crypto/keys.js';
 import { deriveSharedKey, openWithKey, SEAL_NONCE_LEN, SEAL_TAG_LEN, sealWithKey } from '../crypto/seal.js';
@@ -43,6 +45,13 @@ export const DISCO_MAX_ENDPOINTS = 16;
 export const DISCO_MAGIC_NODE = Uint8Array.from([0x4b, 0x4e, 0x49, 0x54, 0xf0, 0xa0]);
 /** Largest disco packet accepted: a full call-me-maybe plus slack for newer versions' fields. */
 export const DISCO_MAX_LEN = 1024;
+
+/** A sealed pong on the wire: header + type/version + txid + observed endpoint + tag. */
+export const DISCO_PONG_LEN = DISCO_HEADER_LEN + 2 + DISCO_TXID_LEN + ENDPOINT_BYTES_LEN + SEAL_TAG_LEN; // 110
+/** The shortest sealed ping the decoder accepts: header + type/version + txid + node key + tag. */
+export const DISCO_MIN_PING_LEN = DISCO_HEADER_LEN + 2 + DISCO_TXID_LEN + KEY_LEN + SEAL_TAG_LEN; // 124
+// The no-amplification rule as an invariant of the format: a change that breaks it fails at load.
+if (DISCO_PONG_LEN > DISCO_MIN_PING_LEN) throw new Error('disco: a pong must never be larger than a ping');
 
 export const DISCO_TYPE_PING = 1;
 export const DISCO_TYPE_PONG = 2;

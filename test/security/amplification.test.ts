@@ -17,7 +17,7 @@ import { formatEndpoint } from '../../shared/net/addr.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
 import { decodeClientMessage } from '../../shared/wire/control.js';
 import {
-  DISCO_MAGIC_NODE, DISCO_MAX_ENDPOINTS, decodeDiscoPlaintext, discoNodeKey, discoSharedKey, encodeDiscoPlaintext, openDisco, sealDisco,
+  DISCO_MAGIC_NODE, DISCO_MAX_ENDPOINTS, DISCO_MIN_PING_LEN, DISCO_PONG_LEN, decodeDiscoPlaintext, discoNodeKey, discoSharedKey, encodeDiscoPlaintext, openDisco, sealDisco,
 } from '../../shared/wire/disco.js';
 import { encodeBindingRequest, STUN_KNIT_REQUEST_LEN, STUN_MAX_RESPONSE_LEN } from '../../shared/wire/stun.js';
 import { createObserverCore, OBSERVER_GLOBAL_RATE_LIMIT_PER_SEC, OBSERVER_RATE_LIMIT_PER_SEC } from '../../coordinator/observer/core.js';
@@ -131,7 +131,9 @@ test('disco wire: a pong is smaller than every ping it can answer, for v4 and v6
   for (const src of [{ address: '198.18.0.1', port: 1 }, { address: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', port: 65535 }]) {
     const pong = sealDisco({ type: 'pong', txid: rnd(12), src }, b.disco.publicKey, k, rnd(24));
     assert.ok(pong.length < smallestPing.length, `pong ${pong.length} ≥ ping ${smallestPing.length}`);
+    assert.equal(pong.length, DISCO_PONG_LEN);
   }
+  assert.equal(smallestPing.length, DISCO_MIN_PING_LEN);
   // The smallest plaintext the decoder accepts as a ping is still larger than a pong's.
   const minPing = encodeDiscoPlaintext({ type: 'ping', txid: rnd(12), nodeKey: a.node.publicKey });
   assert.ok(decodeDiscoPlaintext(minPing));
