@@ -167,7 +167,9 @@ export type SoapResult =
 export function parseSoapResponse(status: number, body: string, action: string): SoapResult {
   if (body.length > UPNP_MAX_SOAP_BYTES) return { ok: false, description: 'answer too large' };
   if (status === 200) {
-    const inner = element(body, `${action}Response`);
+    // An action with no out-arguments may answer with an empty, self-closing element (miniupnpd does).
+    const empty = new RegExp(`<(?:[A-Za-z_][\\w.-]*:)?${action}Response(?:\\s[^>]*)?/>`).test(body);
+    const inner = empty ? '' : element(body, `${action}Response`);
     if (inner === undefined) return { ok: false, description: `no ${action}Response in the answer` };
     const values: Record<string, string> = {};
     const re = /<([A-Za-z][\w]*)(?:\s[^>]*)?>([^<]*)<\/\1\s*>/g;

@@ -134,6 +134,7 @@ test('SOAP: requests, the answer from miniupnpd, faults', () => {
   const fault = '<s:Envelope><s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail><UPnPError xmlns="urn:schemas-upnp-org:control-1-0"><errorCode>718</errorCode><errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>';
   assert.deepEqual(parseSoapResponse(500, fault, 'AddPortMapping'), { ok: false, errorCode: 718, description: 'ConflictInMappingEntry' });
   assert.equal(parseSoapResponse(200, '<html/>', 'AddPortMapping').ok, false);
+  assert.deepEqual(parseSoapResponse(200, '<s:Body><u:AddPortMappingResponse xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:2"/></s:Body>', 'AddPortMapping'), { ok: true, values: {} }, 'self-closing, as miniupnpd answers');
   assert.equal(parseSoapResponse(200, 'x'.repeat(20_000), 'AddPortMapping').ok, false);
 });
 
