@@ -16,17 +16,19 @@
  */
 import { x25519 } from '@noble/curves/ed25519.js';
 import type { Clock, RandomBytes } from '../shared/clock.js';
-import { encodeKey } from '../shared/crypto/keys.js';
+import { decodeKey, encodeKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
 import { parseEndpoint } from '../shared/net/addr.js';
 import type { UdpEndpoint, UdpSocket } from '../shared/udp.js';
 import type { NatType, PeerInfo, WelcomeMsg } from '../shared/wire/control.js';
 import { isDiscoPacket } from '../shared/wire/disco.js';
+import { isRelayPacket } from '../shared/wire/relay.js';
 import { isStunPacket } from '../shared/wire/stun.js';
 import { MAX_ENDPOINTS } from '../shared/wire/control.js';
 import { ControlClient, type ControlStatus, type ControlTransport } from './control/client.js';
 import type { Netmap } from './control/netmap.js';
-import { DiscoCore, type DiscoAction } from './disco/core.js';
+import { DiscoCore, EAGER_PEER_LIMIT, type DiscoAction } from './disco/core.js';
+import { RelayPaths, type RelayPathsAction, type RelayPathsEvent } from './relay/paths.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
 import type { LanDiscovery } from './lan/discovery.js';
@@ -102,6 +104,8 @@ export interface PingResult { ok: boolean; path: PathKind; endpoint?: string; rt
 
 export class Agent {
   private readonly disco: DiscoCore;
+  /** Relay fallback and the disco-or-relay path choice (agent/relay/, docs/relay.md). */
+  private readonly relay: RelayPaths;
   private readonly probe: StunProbe;
   private readonly control: ControlClient;
   private readonly discoKey: string;
@@ -138,6 +142,7 @@ export class Agent {
     this.netmap = o.initialNetmap ?? { version: 0, selfId: o.node.id, peers: new Map() };
     this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random, eagerLimit: o.eagerPeers, nodePrivateKey: o.identity.privateKey });
     this.probe = new StunProbe(() => this.tunnelPort(), d.random);
+    this.relay = new RelayPaths({ nodePublicKey: decodeKey(o.identity.publicKey)!, nodePrivateKey: o.identity.privateKey, random: d.random }, o.eagerPeers ?? EAGER_PEER_LIMIT);
     this.control = new ControlClient(
       { url: o.node.coordinatorUrl, coordinatorKey: o.node.coordinatorKey, nodePrivateKey: o.identity.privateKey, nodeKey: o.identity.publicKey, discoKey: this.discoKey, initialMap: this.netmap },
       {
@@ -158,7 +163,10 @@ export class Agent {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const want = (nodeKey: string) => this.discoEvent({ type: 'want', nodeKey });
+    const want = (nodeKey: string) => {
+      this.discoEvent({ type: 'want', nodeKey });
+      this.relayEvent({ type: 'want', nodeKey });
+    };
     if (this.d.proxy) this.d.proxy.onWant = want;
     if (this.d.waker) this.d.waker.onWant = want;
     this.d.udp.onMessage((bytes, from) => this.packet(bytes, from));
@@ -212,6 +220,7 @@ export class Agent {
     this.probe.configure(this.stunServers, this.d.localAddresses());
     this.runDiscovery(this.probe.trigger(now));
     this.discoEvent({ type: 'network-changed' });
+    this.relayEvent({ type: 'network-changed' });
     this.d.lan?.refreshInterfaces();
     this.d.portMap?.networkChanged();
     this.reassert = true;
@@ -224,6 +233,8 @@ export class Agent {
     this.probe.configure(this.stunServers, this.d.localAddresses());
     this.runDiscovery(this.probe.trigger(this.d.clock.now()));
     this.reportEndpoints();
+    // The first relay announced is used (absent host = the coordinator's host, like STUN).
+    this.relayEvent({ type: 'relays', relays: (w.relays ?? []).map((r) => ({ key: r.key, endpoint: { address: r.host ?? this.o.stunHost, port: r.port }, ws: r.ws })) });
   }
 
   private netmapChanged(map: Netmap, fromCoordinator: boolean): void {
@@ -240,6 +251,7 @@ export class Agent {
     });
     // Most deltas (online, endpoints, disco keys) change nothing WireGuard is told: the engine's
     // peer set is keys and mesh addresses. Skipping those applies keeps a big mesh's churn cheap.
+    this.relayEvent({ type: 'peers', peers: peers.map((p) => ({ nodeKey: p.nodeKey, online: p.online, discoKnown: p.discoKey !== '' })) });
     if (enginePeersChanged(previous, map)) this.requestApply();
     if (fromCoordinator) this.d.saveNetmap?.(map);
   }
@@ -247,6 +259,7 @@ export class Agent {
   private packet(bytes: Uint8Array, from: UdpEndpoint): void {
     this.counters.udpTotal++;
     const now = this.d.clock.now();
+    if (isRelayPacket(bytes)) return this.relayEvent({ type: 'udp', from, bytes });
     if (isDiscoPacket(bytes)) return this.discoEvent({ type: 'udp', from, bytes });
     if (isStunPacket(bytes)) {
       this.d.portMap?.tunnelStun(bytes, from); // the port mapping's verification echo; each ignores the other's answers
@@ -279,6 +292,7 @@ export class Agent {
           this.d.logger.info('public endpoint changed', { endpoints: this.selfEndpoints });
           this.control.reconnectNow(); // the control TCP connection went through the old mapping
           this.perform(this.disco.handle({ type: 'network-changed' }, this.d.clock.now()));
+          this.relayEvent({ type: 'network-changed' }); // the relay's binding went through the old mapping too
         }
         for (const w of this.discoveryWaiters.splice(0)) w(r);
       }
@@ -337,8 +351,8 @@ export class Agent {
           if (!a.initiator) this.d.clock.setTimeout(() => this.requestApply(), RESPONDER_WAIT_MS);
           break;
         case 'path-changed':
-          this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint, rttMs: a.rttMs });
-          this.onPathChange?.(a.nodeKey, a.from, a.to);
+          // Disco's own view; what the peer's path is (relay included) comes back as a relay 'path' action.
+          this.relayEvent({ type: 'disco-path', nodeKey: a.nodeKey, kind: a.to, endpoint: a.endpoint });
           if (a.to === 'none') this.rediscoverSoon();
           break;
         case 'pong': {
@@ -353,6 +367,44 @@ export class Agent {
     }
   }
 
+  private relayEvent(e: RelayPathsEvent): void {
+    this.performRelay(this.relay.handle(e, this.d.clock.now()));
+    this.arm();
+  }
+
+  private performRelay(actions: RelayPathsAction[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case 'send-udp': this.d.udp.send(a.bytes, a.to); break;
+        case 'reprobe': if (this.stunServers.length > 0) this.runDiscovery(this.probe.trigger(this.d.clock.now())); break;
+        case 'udp-unanswered': this.d.logger.warn('the relay does not answer over UDP', { relay: this.relay.client.target?.endpoint }); break;
+        case 'path': {
+          this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint });
+          this.onPathChange?.(a.nodeKey, a.from, a.to);
+          this.requestApply();
+          if (a.to === 'relay') {
+            // WireGuard's first initiation, held by the waker, goes to the relay at once.
+            const ep = parseEndpoint(a.endpoint);
+            if (ep) this.d.waker?.pathFound(a.nodeKey, ep);
+            if (!this.isInitiator(a.nodeKey)) this.d.clock.setTimeout(() => this.requestApply(), RESPONDER_WAIT_MS);
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  private isInitiator(nodeKey: string): boolean {
+    return this.o.identity.publicKey < nodeKey;
+  }
+
+  /** What the engine is told for a peer: the relay while relayed, else disco's choice (kept while there is none). */
+  private engineEndpoint(nodeKey: string): { endpoint: string; initiator: boolean; at: number } | undefined {
+    const path = this.relay.path(nodeKey);
+    if (path.kind === 'relay' && path.endpoint) return { endpoint: path.endpoint, initiator: this.isInitiator(nodeKey), at: this.relay.relaySince(nodeKey) };
+    return this.endpoints.get(nodeKey);
+  }
+
   private peerName(nodeKey: string): string {
     for (const p of this.netmap.peers.values()) if (p.nodeKey === nodeKey) return p.name;
     return nodeKey.slice(0, 8);
@@ -361,7 +413,7 @@ export class Agent {
   /** One timer for both cores: the earliest wakeup either asks for. */
   private arm(): void {
     if (!this.running) return;
-    const at = Math.min(this.disco.nextWakeup() ?? Infinity, this.probe.nextWakeup() ?? Infinity);
+    const at = Math.min(this.disco.nextWakeup() ?? Infinity, this.probe.nextWakeup() ?? Infinity, this.relay.nextWakeup() ?? Infinity);
     if (at === this.timerAt && this.timer !== undefined) return;
     if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
     this.timer = undefined;
@@ -373,6 +425,7 @@ export class Agent {
       const now = this.d.clock.now();
       this.runDiscovery(this.probe.tick(now));
       this.perform(this.disco.handle({ type: 'tick' }, now));
+      this.performRelay(this.relay.handle({ type: 'tick' }, now));
       this.arm();
     }, Math.max(0, at - this.d.clock.now()));
   }
@@ -384,7 +437,7 @@ export class Agent {
       listenPort: proxy ? proxy.enginePort : this.tunnelPort(),
       addresses: this.o.node.addresses,
       peers: [...this.netmap.peers.values()].map((p: PeerInfo) => {
-        const chosen = this.endpoints.get(p.nodeKey);
+        const chosen = this.engineEndpoint(p.nodeKey);
         const handshook = (this.stats.get(p.nodeKey)?.lastHandshakeMs ?? 0) > 0;
         // Anti-stall (LAB-NOTES): the two sides must never initiate in lock-step. The initiator
         // gets endpoint and keepalive at once (setting keepalive makes WireGuard initiate); the
@@ -412,7 +465,7 @@ export class Agent {
       this.reassert = false;
       try {
         await this.d.proxy?.prepare([...this.netmap.peers.values()].map((p) => p.nodeKey));
-        this.d.waker?.setPathless([...this.netmap.peers.values()].filter((p) => !this.endpoints.has(p.nodeKey)).map((p) => p.nodeKey));
+        this.d.waker?.setPathless([...this.netmap.peers.values()].filter((p) => !this.engineEndpoint(p.nodeKey)).map((p) => p.nodeKey));
         await this.d.engine.apply(this.desiredConfig(), { reassertEndpoints: reassert });
       } catch (err) {
         this.d.logger.error('engine apply failed', { err: (err as Error).message });
@@ -432,11 +485,16 @@ export class Agent {
           this.stats.set(s.publicKey, s);
           if (s.lastHandshakeMs > 0 && s.lastHandshakeMs !== prev?.lastHandshakeMs) {
             // Through the proxy WireGuard only ever sees the loopback stand-in: its endpoint says nothing.
-            const endpoint = this.d.proxy ? undefined : s.endpoint;
+            // Nor is a relay port (WireGuard roams to it when relayed packets arrive) a direct path.
+            const endpoint = this.d.proxy || this.relay.isRelayEndpoint(s.endpoint) ? undefined : s.endpoint;
             this.discoEvent({ type: 'wireguard-stats', nodeKey: s.publicKey, lastHandshakeMs: s.lastHandshakeMs, endpoint });
           }
         }
-        if (newHandshake) this.requestApply(); // the responder side may now turn its keepalive on
+        // WireGuard roams to the relay port when a relayed packet arrives after we went direct
+        // (both sides switch at slightly different moments): put it back on the direct path.
+        const roamedBack = !this.d.proxy && list.some((s) => this.relay.isRelayEndpoint(s.endpoint) && this.relay.path(s.publicKey).kind !== 'relay');
+        if (roamedBack) this.reassert = true;
+        if (newHandshake || roamedBack) this.requestApply(); // the responder side may now turn its keepalive on
       } catch (err) {
         this.d.logger.warn('engine stats failed', { err: (err as Error).message });
       }
@@ -483,14 +541,16 @@ export class Agent {
         ...(this.d.proxy ? prefixed('proxy', this.d.proxy.counters) : {}), ...(this.d.waker ? prefixed('waker', this.d.waker.counters) : {}),
         ...(this.d.lan?.counters ? prefixed('lan', { ...this.d.lan.counters }) : {}),
         ...(this.d.portMap ? prefixed('portmap', { ...this.d.portMap.counters }) : {}),
+        ...prefixed('relay', { ...this.relay.client.counters }),
       },
       peers: [...this.netmap.peers.values()].map((p) => {
         const s = disco.get(p.nodeKey);
         const st = this.stats.get(p.nodeKey);
+        const path = this.relay.path(p.nodeKey);
         return {
           id: p.id, name: p.name, nodeKey: p.nodeKey, ip: p.addresses[0]?.split('/')[0] ?? '', ips: p.addresses.map((a) => a.split('/')[0]!),
-          online: p.online, path: s?.path ?? 'none', endpoint: s?.endpoint, rttMs: s?.rttMs,
-          lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: s?.why,
+          online: p.online, path: path.kind, endpoint: path.kind === 'relay' ? path.endpoint : s?.endpoint, rttMs: path.kind === 'relay' ? undefined : s?.rttMs,
+          lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: path.kind === 'none' ? s?.why : undefined,
         };
       }),
     };

@@ -12,6 +12,9 @@ import { silentLogger } from '../shared/log.js';
 import { ControlHub, type SessionHandle } from '../coordinator/control/hub.js';
 import { CoordinatorMetrics } from '../coordinator/metrics.js';
 import { createObserverCore } from '../coordinator/observer/core.js';
+import { CONTROL, RelayCore, type RelayAction } from '../relay/core.js';
+import { decodeKey } from '../shared/crypto/keys.js';
+import type { VirtualUdpSocket } from './host.js';
 import { Registry } from '../coordinator/registry/registry.js';
 import { SqliteStore } from '../coordinator/store/sqlite.js';
 import { Agent } from '../agent/agent.js';
@@ -27,12 +30,16 @@ import { Topology, type HostOptions, type TopologyOptions } from './topology.js'
 
 export const TUNNEL_PORT = 41641;
 export const STUN_PORTS = [3478, 3479];
+/** The coordinator's relay (docs/relay.md): its UDP control port on the coordinator host. */
+export const RELAY_PORT = 3480;
 /** One-way delay of the control channel (agent ⇄ coordinator). */
 const CONTROL_LATENCY_MS = 20;
 
 export interface WorldOptions extends TopologyOptions {
   /** Agents announce and browse over mDNS on their LANs (default true, as `knit up`). */
   lanDiscovery?: boolean;
+  /** The coordinator host runs the relay (default true); false shows what punching alone reaches. */
+  relay?: boolean;
 }
 
 export interface SimAgent {
@@ -46,6 +53,8 @@ export interface SimAgent {
   cachedMap?: Netmap;
   /** Virtual ms since the agent started until its first path to each peer (by node key). */
   firstPath: Map<string, number>;
+  /** The same, per path kind: when each kind (relay, direct, lan) was first reached. */
+  pathAt: Map<string, Partial<Record<PathKind, number>>>;
   startedAt: number;
 }
 
@@ -67,7 +76,11 @@ export class World extends Topology {
     this.coordinator = this.addHost('coordinator');
     this.coordinatorUrl = `http://${this.coordinator.ip}:8080`;
     this.registry = new Registry(new SqliteStore(':memory:'), { clock: this.clock, url: this.coordinatorUrl, random: this.random.bytes });
-    this.hub = new ControlHub({ registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false });
+    this.hub = new ControlHub({
+      registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false,
+      relays: () => (this.relay ? [{ key: this.registry.coordinatorKey, port: RELAY_PORT }] : []),
+    });
+    if (o.relay !== false) this.relay = this.startRelay();
     this.token = this.registry.createToken({ reusable: true }).token;
     const observer = createObserverCore({ rateLimitPerSec: 1000 });
     for (const port of STUN_PORTS) {
@@ -77,6 +90,37 @@ export class World extends Topology {
         if ('answer' in v) s.send(v.answer, from);
       });
     }
+  }
+
+  /** The relay on the coordinator host: the real relay core on virtual sockets (absent with relay: false). */
+  readonly relay?: RelayCore;
+
+  private startRelay(): RelayCore {
+    const core = new RelayCore({
+      privateKey: this.registry.coordinatorPrivate, publicKey: decodeKey(this.registry.coordinatorKey)!,
+      isMember: (k) => this.registry.peerByKey(k) !== undefined, random: this.random.bytes,
+    });
+    const control = this.coordinator.bindUdp(RELAY_PORT);
+    const ports = new Map<number, VirtualUdpSocket>();
+    const perform = (actions: RelayAction[]): void => {
+      for (const a of actions) {
+        if (a.type === 'send') (a.port === CONTROL ? control : ports.get(a.port))?.send(a.bytes, a.to);
+        else if (a.type === 'open-ports') {
+          const opened = [this.coordinator.bindUdp(0), this.coordinator.bindUdp(0)];
+          for (const s of opened) {
+            const port = s.localPort();
+            ports.set(port, s);
+            s.onMessage((bytes, from) => perform(core.handle({ type: 'udp', port, from, bytes }, this.clock.now())));
+          }
+          perform(core.handle({ type: 'ports-opened', pair: a.pair, ports: [opened[0]!.localPort(), opened[1]!.localPort()] }, this.clock.now()));
+        } else if (a.type === 'close-port') {
+          ports.get(a.port)?.close();
+          ports.delete(a.port);
+        }
+      }
+    };
+    control.onMessage((bytes, from) => perform(core.handle({ type: 'udp', port: CONTROL, from, bytes }, this.clock.now())));
+    return core;
   }
 
   /** Roaming, as Topology.moveHost; the host's agent notices as it would from its interface monitor. */
@@ -149,7 +193,7 @@ export class World extends Topology {
       coordinatorUrl: this.coordinatorUrl, coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name,
       addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix,
     };
-    const sa = { name, host, nodeKey, privateKey: priv, node, firstPath: new Map(), startedAt: this.clock.now() } as unknown as SimAgent;
+    const sa = { name, host, nodeKey, privateKey: priv, node, firstPath: new Map(), pathAt: new Map(), startedAt: this.clock.now() } as unknown as SimAgent;
     this.agents.push(sa);
     await this.launch(sa, options.keepaliveS);
     return sa;
@@ -159,6 +203,7 @@ export class World extends Topology {
   async restartAgent(sa: SimAgent): Promise<void> {
     await sa.agent.stop();
     sa.firstPath = new Map();
+    sa.pathAt = new Map();
     sa.startedAt = this.clock.now();
     await this.launch(sa);
   }
@@ -177,6 +222,9 @@ export class World extends Topology {
     );
     agent.onPathChange = (peer, _from, to) => {
       if (to !== 'none' && !sa.firstPath.has(peer)) sa.firstPath.set(peer, this.clock.now() - sa.startedAt);
+      const at = sa.pathAt.get(peer) ?? {};
+      at[to] ??= this.clock.now() - sa.startedAt;
+      sa.pathAt.set(peer, at);
     };
     sa.agent = agent;
     await agent.start();

@@ -49,7 +49,7 @@ const SCENARIOS: Record<string, Scenario> = {
   async roaming(seed) {
     const { w, a, b } = await pairWorld(seed);
     try {
-      await until(w, a, b, 10_000);
+      await until(w, a, b, 10_000, 'direct'); // established (the relay answers first; wait for the punch)
       await w.clock.run(5000);
       const elsewhere = w.addNat('natc', 'easy');
       w.moveHost(b.host, elsewhere);
@@ -64,7 +64,7 @@ const SCENARIOS: Record<string, Scenario> = {
   async renumber(seed) {
     const { w, a, b, nb } = await pairWorld(seed);
     try {
-      await until(w, a, b, 10_000);
+      await until(w, a, b, 10_000, 'direct'); // established (the relay answers first; wait for the punch)
       await w.clock.run(5000);
       w.renumberNat(nb);
       // Nothing changes on b's host: only its STUN round (or a dying path) reveals the new address.
@@ -79,7 +79,7 @@ const SCENARIOS: Record<string, Scenario> = {
   async expiry(seed) {
     const { w, a, b, na, nb } = await pairWorld(seed);
     try {
-      await until(w, a, b, 10_000);
+      await until(w, a, b, 10_000, 'direct'); // established (the relay answers first; wait for the punch)
       await w.clock.run(5000);
       na.table.expireAll();
       nb.table.expireAll();
@@ -95,7 +95,7 @@ const SCENARIOS: Record<string, Scenario> = {
   async outage(seed) {
     const { w, a, b } = await pairWorld(seed);
     try {
-      await until(w, a, b, 10_000);
+      await until(w, a, b, 10_000, 'direct'); // established (the relay answers first; wait for the punch)
       w.coordinatorDown();
       await w.clock.run(60_000);
       const during = [w.path(a, b), w.path(b, a)];
@@ -118,7 +118,7 @@ const SCENARIOS: Record<string, Scenario> = {
     // learn each other's new disco keys from the node-key binding in their pings, and connect.
     const { w, a, b } = await pairWorld(seed);
     try {
-      await until(w, a, b, 10_000);
+      await until(w, a, b, 10_000, 'direct'); // established (the relay answers first; wait for the punch)
       w.coordinatorDown();
       await w.clock.run(5000);
       await w.restartAgent(a);
