@@ -183,3 +183,27 @@ test('the per-source rate holds for valid tokens too: 30 a minute, burst 60, the
   assert.equal((await attempt()).statusCode, 200);
   await c.stop();
 });
+
+test('a token has one spelling: non-canonical base64url and unclean coordinator URLs are refused', () => {
+  const kp = generateKeyPair();
+  const make = (url: string) => encodeToken({ kind: 'join', id: new Uint8Array(8).fill(1), secret: new Uint8Array(32).fill(2), coordinatorKey: kp.publicKey, url });
+  for (const url of ['http://198.18.0.1:8080', 'https://knit.example.com', 'http://[2001:db8::1]:8080', 'https://münchen.example:443']) {
+    assert.equal(parseToken(make(url))?.url, url, url);
+  }
+  for (const url of ['http://user:pw@198.18.0.1', 'http://198.18.0.1/path', 'http://198.18.0.1?x=1', 'http://198.18.0.1#f', 'http://198.18.0.1\u0000.evil', 'http://a b', 'ftp://198.18.0.1', 'http://']) {
+    assert.equal(parseToken(make(url)), undefined, JSON.stringify(url));
+  }
+  // The same bytes with non-zero trailing bits in the last base64url character: another spelling, refused.
+  const good = make('http://198.18.0.1:8080');
+  const body = Buffer.from(good.slice(5), 'base64url');
+  if (body.length % 3 !== 0) {
+    const last = good.at(-1)!;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const variant = good.slice(0, -1) + alphabet[(alphabet.indexOf(last) + 1) % 64];
+    if (Buffer.from(variant.slice(5), 'base64url').equals(body)) assert.equal(parseToken(variant), undefined);
+  }
+  // Invalid UTF-8 in the URL bytes.
+  const raw = Buffer.from(good.slice(5), 'base64url');
+  const bad = Buffer.concat([raw, Buffer.from([0xff])]);
+  assert.equal(parseToken('knit_' + bad.toString('base64url')), undefined);
+});
