@@ -18,6 +18,11 @@ export function formatStatus(doc: StatusDocument, now = Date.now()): string {
     `  engine ${doc.engine.kind}, port ${self.port}, mode ${doc.engine.portMode}, NAT ${self.natType}`,
     `  endpoints ${self.endpoints.length ? self.endpoints.join(' ') : '(none yet)'}`,
   ];
+  const pm = doc.portMapping;
+  if (pm) {
+    const held = pm.external ? `${pm.protocol} ${pm.external}${pm.expiresAt ? `, expires in ${Math.max(0, Math.round((pm.expiresAt - now) / 1000))}s` : ''}${pm.verified ? ', verified' : ''}` : pm.state;
+    lines.push(`  port mapping ${held}${pm.detail ? ` (${pm.detail})` : ''}`);
+  }
   if (doc.peers.length === 0) lines.push('', 'no peers yet');
   else {
     lines.push('', pad('PEER', 16) + pad('IP', 16) + pad('PATH', 8) + pad('ENDPOINT', 24) + pad('RTT', 8) + 'HANDSHAKE');

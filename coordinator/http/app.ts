@@ -22,6 +22,7 @@ import { normalizeIp } from '../../shared/net/addr.js';
 import { ipToBytes } from '../../shared/net/ip-bytes.js';
 import { MAX_TAGS, validateJoinRequest, isValidTag } from '../../shared/wire/control.js';
 import type { ControlHub } from '../control/hub.js';
+import { createJoinQueue } from './join-queue.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 
@@ -83,6 +84,7 @@ const tokenBodySchema = {
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, trustProxy: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } });
   const joinRate = deps.joinRatePerMin ?? 30;
+  const joinQueued = createJoinQueue(deps.registry); // group commit: one fsync per batch of joins
   // 10,000 sources; the least recently seen is forgotten first, so a spoofing flood costs memory, not correctness.
   const joinSources = new LRUCache<string, JoinSource>({ max: 10_000 });
 
@@ -163,7 +165,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       limitJoin(source);
       const v = validateJoinRequest(req.body);
       if (!v.ok) throw new KnitError('KNIT_ERR_BAD_REQUEST', v.error);
-      const { response, created } = deps.registry.join(v.value);
+      const { response, created } = await joinQueued(v.value);
       if (created) {
         deps.metrics.joins++;
         deps.logger.info('node joined', { node: response.node.id, name: response.node.name, ip: response.node.addresses[0] });

@@ -15,7 +15,7 @@ import { defaultRandomBytes, equalBytes, sha256Hex } from '../../shared/crypto/s
 import type { Clock, RandomBytes } from '../../shared/clock.js';
 import { KnitError } from '../../shared/errors.js';
 import { intToIpv4, parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type Ipv4Prefix } from '../../shared/net/cidr.js';
-import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN } from '../../shared/token.js';
+import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN, type ParsedToken } from '../../shared/token.js';
 import { joinProof, MAX_HOSTNAME_LEN, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
 import type { NodeRow, SqliteStore, TokenRow } from '../store/sqlite.js';
 
@@ -50,6 +50,9 @@ export interface TokenOptions {
 }
 
 export type TokenSummary = Omit<TokenRow, 'secretHash'>;
+
+/** One join's outcome in a group commit: the answer, or the error that refused it (nothing changed for it). */
+export type JoinResult = { ok: true; response: JoinResponse; created: boolean } | { ok: false; error: unknown };
 
 function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
@@ -252,45 +255,85 @@ export class Registry {
    * the token must still be valid: a revoked or expired token proves nothing.
    */
   join(req: JoinRequest): { response: JoinResponse; created: boolean } {
+    const [r] = this.joinMany([req]);
+    if (!r!.ok) throw r!.error;
+    return r!;
+  }
+
+  /**
+   * Group commit: several joins in ONE transaction, so a join storm costs one
+   * fsync per batch instead of one per node (on a disk where a commit takes
+   * ~3 ms that is the difference between ~250 and ~1,000 joins a second).
+   * Each join runs in its own savepoint: a refused one (token used, expired …)
+   * changes nothing and doesn't disturb the others. Nothing is answered, and
+   * nothing enters the in-memory map, before the batch is committed.
+   */
+  joinMany(reqs: JoinRequest[]): JoinResult[] {
     const now = this.options.clock.wallNow();
-    const t = parseToken(req.token);
-    if (!t || t.kind !== 'join') throw new KnitError('KNIT_ERR_TOKEN_INVALID');
-    if (t.coordinatorKey !== this.coordinatorKey) throw new KnitError('KNIT_ERR_TOKEN_WRONG_COORDINATOR');
-    const { row, created } = this.store.immediate(() => {
-      const tok = this.store.token(t.id);
-      if (!tok || tok.revoked || !equalBytes(Buffer.from(tok.secretHash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'))) {
-        throw new KnitError('KNIT_ERR_TOKEN_INVALID');
-      }
-      if (tok.expires !== null && now >= tok.expires) throw new KnitError('KNIT_ERR_TOKEN_EXPIRED');
-      const existing = this.store.nodeByKey(req.nodeKey);
-      if (existing) return { row: existing, created: false };
-      if (tok.usesLeft !== null && tok.usesLeft <= 0) throw new KnitError('KNIT_ERR_TOKEN_USED');
-      const ipIndex = this.allocateIpIndex();
-      const fields = {
-        nodeKey: req.nodeKey, discoKey: req.discoKey ?? '', name: this.uniqueName(req.hostname), ipIndex,
-        ipv4: prefixHost(this.ipv4Prefix, ipIndex), ipv6: ulaHost(this.ulaPrefix, ipIndex + 1), tags: tok.tags,
-        ephemeral: tok.ephemeral, created: now, lastSeen: Math.floor(now), tokenId: tok.id,
-      };
-      const id = this.store.insertNode(fields);
-      this.store.useToken(tok.id);
-      return { row: { ...fields, id, endpoints: [], natType: 'unknown' as NatType }, created: true };
+    type Row = { ok: true; row: NodeRow; created: boolean; req: JoinRequest };
+    // A token that doesn't parse, or names another coordinator, is refused before any transaction.
+    const results: (JoinResult | Row | { ok: true; token: ParsedToken; req: JoinRequest })[] = reqs.map((req) => {
+      const token = parseToken(req.token);
+      if (!token || token.kind !== 'join') return { ok: false, error: new KnitError('KNIT_ERR_TOKEN_INVALID') };
+      if (token.coordinatorKey !== this.coordinatorKey) return { ok: false, error: new KnitError('KNIT_ERR_TOKEN_WRONG_COORDINATOR') };
+      return { ok: true, token, req };
     });
-    let peer = this.byId.get(row.id);
-    if (created || !peer) {
-      peer = this.remember(row, false);
-      this.push({ op: 'upsert', peer });
+    if (results.some((r) => 'token' in r)) {
+      try {
+        this.store.immediate(() => {
+          for (const [i, r] of results.entries()) {
+            if (!('token' in r)) continue;
+            try {
+              results[i] = { ok: true, ...this.store.immediate(() => this.joinRow(r.req, r.token, now)), req: r.req };
+            } catch (error) {
+              results[i] = { ok: false, error };
+            }
+          }
+        });
+      } catch (error) {
+        return reqs.map(() => ({ ok: false, error })); // the commit failed: none of them joined
+      }
     }
-    const proof = joinProof(this.coordinatorPrivate, req.nodeKey, req.nodeKey, peer.id, peer.addresses);
-    if (!proof) throw new KnitError('KNIT_ERR_BAD_REQUEST', 'nodeKey is not a usable X25519 public key');
-    return {
-      created,
-      response: {
-        node: { id: peer.id, name: peer.name, addresses: peer.addresses, tags: peer.tags, ephemeral: this.ephemeral.has(peer.id) },
-        mesh: { ipv4Prefix: this.ipv4PrefixText, ipv6Prefix: this.ulaPrefix },
-        coordinatorKey: this.coordinatorKey,
-        coordinatorProof: proof,
-      },
+    return results.map((r) => {
+      if (!r.ok || !('row' in r)) return r as JoinResult;
+      let peer = this.byId.get(r.row.id);
+      if (r.created || !peer) {
+        peer = this.remember(r.row, false);
+        this.push({ op: 'upsert', peer });
+      }
+      const proof = joinProof(this.coordinatorPrivate, r.req.nodeKey, r.req.nodeKey, peer.id, peer.addresses);
+      if (!proof) return { ok: false, error: new KnitError('KNIT_ERR_BAD_REQUEST', 'nodeKey is not a usable X25519 public key') };
+      return {
+        ok: true, created: r.created,
+        response: {
+          node: { id: peer.id, name: peer.name, addresses: peer.addresses, tags: peer.tags, ephemeral: this.ephemeral.has(peer.id) },
+          mesh: { ipv4Prefix: this.ipv4PrefixText, ipv6Prefix: this.ulaPrefix },
+          coordinatorKey: this.coordinatorKey,
+          coordinatorProof: proof,
+        },
+      };
+    });
+  }
+
+  /** One join's rows (inside the caller's transaction): the token checked and used, the node inserted or found. */
+  private joinRow(req: JoinRequest, t: ParsedToken, now: number): { row: NodeRow; created: boolean } {
+    const tok = this.store.token(t.id);
+    if (!tok || tok.revoked || !equalBytes(Buffer.from(tok.secretHash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'))) {
+      throw new KnitError('KNIT_ERR_TOKEN_INVALID');
+    }
+    if (tok.expires !== null && now >= tok.expires) throw new KnitError('KNIT_ERR_TOKEN_EXPIRED');
+    const existing = this.store.nodeByKey(req.nodeKey);
+    if (existing) return { row: existing, created: false };
+    if (tok.usesLeft !== null && tok.usesLeft <= 0) throw new KnitError('KNIT_ERR_TOKEN_USED');
+    const ipIndex = this.allocateIpIndex();
+    const fields = {
+      nodeKey: req.nodeKey, discoKey: req.discoKey ?? '', name: this.uniqueName(req.hostname), ipIndex,
+      ipv4: prefixHost(this.ipv4Prefix, ipIndex), ipv6: ulaHost(this.ulaPrefix, ipIndex + 1), tags: tok.tags,
+      ephemeral: tok.ephemeral, created: now, lastSeen: Math.floor(now), tokenId: tok.id,
     };
+    const id = this.store.insertNode(fields);
+    this.store.useToken(tok.id);
+    return { row: { ...fields, id, endpoints: [], natType: 'unknown' as NatType }, created: true };
   }
 
   // ---- mutations from control sessions and admins ------------------------------------

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { StatusDocument } from '../../agent/status.js';
 import { until } from '../helpers/until.js';
 import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
 import { startUdpProbe } from './udp-probe.js';
@@ -153,6 +154,26 @@ if (!ok.ok) {
       const explain = () => `driver:\n${proc.output().slice(-3000)}\nminiupnpd:\n${upnpd.output().slice(-1500)}`;
       return { proc, events, explain, last: (e: string) => events.filter((x) => x.event === e).at(-1) };
     }
+
+    it('knit up: the verified mapping is the first endpoint candidate, shown in status, deleted by knit down', async (t) => {
+      const token = (await lab.run(coord.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
+      const state = join(dir, 'agent');
+      const agent = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'memory', '--port', '41650', '--state', state, '--hostname', 'pm']);
+      const status = async () => JSON.parse((await lab.run(host.ns, [process.execPath, BIN, 'status', '--json', '--state', state])).stdout) as StatusDocument;
+      const t0 = Date.now();
+      const st = await until('the agent reports a verified port mapping', async () => {
+        const s = await status();
+        return s.portMapping?.verified && s.self.endpoints[0] === s.portMapping.external ? s : undefined;
+      }, { timeoutMs: 20_000, explain: () => agent.output().slice(-3000) });
+      t.diagnostic(`knit up: ${st.portMapping!.protocol} mapping ${st.portMapping!.external} first among ${st.self.endpoints.join(' ')} after ${Date.now() - t0} ms`);
+      assert.equal(st.portMapping!.protocol, 'pcp', 'PCP is tried first');
+      assert.equal(st.portMapping!.external, `${router.wanAddress}:41650`);
+      assert.ok(st.portMapping!.expiresAt! > Date.now(), 'the expiry is in the future (wall clock)');
+      assert.ok((st.counters.portmapVerified ?? 0) >= 1);
+      await lab.run(host.ns, [process.execPath, BIN, 'down', '--state', state]);
+      await until('the agent exits', () => agent.exited(), { timeoutMs: 10_000, explain: () => agent.output().slice(-2000) });
+      assert.ok(!(await miniupnpdRules()).includes('dport 41650 '), 'knit down deleted the mapping');
+    });
 
     for (const [i, protocol] of (['pcp', 'natpmp', 'upnp'] as const).entries()) {
       it(`${protocol}: mapped, verified, reachable from the internet, renewed, deleted on stop`, async (t) => {

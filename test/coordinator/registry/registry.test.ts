@@ -221,3 +221,34 @@ test('after a restart, ephemeral nodes get the whole timeout to come back; onlin
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('group commit: a batch of joins is one transaction; each refused join changes nothing and spares the others', () => {
+  const { reg, store } = setup();
+  const single = reg.createToken({}).token;
+  const reusable = reg.createToken({ reusable: true }).token;
+  const [a, b, c] = [node(), node(), node()];
+  const results = reg.joinMany([
+    { token: single, nodeKey: a.nodeKey, hostname: 'a' },
+    { token: single, nodeKey: b.nodeKey, hostname: 'b' }, // the single use is gone by now
+    { token: 'knit_garbage', nodeKey: c.nodeKey, hostname: 'c' },
+    { token: reusable, nodeKey: c.nodeKey, hostname: 'c' },
+    { token: reusable, nodeKey: a.nodeKey, hostname: 'a-again' }, // a's key, joined earlier in this very batch
+  ]);
+  const summary = results.map((r) => (r.ok ? `${r.response.node.name}${r.created ? ' created' : ''}` : (r.error as KnitError).code));
+  assert.deepEqual(summary, ['a created', 'KNIT_ERR_TOKEN_USED', 'KNIT_ERR_TOKEN_INVALID', 'c created', 'a']);
+  assert.deepEqual(store.nodes().map((n) => n.name), ['a', 'c'], 'on disk: exactly the accepted joins');
+  assert.deepEqual([...reg.peers()].map((p) => p.name), ['a', 'c'], 'in memory: the same');
+  assert.deepEqual(reg.takePending().changes.map((x) => x.op), ['upsert', 'upsert'], 'one upsert per new node');
+  const r0 = results[0]!;
+  assert.ok(r0.ok && proofsEqual(r0.response.coordinatorProof, joinProof(a.kp.privateKey, reg.coordinatorKey, a.nodeKey, r0.response.node.id, r0.response.node.addresses)!));
+});
+
+test('group commit: when the batch cannot be written, every join in it fails and none enters the map', () => {
+  const { reg, store } = setup();
+  const reusable = reg.createToken({ reusable: true }).token;
+  store.close(); // the disk goes away
+  const results = reg.joinMany([node(), node()].map((n, i) => ({ token: reusable, nodeKey: n.nodeKey, hostname: `n${i}` })));
+  assert.deepEqual(results.map((r) => r.ok), [false, false]);
+  assert.equal(reg.nodeCount, 0);
+  assert.equal(reg.hasPending, false);
+});
