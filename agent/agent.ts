@@ -24,7 +24,7 @@ import type { NatType, PeerInfo, WelcomeMsg } from '../shared/wire/control.js';
 import { isDiscoPacket } from '../shared/wire/disco.js';
 import { isRelayPacket } from '../shared/wire/relay.js';
 import { isStunPacket } from '../shared/wire/stun.js';
-import { MAX_ENDPOINTS } from '../shared/wire/control.js';
+import { MAX_ENDPOINTS, MAX_PATH_REPORTS, type PathReport } from '../shared/wire/control.js';
 import { ControlClient, type ControlStatus, type ControlTransport } from './control/client.js';
 import type { Netmap } from './control/netmap.js';
 import { DiscoCore, EAGER_PEER_LIMIT, type DiscoAction } from './disco/core.js';
@@ -100,6 +100,10 @@ export const REPROBE_ON_DEATH_MS = 5000;
 /** WireGuard stats are read this often; they confirm paths and feed `knit status`. */
 export const STATS_POLL_MS = 2000;
 
+/** Paths are reported to the coordinator (console, `knit nodes`) this often, and this soon after a change. */
+export const PATH_REPORT_MS = 30_000;
+export const PATH_REPORT_DEBOUNCE_MS = 1000;
+
 export interface PingResult { ok: boolean; path: PathKind; endpoint?: string; rttMs?: number; error?: string }
 
 export class Agent {
@@ -118,6 +122,8 @@ export class Agent {
   private timer: ReturnType<Clock['setTimeout']> | undefined;
   private timerAt = Infinity;
   private statsTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private pathReportTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private pathReportAt = Infinity;
   private applying: Promise<void> = Promise.resolve();
   private applyQueued = false;
   private reassert = false;
@@ -186,6 +192,7 @@ export class Agent {
     else this.requestApply();
     this.control.start();
     this.pollStats();
+    this.schedulePathReport(PATH_REPORT_MS);
   }
 
   async stop(): Promise<void> {
@@ -194,6 +201,7 @@ export class Agent {
     this.control.stop();
     if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
     if (this.statsTimer !== undefined) this.d.clock.clearTimeout(this.statsTimer);
+    if (this.pathReportTimer !== undefined) this.d.clock.clearTimeout(this.pathReportTimer);
     for (const w of this.pingWaiters.values()) w({ ok: false, path: 'none', error: 'agent stopping' });
     for (const w of this.discoveryWaiters.splice(0)) w(undefined);
     this.pingWaiters.clear();
@@ -233,6 +241,7 @@ export class Agent {
     this.probe.configure(this.stunServers, this.d.localAddresses());
     this.runDiscovery(this.probe.trigger(this.d.clock.now()));
     this.reportEndpoints();
+    this.schedulePathReport(PATH_REPORT_DEBOUNCE_MS); // the coordinator may have lost our last report
     // The first relay announced is used (absent host = the coordinator's host, like STUN).
     this.relayEvent({ type: 'relays', relays: (w.relays ?? []).map((r) => ({ key: r.key, endpoint: { address: r.host ?? this.o.stunHost, port: r.port }, ws: r.ws })) });
   }
@@ -381,6 +390,7 @@ export class Agent {
         case 'path': {
           this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint });
           this.onPathChange?.(a.nodeKey, a.from, a.to);
+          this.schedulePathReport(PATH_REPORT_DEBOUNCE_MS);
           this.requestApply();
           if (a.to === 'relay') {
             // WireGuard's first initiation, held by the waker, goes to the relay at once.
@@ -471,6 +481,28 @@ export class Agent {
         this.d.logger.error('engine apply failed', { err: (err as Error).message });
       }
     });
+  }
+
+  /** Reports a path sample in `inMs` unless one is due sooner; each report schedules the next. */
+  private schedulePathReport(inMs: number): void {
+    if (!this.running) return;
+    const at = this.d.clock.now() + inMs;
+    if (this.pathReportTimer !== undefined && this.pathReportAt <= at) return;
+    if (this.pathReportTimer !== undefined) this.d.clock.clearTimeout(this.pathReportTimer);
+    this.pathReportAt = at;
+    this.pathReportTimer = this.d.clock.setTimeout(() => {
+      this.pathReportTimer = undefined;
+      this.pathReportAt = Infinity;
+      this.control.reportPaths(this.pathSample());
+      this.schedulePathReport(PATH_REPORT_MS);
+    }, inMs);
+  }
+
+  /** Our paths as the coordinator wants them: connected peers first, capped. */
+  private pathSample(): PathReport[] {
+    const rank: Record<PathKind, number> = { lan: 0, direct: 1, relay: 2, none: 3 };
+    return this.status().peers.sort((a, b) => rank[a.path] - rank[b.path]).slice(0, MAX_PATH_REPORTS)
+      .map((p) => ({ peer: p.nodeKey, kind: p.path, lastHandshake: p.lastHandshake, ...(p.rttMs !== undefined ? { rttMs: p.rttMs } : {}) }));
   }
 
   private pollStats(): void {

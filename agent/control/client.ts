@@ -12,7 +12,7 @@ import type { Clock, RandomBytes } from '../../shared/clock.js';
 import type { Logger } from '../../shared/log.js';
 import {
   CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeServerMessage, helloProof, proofsEqual, welcomeProof,
-  type NatType, type ServerMessage, type WelcomeMsg,
+  type NatType, type PathReport, type ServerMessage, type WelcomeMsg,
 } from '../../shared/wire/control.js';
 import { applyDelta, applySnapshot, emptyNetmap, type Netmap } from './netmap.js';
 
@@ -130,6 +130,11 @@ export class ControlClient {
   reportEndpoints(endpoints: string[], natType: NatType): void {
     this.lastEndpoints = { endpoints, natType };
     if (this.phase === 'ready') this.conn?.send(JSON.stringify({ type: 'endpoints', endpoints, natType }));
+  }
+
+  /** Reports our sampled paths (soft state for the console): dropped while not connected, the next sample follows. */
+  reportPaths(paths: PathReport[]): void {
+    if (this.phase === 'ready') this.conn?.send(JSON.stringify({ type: 'paths', paths }));
   }
 
   /**

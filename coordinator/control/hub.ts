@@ -31,7 +31,7 @@ import type { Logger } from '../../shared/log.js';
 import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import {
   CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, helloProof, proofsEqual, welcomeProof,
-  type ClientMessage, type HelloMsg, type RelayInfo,
+  type ClientMessage, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
@@ -100,7 +100,22 @@ interface Session {
   helloTimer?: ReturnType<Clock['setTimeout']>;
   cmmTokens: number;
   cmmAt: number;
+  /** When this session's last path report was taken (reports closer than PATHS_MIN_INTERVAL_MS are dropped). */
+  pathsAt: number;
 }
+
+/** A stored path report, by node id: soft state, kept in memory only, like online state. */
+export interface PathEdge {
+  from: number;
+  to: number;
+  kind: PathReportKind;
+  rttMs?: number;
+  lastHandshake: number;
+  reportedAt: number; // wall ms
+}
+
+/** Agents report paths every 30 s and on change; anything faster than this is dropped. */
+export const PATHS_MIN_INTERVAL_MS = 1000;
 
 function sendShared(s: Session, bytes: Buffer): void {
   if (s.t.sendEncoded) s.t.sendEncoded(bytes);
@@ -111,6 +126,8 @@ export class ControlHub {
   readonly log: ChangeLog;
   private readonly ready = new Map<number, Session>(); // node id → its one live session
   private readonly all = new Set<Session>();
+  private readonly pathReports = new Map<number, PathEdge[]>(); // node id → its last report
+  private readonly pathListeners = new Set<(from: number, edges: PathEdge[]) => void>();
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
   private housekeepingTimer: ReturnType<Clock['setTimeout']> | undefined;
   private lastSeenWrittenAt: number;
@@ -137,7 +154,7 @@ export class ControlHub {
     }
     const s: Session = {
       t, state: 'await-hello', serverNonce: Buffer.from(this.random(NONCE_BYTES)).toString('base64'),
-      nodeId: -1, nodeKey: '', cmmTokens: CMM_BURST, cmmAt: this.o.clock.now(),
+      nodeId: -1, nodeKey: '', cmmTokens: CMM_BURST, cmmAt: this.o.clock.now(), pathsAt: -Infinity,
     };
     this.all.add(s);
     this.o.metrics.connections++;
@@ -188,6 +205,7 @@ export class ControlHub {
   removeNode(id: number): boolean {
     const removed = this.o.registry.remove(id);
     if (removed) {
+      this.pathReports.delete(id);
       // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
       this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
       this.noteChanges();
@@ -306,6 +324,7 @@ export class ControlHub {
     }
     if (m.type === 'hello') throw new KnitError('KNIT_ERR_PROTOCOL', 'hello sent twice');
     const now = this.o.clock.now();
+    if (m.type === 'paths') return this.paths(s, m.paths, now);
     if (m.type === 'endpoints') {
       this.checkReportable(m.endpoints);
       this.o.registry.setEndpoints(s.nodeId, m.endpoints, m.natType);
@@ -323,6 +342,34 @@ export class ControlHub {
     const target = this.o.registry.peerByKey(m.to);
     const ts = target && this.ready.get(target.id);
     if (ts && ts !== s) ts.t.send(JSON.stringify({ type: 'call-me-maybe', from: s.nodeKey, endpoints: m.endpoints }));
+  }
+
+  /** Stores a node's view of its paths (peers by key → id; strangers and itself skipped) and tells listeners. */
+  private paths(s: Session, reports: PathReport[], now: number): void {
+    if (now - s.pathsAt < PATHS_MIN_INTERVAL_MS) return;
+    s.pathsAt = now;
+    const reportedAt = this.o.clock.wallNow();
+    const edges: PathEdge[] = [];
+    for (const r of reports) {
+      const peer = this.o.registry.peerByKey(r.peer);
+      if (!peer || peer.id === s.nodeId) continue;
+      edges.push({ from: s.nodeId, to: peer.id, kind: r.kind, lastHandshake: r.lastHandshake, reportedAt, ...(r.rttMs !== undefined ? { rttMs: Math.round(r.rttMs * 10) / 10 } : {}) });
+    }
+    this.pathReports.set(s.nodeId, edges);
+    for (const l of this.pathListeners) l(s.nodeId, edges);
+  }
+
+  /** Every node's last path report (what the console's matrix and `knit nodes` show). */
+  pathEdges(): PathEdge[] {
+    const out: PathEdge[] = [];
+    for (const [from, edges] of this.pathReports) if (this.o.registry.peer(from)) out.push(...edges);
+    return out;
+  }
+
+  /** Calls `fn` with every new path report; returns its remover. */
+  onPathReport(fn: (from: number, edges: PathEdge[]) => void): () => void {
+    this.pathListeners.add(fn);
+    return () => this.pathListeners.delete(fn);
   }
 
   private hello(s: Session, m: HelloMsg): void {

@@ -202,6 +202,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   app.get('/v1/admin/nodes', { preHandler: requireAdmin }, async () => ({ nodes: [...deps.registry.peers()] }));
 
+  // Each node's last sampled view of its paths (agents report every 30 s and on change).
+  app.get('/v1/admin/paths', { preHandler: requireAdmin }, async () => ({ paths: deps.hub.pathEdges() }));
+
   app.delete('/v1/admin/nodes/:id', { preHandler: requireAdmin }, async (req) => {
     const { id } = req.params as { id: string };
     if (!/^[0-9]{1,15}$/.test(id)) throw new KnitError('KNIT_ERR_BAD_REQUEST', 'node id must be a number');

@@ -101,7 +101,20 @@ export interface CallMeMaybeIn { type: 'call-me-maybe'; from: string; endpoints:
 export interface ErrorMsg { type: 'error'; code: string; message: string }
 
 export type ServerMessage = ChallengeMsg | WelcomeMsg | SnapshotMsg | DeltaMsg | CallMeMaybeIn | ErrorMsg;
-export type ClientMessage = HelloMsg | EndpointsMsg | CallMeMaybeOut;
+/** What an agent sees of its path to one peer (sampled, for the console and `knit nodes`). */
+export interface PathReport {
+  peer: string; // the peer's node key
+  kind: PathReportKind;
+  rttMs?: number;
+  lastHandshake: number; // wall ms of the last WireGuard handshake, 0 = never
+}
+export const PATH_REPORT_KINDS = ['lan', 'direct', 'relay', 'none'] as const;
+export type PathReportKind = (typeof PATH_REPORT_KINDS)[number];
+/** Peers per report: a big mesh reports its connected peers first and the rest are dropped. */
+export const MAX_PATH_REPORTS = 256;
+export interface PathsMsg { type: 'paths'; paths: PathReport[] }
+
+export type ClientMessage = HelloMsg | EndpointsMsg | CallMeMaybeOut | PathsMsg;
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -181,6 +194,16 @@ export function decodeClientMessage(raw: string | Uint8Array): Decoded<ClientMes
       const eps = validateEndpointList(m.endpoints);
       if (!eps.ok) return eps;
       return ok({ type: 'call-me-maybe', to: m.to, endpoints: eps.value });
+    }
+    case 'paths': {
+      if (!Array.isArray(m.paths) || m.paths.length > MAX_PATH_REPORTS) return bad(`paths must be a list of at most ${MAX_PATH_REPORTS}`);
+      const paths: PathReport[] = [];
+      for (const r of m.paths as unknown[]) {
+        if (!isObj(r) || !isKeyText(r.peer) || !PATH_REPORT_KINDS.includes(r.kind as PathReportKind) || !isNonNegInt(r.lastHandshake)) return bad('each path needs peer, kind and lastHandshake');
+        if (r.rttMs !== undefined && !(typeof r.rttMs === 'number' && Number.isFinite(r.rttMs) && r.rttMs >= 0 && r.rttMs <= 600_000)) return bad('rttMs must be 0..600000');
+        paths.push({ peer: r.peer, kind: r.kind as PathReportKind, lastHandshake: r.lastHandshake, ...(r.rttMs !== undefined ? { rttMs: r.rttMs as number } : {}) });
+      }
+      return ok({ type: 'paths', paths });
     }
     default:
       return bad('unknown message type');

@@ -53,3 +53,18 @@ test('mDNS never leaves its LAN: the internet segment carries no multicast, and 
     await w.stop();
   }
 });
+
+test('agents report their paths to the coordinator: it sees the LAN pair as lan, both ways', async () => {
+  const w = new World({ seed: 6 });
+  try {
+    const home = w.addNat('home', 'easy');
+    const a = await w.addAgent('a', w.addHost('a', home));
+    const b = await w.addAgent('b', w.addHost('b', home));
+    const ids = [a.node.id, b.node.id];
+    const lanBothWays = () => ids.every((from) => w.hub.pathEdges().some((e) => e.from === from && ids.includes(e.to) && e.kind === 'lan'));
+    await w.clock.runUntil(w.clock.now() + 10_000, lanBothWays);
+    assert.ok(lanBothWays(), JSON.stringify(w.hub.pathEdges()));
+  } finally {
+    await w.stop();
+  }
+});

@@ -406,3 +406,38 @@ test('an endpoint change costs one small delta, encoded once, whatever the mesh 
   assert.ok(last.every((f) => f === last[0]), 'every peer gets the same Buffer');
   assert.ok(last[0]!.length <= 200, `an endpoint change is small (${last[0]!.length} bytes)`);
 });
+
+test('path reports: stored by node id, strangers and self skipped, one per second, gone with the node', () => {
+  const { hub, join, reg, clock } = setup();
+  const a = join('a');
+  const b = join('b');
+  const ca = client(hub);
+  ca.hello(a);
+  const idOf = (kp: KeyPair) => reg.peerByKey(encodeKey(kp.publicKey))!.id;
+  const seen: number[] = [];
+  hub.onPathReport((from) => seen.push(from));
+  ca.h.receive(JSON.stringify({ type: 'paths', paths: [
+    { peer: encodeKey(b.publicKey), kind: 'direct', rttMs: 12.34, lastHandshake: 1700000000000 },
+    { peer: encodeKey(a.publicKey), kind: 'lan', lastHandshake: 0 }, // itself
+    { peer: encodeKey(generateKeyPair().publicKey), kind: 'lan', lastHandshake: 0 }, // a stranger
+  ] }));
+  assert.deepEqual(hub.pathEdges().map(({ reportedAt: _, ...e }) => e), [{ from: idOf(a), to: idOf(b), kind: 'direct', rttMs: 12.3, lastHandshake: 1700000000000 }]);
+  assert.deepEqual(seen, [idOf(a)]);
+  ca.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: encodeKey(b.publicKey), kind: 'none', lastHandshake: 0 }] }));
+  assert.equal(hub.pathEdges()[0]!.kind, 'direct', 'a second report within a second is dropped');
+  clock.advance(1000);
+  ca.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: encodeKey(b.publicKey), kind: 'relay', lastHandshake: 0 }] }));
+  assert.equal(hub.pathEdges()[0]!.kind, 'relay');
+  hub.removeNode(idOf(a));
+  assert.deepEqual(hub.pathEdges(), []);
+});
+
+test('a malformed path report closes the session with 4400 and stores nothing', () => {
+  const { hub, join } = setup();
+  const a = join('a');
+  const c = client(hub);
+  c.hello(a);
+  c.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: 'nope', kind: 'warp', lastHandshake: -1 }] }));
+  assert.equal(c.closed?.code, 4400);
+  assert.deepEqual(hub.pathEdges(), []);
+});
