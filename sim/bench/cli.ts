@@ -1,5 +1,5 @@
 /**
- * `knit bench [all|agent|…] [--json]`: Knit's benchmarks. Speed and scale are
+ * `knit bench [all|agent|coordinator|…] [--json]`: Knit's benchmarks. Speed and scale are
  * measured here, never with timed assertions in tests; budgets from the issues
  * are checked and reported loudly (a `budgets` section with pass/fail), not
  * turned into exit codes, because these machines are shared and noisy.
@@ -7,8 +7,10 @@
 import { intFlag, parseFlags } from '../../shared/cli/args.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
+import { benchCoordinator, coordinatorBudgets, coordinatorSizes, COORDINATOR_GOAL_AGENTS, type CoordinatorBenchResult } from './coordinator-bench.js';
 import { benchLan } from './lan-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
+import { benchRelay } from './relay-bench.js';
 import { runGrid } from '../scenarios/grid.js';
 import { runScenario, runStorm, SCENARIO_NAMES } from '../scenarios/index.js';
 
@@ -20,15 +22,31 @@ export async function runBenchCli(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent|lan|tunnel|sim] [--agents N] [--json]');
+      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|sim|relay] [--agents N[,N…]] [--json]');
+      console.log('  --agents: agents for `agent` (2-32, default 8) or `coordinator` (2-20000 each, default 1000,10000)');
       return 0;
     }
     const which = positionals[0] ?? 'all';
-    if (!['all', 'agent', 'lan', 'tunnel', 'sim'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, lan, tunnel, sim)`);
+    if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'sim', 'relay'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, sim, relay)`);
+    const sizes = coordinatorSizes(which === 'coordinator' ? values.agents : undefined);
     const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
     const budgets: Budget[] = [];
+    if (which === 'all' || which === 'coordinator') {
+      const runs: CoordinatorBenchResult[] = [];
+      for (const agents of sizes) {
+        try {
+          runs.push(await benchCoordinator({ agents }));
+        } catch (err) {
+          // One size failing (EMFILE, a crash) must not lose the other figures: report it as a miss.
+          console.error(`knit bench: coordinator at ${agents} agents failed: ${(err as Error).message}`);
+          budgets.push(budget(`coordinator ${agents}: run failed`, 1, 0));
+        }
+      }
+      report.coordinator = { runs };
+      budgets.push(...coordinatorBudgets(runs, sizes.includes(COORDINATOR_GOAL_AGENTS)));
+    }
     if (which === 'all' || which === 'agent') {
-      const agent = await benchAgents(intFlag(values.agents, 'agents', 2, 32, 8));
+      const agent = await benchAgents(intFlag(which === 'agent' ? values.agents : undefined, 'agents', 2, 32, 8));
       report.agent = agent;
       budgets.push(budget('agent: peer appears → authenticated pong, p50 (ms)', agent.appearToPongP50Ms, 1000));
       budgets.push(budget('agent: peer appears → authenticated pong, p95 (ms)', agent.appearToPongP95Ms, 3000));
@@ -54,6 +72,13 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       budgets.push(budget('sim: grid + scenarios wall time (ms)', gridAndScenariosMs, 120_000));
       budgets.push(budget('sim: 1,000-agent storm wall time (ms)', storm.wallMs, 60_000));
       budgets.push(budget('sim: grid cells off their expected path', cells.length - cells.filter((c) => c.path === c.expected).length, 0));
+    }
+    if (which === 'all' || which === 'relay') {
+      const relay = await benchRelay();
+      report.relay = relay;
+      budgets.push(budget('relay: peer appears → first relayed packet, p50 (ms)', relay.firstPacket.p50Ms, 300));
+      budgets.push(budget('relay: pairs without a relayed packet', relay.firstPacket.pairs - relay.firstPacket.delivered, 0));
+      budgets.push(budget('relay: direct possible → path direct (virtual ms)', relay.upgrade.upgradeMs ?? Infinity, 5000));
     }
     if (which === 'all' || which === 'tunnel') {
       const tunnel = await benchTunnel();
