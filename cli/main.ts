@@ -23,6 +23,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   ping: { summary: 'disco-ping a peer and show the path each reply took', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   sim: { summary: 'run the deterministic network simulator (grid, scenarios, scale)', load: async () => (await import('../sim/cli.js')).runSimCli },
   bench: { summary: 'run benchmarks (JSON with --json)', load: async () => (await import('../sim/bench/cli.js')).runBenchCli },
+  'install-service': { summary: 'write a systemd unit for the coordinator or the agent', load: async () => (await import('./service.js')).runServiceCli },
 };
 
 function version(): string {

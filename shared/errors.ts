@@ -26,6 +26,7 @@ export const ERROR_TABLE = {
   KNIT_ERR_STORE_LOCKED: { status: 503, close: 1011, retryable: true, message: 'the data store is locked by another process' },
   KNIT_ERR_LISTEN: { status: 500, close: 1011, retryable: true, message: 'cannot listen on the requested address' },
   KNIT_ERR_ENGINE: { status: 500, close: 1011, retryable: true, message: 'the tunnel engine failed' },
+  KNIT_ERR_IO: { status: 500, close: 1011, retryable: false, message: 'a file could not be read or written' },
   KNIT_ERR_USAGE: { status: 400, close: 4400, retryable: false, message: 'bad command-line usage' },
   KNIT_ERR_INTERNAL: { status: 500, close: 1011, retryable: true, message: 'internal error' },
 } as const;
