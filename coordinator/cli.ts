@@ -23,6 +23,7 @@ import { createCoordinator, databasePath, DEFAULT_EPHEMERAL_TIMEOUT_MS, type Hos
 import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from './registry/registry.js';
 import { SqliteStore } from './store/sqlite.js';
 import { runningCoordinatorPid } from './store/pidfile.js';
+import type { PathEdge } from './control/hub.js';
 
 /** Help text per command, for `knit help <command>` (cli/main.ts) and `--help`. */
 export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', string> = {
@@ -107,6 +108,8 @@ interface Admin {
   listTokens(): Promise<unknown[]>;
   revokeToken(id: string): Promise<void>;
   listNodes(): Promise<Record<string, unknown>[]>;
+  /** The agents' last path reports; undefined without a running coordinator (they live in its memory). */
+  listPaths(): Promise<PathEdge[] | undefined>;
   removeNode(id: number): Promise<void>;
   close(): void;
 }
@@ -126,6 +129,7 @@ function localAdmin(dataDir: string): Admin {
     listTokens: async () => registry.listTokens(),
     revokeToken: async (id) => { if (!registry.revokeToken(id)) throw new KnitError('KNIT_ERR_NOT_FOUND', 'no such token'); },
     listNodes: async () => [...registry.peers()] as unknown as Record<string, unknown>[],
+    listPaths: async () => undefined,
     removeNode: async (id) => {
       // A running coordinator holds the node's live session in memory; removing it from the
       // store behind its back would leave the node connected, so that goes through its API.
@@ -165,6 +169,7 @@ function remoteAdmin(base: string): Admin {
     listTokens: async () => (await call('GET', '/v1/admin/tokens')).tokens as unknown[],
     revokeToken: async (id) => { await call('DELETE', `/v1/admin/tokens/${encodeURIComponent(id)}`); },
     listNodes: async () => (await call('GET', '/v1/admin/nodes')).nodes as Record<string, unknown>[],
+    listPaths: async () => (await call('GET', '/v1/admin/paths')).paths as PathEdge[],
     removeNode: async (id) => { await call('DELETE', `/v1/admin/nodes/${id}`); },
     close: () => {},
   };
@@ -178,6 +183,12 @@ const adminFlags = { data: { type: 'string' }, coordinator: { type: 'string' }, 
 function openAdmin(values: { data?: string; coordinator?: string }): Admin {
   if (values.data && values.coordinator) throw new KnitError('KNIT_ERR_USAGE', 'use either --data or --coordinator, not both');
   return values.coordinator ? remoteAdmin(values.coordinator) : localAdmin(values.data ?? './knit-data');
+}
+
+/** "lan 1 direct 2 relay 1 none 0", or "no report" before the node's first. */
+function summarizePaths(edges: Pick<PathEdge, 'kind'>[]): string {
+  if (edges.length === 0) return 'no report';
+  return (['lan', 'direct', 'relay', 'none'] as const).map((k) => `${k} ${edges.filter((e) => e.kind === k).length}`).join(' ');
 }
 
 async function runToken(argv: string[]): Promise<number> {
@@ -257,14 +268,19 @@ async function runNodes(argv: string[]): Promise<number> {
       return 0;
     }
     const nodes = await admin.listNodes();
-    if (values.json) console.log(JSON.stringify(nodes, null, 2));
+    const paths = await admin.listPaths();
+    const pathsOf = (id: unknown) => paths?.filter((e) => e.from === id).map(({ from: _, ...e }) => e);
+    if (values.json) console.log(JSON.stringify(paths ? nodes.map((n) => ({ ...n, paths: pathsOf(n.id) })) : nodes, null, 2));
     else if (nodes.length === 0) console.log('no nodes yet');
     else {
-      console.log('ID    NAME                IP               ONLINE  ENDPOINTS');
+      // PATHS is what the node's agent last reported (the mesh as it is), not what it was told.
+      console.log(`ID    NAME                IP               ONLINE  NAT                    ${paths ? 'PATHS                      ' : ''}ENDPOINTS`);
       for (const n of nodes) {
         const ip = String((n.addresses as string[])[0] ?? '').replace(/\/32$/, '');
-        console.log(`${String(n.id).padEnd(6)}${String(n.name).padEnd(20)}${ip.padEnd(17)}${(n.online ? 'yes' : 'no').padEnd(8)}${(n.endpoints as string[]).join(' ')}`);
+        const summary = paths ? summarizePaths(pathsOf(n.id) ?? []).padEnd(27) : '';
+        console.log(`${String(n.id).padEnd(6)}${String(n.name).padEnd(20)}${ip.padEnd(17)}${(n.online ? 'yes' : 'no').padEnd(8)}${String(n.natType).padEnd(23)}${summary}${(n.endpoints as string[]).join(' ')}`);
       }
+      if (!paths) console.log('(paths: ask the running coordinator with --coordinator URL)');
     }
     return 0;
   } finally {

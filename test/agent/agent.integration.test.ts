@@ -92,6 +92,16 @@ test('three agents: join with one token, connect pairwise, survive an agent rest
   const listed = JSON.parse(nodesOut) as { name: string; online: boolean }[];
   assert.deepEqual(listed.map((x) => x.name).sort(), names);
   assert.ok(listed.every((x) => x.online));
+  // The mesh as it is: every agent's reported paths reach the coordinator (console, knit nodes).
+  const adminEnv = { env: { ...process.env, KNIT_ADMIN_TOKEN: admin } };
+  const reported = await until('every agent reported two connected paths', async () => {
+    const list = JSON.parse((await run(process.execPath, [BIN, 'nodes', '--json', '--coordinator', `http://127.0.0.1:${port}`], adminEnv)).stdout) as { paths?: { kind: string }[] }[];
+    return list.every((n) => n.paths?.length === 2 && n.paths.every((e) => e.kind === 'lan' || e.kind === 'direct')) ? list : undefined;
+  });
+  assert.equal(reported.length, 3);
+  const { stdout: table } = await run(process.execPath, [BIN, 'nodes', '--coordinator', `http://127.0.0.1:${port}`], adminEnv);
+  assert.match(table, /PATHS/);
+  assert.match(table, /ant .* lan 2 direct 0 relay 0 none 0/);
   // Identity files are private.
   assert.equal(statSync(join(stateOf('ant'), 'node.key')).mode & 0o777, 0o600);
   const antBefore = docs.ant!.self;
