@@ -16,6 +16,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   coordinator: { summary: 'run the coordinator (HTTP + control WebSocket + STUN)', load: async () => (await import('../coordinator/cli.js')).runCoordinatorCli },
   token: { summary: 'create, list or revoke join tokens', load: async () => (await import('../coordinator/cli.js')).runCoordinatorCli },
   nodes: { summary: 'list or remove nodes', load: async () => (await import('../coordinator/cli.js')).runCoordinatorCli },
+  relay: { summary: 'run a relay on its own (the coordinator runs one by default)', load: async () => (await import('../relay/cli.js')).runRelayCli },
   up: { summary: 'join the mesh and keep paths to every peer', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   down: { summary: 'leave the mesh cleanly (stops a running agent)', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   status: { summary: 'show this node, its peers and their paths', load: async () => (await import('../agent/cli/main.js')).runAgentCli },

@@ -11,15 +11,16 @@
  * or a remote coordinator (`--coordinator URL` with KNIT_ADMIN_TOKEN).
  * Exit codes: 0 ok, 1 operational failure, 2 usage error.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { systemClock } from '../shared/clock.js';
 import { ERROR_TABLE, KnitError, isKnitError, type KnitErrorCode } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { parseDuration } from '../shared/duration.js';
-import { isValidTag, MAX_TAGS } from '../shared/wire/control.js';
+import { isValidTag, MAX_TAGS, type RelayInfo } from '../shared/wire/control.js';
+import { isKeyText } from '../shared/crypto/keys.js';
 import { parseFlags, intFlag } from '../shared/cli/args.js';
-import { createCoordinator, databasePath, DEFAULT_EPHEMERAL_TIMEOUT_MS, type HostPort } from './index.js';
+import { createCoordinator, databasePath, DEFAULT_EPHEMERAL_TIMEOUT_MS, type CoordinatorOptions, type HostPort } from './index.js';
 import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from './registry/registry.js';
 import { SqliteStore } from './store/sqlite.js';
 import { runningCoordinatorPid } from './store/pidfile.js';
@@ -31,6 +32,10 @@ export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', str
   --listen HOST:PORT          HTTP + control WebSocket (default 0.0.0.0:8080)
   --stun HOST:PORT|off        STUN observer on UDP (default 0.0.0.0:3478)
   --stun2 HOST:PORT           a second STUN port, so agents can detect endpoint-dependent NAT mapping
+  --relay HOST:PORT|off       relay for pairs that can't go direct, UDP (default: the listen host, port 3480)
+  --relay-ws HOST:PORT|off    the relay's WebSocket fallback, TCP (default: the --relay address and port)
+  --relay-tls-cert FILE       serve the relay's WebSocket over TLS (wss), with --relay-tls-key FILE
+  --external-relay LIST       relays run with \`knit relay\`, announced to agents: KEY@HOST:PORT[@WS-URL],…
   --data DIR                  where the SQLite store lives (default ./knit-data)
   --url URL                   public URL written into join tokens (default: the listen address;
                               when listening on 0.0.0.0, this machine's first non-loopback IPv4)
@@ -59,6 +64,7 @@ async function runCoordinator(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     listen: { type: 'string' }, stun: { type: 'string' }, stun2: { type: 'string' }, data: { type: 'string' }, url: { type: 'string' },
     'ipv4-prefix': { type: 'string' }, 'ephemeral-timeout': { type: 'string' }, 'allow-loopback-endpoints': { type: 'boolean' },
+    relay: { type: 'string' }, 'relay-ws': { type: 'string' }, 'relay-tls-cert': { type: 'string' }, 'relay-tls-key': { type: 'string' }, 'external-relay': { type: 'string' },
   });
   if (values.help) return console.log(COORDINATOR_COMMANDS.coordinator), 0;
   const listen = parseHostPort(values.listen ?? '0.0.0.0:8080', 'listen');
@@ -74,8 +80,11 @@ async function runCoordinator(argv: string[]): Promise<number> {
   if (values.url !== undefined && !/^https?:\/\/[^\s/?#]+$/.test(values.url)) throw new KnitError('KNIT_ERR_USAGE', '--url must look like http://host:port');
   const ephemeral = values['ephemeral-timeout'] === undefined ? DEFAULT_EPHEMERAL_TIMEOUT_MS : parseDuration(values['ephemeral-timeout']);
   if (ephemeral === undefined) throw new KnitError('KNIT_ERR_USAGE', '--ephemeral-timeout must be a duration like 90s, 10m, 24h');
+  const relay = relayOptions(values, listen);
+  const externalRelays = values['external-relay'] === undefined ? undefined : values['external-relay'].split(',').map(parseExternalRelay);
   const logger = createLogger({ base: { component: 'coordinator' } });
   const c = createCoordinator({
+    relay, externalRelays,
     dataDir: values.data ?? './knit-data', listen, stun, url: values.url, ipv4Prefix: values['ipv4-prefix'],
     allowLoopbackEndpoints: values['allow-loopback-endpoints'], ephemeralTimeoutMs: ephemeral,
   }, { logger });
@@ -100,6 +109,31 @@ async function runCoordinator(argv: string[]): Promise<number> {
     await c.stop();
   }
   return 0;
+}
+
+/** The in-process relay (docs/relay.md): on by default at the listen host, UDP and TCP port 3480. */
+function relayOptions(values: { relay?: string; 'relay-ws'?: string; 'relay-tls-cert'?: string; 'relay-tls-key'?: string }, listen: HostPort): CoordinatorOptions['relay'] {
+  if (values.relay === 'off') return undefined;
+  const udp = values.relay === undefined ? { host: listen.host, port: 3480 } : parseHostPort(values.relay, 'relay');
+  const ws = values['relay-ws'] === 'off' ? undefined : values['relay-ws'] === undefined ? udp : parseHostPort(values['relay-ws'], 'relay-ws');
+  if ((values['relay-tls-cert'] === undefined) !== (values['relay-tls-key'] === undefined)) throw new KnitError('KNIT_ERR_USAGE', '--relay-tls-cert and --relay-tls-key go together');
+  const tls = values['relay-tls-cert'] ? { cert: readFileSync(values['relay-tls-cert']), key: readFileSync(values['relay-tls-key']!) } : undefined;
+  return { udp, ws, tls };
+}
+
+/** KEY@HOST:PORT[@WS-URL], as `knit relay` prints it. */
+function parseExternalRelay(text: string): RelayInfo {
+  const [key, hp, ws] = text.split('@');
+  const r: RelayInfo = { key: key ?? '', port: 0 };
+  if (!isKeyText(key) || hp === undefined) throw new KnitError('KNIT_ERR_USAGE', `--external-relay must be KEY@HOST:PORT[@WS-URL] (got "${text.slice(0, 80)}")`);
+  const at = parseHostPort(hp, 'external-relay');
+  r.host = at.host;
+  r.port = at.port;
+  if (ws !== undefined) {
+    if (!/^wss?:\/\/[^\s/?#]+\/[^\s]*$/.test(ws)) throw new KnitError('KNIT_ERR_USAGE', '--external-relay: the WebSocket URL must look like ws://host:port/v1/relay');
+    r.ws = ws;
+  }
+  return r;
 }
 
 /** Admin operations, local (store) or remote (HTTP). */

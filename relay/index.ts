@@ -28,6 +28,8 @@ export { RelayCore, type RelayCounters } from './core.js';
 export const RELAY_WS_PATH = '/v1/relay';
 /** A WebSocket whose send buffer is above this drops packets instead of queueing (UDP semantics). */
 const WS_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** Ports kept bound ahead of need (two per new pair): an alloc is answered without waiting for binds. */
+const SPARE_PORTS = 8;
 /** Largest WebSocket frame: a node key and the largest UDP payload. */
 const WS_MAX_FRAME = 32 + 65_535;
 
@@ -136,10 +138,27 @@ export function createRelayServer(o: RelayServerOptions): RelayServer {
     run(core.handle({ type: 'udp', port, from, bytes }, now));
   };
 
-  async function openPorts(pair: number): Promise<void> {
-    const opened: Socket[] = [];
+  // A few ports are kept bound ahead of need, so an alloc is answered at once, not after two binds.
+  const spare: Socket[] = [];
+  let refilling = false;
+  const refill = async () => {
+    if (refilling || stopped) return;
+    refilling = true;
     try {
-      for (let i = 0; i < 2; i++) opened.push(await bindUdp(o.host, 0));
+      while (!stopped && spare.length < SPARE_PORTS) spare.push(await bindUdp(o.host, 0));
+    } catch (err) {
+      logger.warn('relay cannot open spare ports', { err: (err as Error).message });
+    } finally {
+      refilling = false;
+    }
+    if (stopped) for (const s of spare.splice(0)) s.close();
+  };
+
+  async function openPorts(pair: number): Promise<void> {
+    const opened: Socket[] = spare.length >= 2 ? spare.splice(0, 2) : [];
+    void refill();
+    try {
+      if (opened.length === 0) opened.push(...await Promise.all([bindUdp(o.host, 0), bindUdp(o.host, 0)]));
     } catch (err) {
       for (const s of opened) s.close();
       logger.warn('relay cannot open ports', { err: (err as Error).message });
@@ -205,6 +224,7 @@ export function createRelayServer(o: RelayServerOptions): RelayServer {
       const addr = http.address();
       wsPort = typeof addr === 'object' && addr ? addr.port : o.ws.port;
     }
+    await refill();
     arm();
     const port = control.address().port;
     logger.info('relay listening', { udp: `${o.host}:${port}`, ws: wsPort, key: core.publicKey });
@@ -223,6 +243,7 @@ export function createRelayServer(o: RelayServerOptions): RelayServer {
     if (timer !== undefined) clock.clearTimeout(timer);
     for (const s of ports.values()) try { s.close(); } catch { /* closed */ }
     ports.clear();
+    for (const s of spare.splice(0)) try { s.close(); } catch { /* closed */ }
     try { control?.close(); } catch { /* closed */ }
     for (const ws of sessions.values()) ws.terminate();
     sessions.clear();

@@ -66,12 +66,13 @@ function probeLab(): LabCheck {
   return { ok: true };
 }
 
-export type NatKind = 'cone' | 'symmetric';
+/** `full-cone`: endpoint-independent mapping and filtering (any source may reach a mapped port); see natRuleset. */
+export type NatKind = 'cone' | 'symmetric' | 'full-cone';
 
 export interface LabRouter {
   readonly name: string;
   readonly ns: string;
-  readonly nat: NatKind;
+  nat: NatKind;
   /** Its address on the segment above it (the internet, or the outer router's LAN). */
   wanAddress: string;
   readonly lanPrefix: string; // "10.N.0.0/24"
@@ -140,6 +141,8 @@ export interface Lab {
   setRouterPublicAddress(router: LabRouter, address?: string): Promise<string>;
   /** Re-plugs a host behind another router (undefined = onto the internet); returns its new address. */
   moveHost(host: LabHost, to: LabRouter | undefined): Promise<string>;
+  /** Switches a router's NAT behaviour in place (and forgets its mappings, as a reboot would). */
+  setRouterNat(router: LabRouter, nat: NatKind): Promise<void>;
   /** Forgets NAT mappings on one router, or all of them. */
   flushConntrack(router?: LabRouter): Promise<void>;
   teardown(): Promise<void>;
@@ -187,6 +190,7 @@ export async function createLab(): Promise<Lab> {
   const namespaces: string[] = [];
   const processes = new Set<LabProcess>();
   const routers = new Map<string, LabRouter>();
+  const hosts: LabHost[] = [];
   const lanOf = new Map<LabRouter, Segment>();
   let routerCount = 0;
   let tornDown = false;
@@ -297,9 +301,31 @@ export async function createLab(): Promise<Lab> {
     const lanGateway = `10.${index}.0.1`;
     const wanAddress = await plug(ns, 'wan0', segmentAbove(options.behind));
     await addBridge(ns, `${lanGateway}/24`);
-    const random = options.nat === 'symmetric' ? ' fully-random' : '';
-    const ruleset = [
+    await run(ns, ['nft', '-f', '-'], { input: natRuleset(options.nat) });
+    const router: LabRouter = { name, ns, nat: options.nat, wanAddress, lanPrefix: `10.${index}.0.0/24`, lanGateway, behind: options.behind };
+    lanOf.set(router, {
+      ns, prefixLen: 24, gateway: lanGateway, nextHost: 10, nextPort: 0, address: (n) => `10.${index}.0.${n}`,
+    });
+    routers.set(name, router);
+    return router;
+  };
+
+  /**
+   * The router's nftables ruleset. `full-cone` adds a DNAT of every new inbound UDP flow to
+   * the first host behind the router (port kept), which with masquerade's port preservation
+   * is endpoint-independent filtering: the classic full cone, for a one-host LAN.
+   */
+  function natRuleset(nat: NatKind, fullConeHost?: string): string {
+    const random = nat === 'symmetric' ? ' fully-random' : '';
+    const cone = nat === 'full-cone' && fullConeHost !== undefined;
+    return [
       'table ip knit_lab {',
+      ...(cone ? [
+        '  chain prerouting {',
+        '    type nat hook prerouting priority dstnat; policy accept;',
+        `    iifname "wan0" udp dport 1024-65535 dnat to ${fullConeHost}`,
+        '  }',
+      ] : []),
       '  chain postrouting {',
       '    type nat hook postrouting priority srcnat; policy accept;',
       `    oifname "wan0" masquerade${random}`,
@@ -307,6 +333,7 @@ export async function createLab(): Promise<Lab> {
       '  chain forward {',
       '    type filter hook forward priority filter; policy drop;',
       '    ct state established,related accept',
+      ...(cone ? ['    ct status dnat accept'] : []),
       '    iifname "br0" oifname "wan0" accept',
       '  }',
       // Like any home router, drop unsolicited traffic to the router itself. Without this the
@@ -319,20 +346,23 @@ export async function createLab(): Promise<Lab> {
       '    iifname "wan0" drop',
       '  }',
       '}',
-    ].join('\n');
-    await run(ns, ['nft', '-f', '-'], { input: ruleset + '\n' });
-    const router: LabRouter = { name, ns, nat: options.nat, wanAddress, lanPrefix: `10.${index}.0.0/24`, lanGateway, behind: options.behind };
-    lanOf.set(router, {
-      ns, prefixLen: 24, gateway: lanGateway, nextHost: 10, nextPort: 0, address: (n) => `10.${index}.0.${n}`,
-    });
-    routers.set(name, router);
-    return router;
+    ].join('\n') + '\n';
+  }
+
+  const setRouterNat: Lab['setRouterNat'] = async (router, nat) => {
+    const host = hosts.find((h) => h.behind === router);
+    if (nat === 'full-cone' && !host) throw new RangeError(`${router.name} has no host to be a full cone for`);
+    await run(router.ns, ['nft', '-f', '-'], { input: `delete table ip knit_lab\n${natRuleset(nat, host?.address)}` });
+    await run(router.ns, ['conntrack', '-F'], { allowFailure: true });
+    router.nat = nat;
   };
 
   const addHost: Lab['addHost'] = async (name, options = {}) => {
     const ns = await addNamespace(name, { router: false });
     const address = await plug(ns, 'eth0', segmentAbove(options.behind));
-    return { name, ns, address, behind: options.behind };
+    const host: LabHost = { name, ns, address, behind: options.behind };
+    hosts.push(host);
+    return host;
   };
 
   const spawnIn: Lab['spawn'] = (ns, argv, env = {}) => {
@@ -434,6 +464,7 @@ export async function createLab(): Promise<Lab> {
     wireguardRunDir: wgDir,
     setRouterPublicAddress,
     moveHost,
+    setRouterNat,
     flushConntrack,
     teardown,
   };
