@@ -10,6 +10,7 @@ import { benchAgents } from './agent-bench.js';
 import { benchCoordinator, coordinatorBudgets, coordinatorSizes, COORDINATOR_GOAL_AGENTS, type CoordinatorBenchResult } from './coordinator-bench.js';
 import { benchLan } from './lan-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
+import { benchRelay } from './relay-bench.js';
 import { runGrid } from '../scenarios/grid.js';
 import { runScenario, runStorm, SCENARIO_NAMES } from '../scenarios/index.js';
 
@@ -21,12 +22,12 @@ export async function runBenchCli(argv: string[]): Promise<number> {
   try {
     const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|sim] [--agents N[,N…]] [--json]');
+      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|sim|relay] [--agents N[,N…]] [--json]');
       console.log('  --agents: agents for `agent` (2-32, default 8) or `coordinator` (2-20000 each, default 1000,10000)');
       return 0;
     }
     const which = positionals[0] ?? 'all';
-    if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'sim'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, sim)`);
+    if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'sim', 'relay'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, sim, relay)`);
     const sizes = coordinatorSizes(which === 'coordinator' ? values.agents : undefined);
     const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
     const budgets: Budget[] = [];
@@ -71,6 +72,13 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       budgets.push(budget('sim: grid + scenarios wall time (ms)', gridAndScenariosMs, 120_000));
       budgets.push(budget('sim: 1,000-agent storm wall time (ms)', storm.wallMs, 60_000));
       budgets.push(budget('sim: grid cells off their expected path', cells.length - cells.filter((c) => c.path === c.expected).length, 0));
+    }
+    if (which === 'all' || which === 'relay') {
+      const relay = await benchRelay();
+      report.relay = relay;
+      budgets.push(budget('relay: peer appears → first relayed packet, p50 (ms)', relay.firstPacket.p50Ms, 300));
+      budgets.push(budget('relay: pairs without a relayed packet', relay.firstPacket.pairs - relay.firstPacket.delivered, 0));
+      budgets.push(budget('relay: direct possible → path direct (virtual ms)', relay.upgrade.upgradeMs ?? Infinity, 5000));
     }
     if (which === 'all' || which === 'tunnel') {
       const tunnel = await benchTunnel();
