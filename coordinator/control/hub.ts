@@ -31,7 +31,7 @@ import type { Logger } from '../../shared/log.js';
 import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import {
   CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, helloProof, proofsEqual, welcomeProof,
-  type ClientMessage, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
+  type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
@@ -128,6 +128,7 @@ export class ControlHub {
   private readonly all = new Set<Session>();
   private readonly pathReports = new Map<number, PathEdge[]>(); // node id → its last report
   private readonly pathListeners = new Set<(from: number, edges: PathEdge[]) => void>();
+  private readonly changeListeners = new Set<(delta: DeltaMsg) => void>();
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
   private housekeepingTimer: ReturnType<Clock['setTimeout']> | undefined;
   private lastSeenWrittenAt: number;
@@ -190,6 +191,7 @@ export class ControlHub {
     }
     for (const s of this.ready.values()) sendShared(s, committed.bytes);
     this.o.metrics.deltasSent += this.ready.size;
+    for (const l of this.changeListeners) l(committed.msg);
     const now = this.o.clock.now();
     this.o.metrics.fanout.observe(Math.max(0, now - since) / 1000);
     this.o.metrics.flush.observe(Math.max(0, now - startedAt) / 1000);
@@ -364,6 +366,15 @@ export class ControlHub {
     const out: PathEdge[] = [];
     for (const [from, edges] of this.pathReports) if (this.o.registry.peer(from)) out.push(...edges);
     return out;
+  }
+
+  /**
+   * Calls `fn` with every committed delta, once per window (the console's live feed);
+   * returns its remover. Costs one call per listener per window, nothing per agent.
+   */
+  onChanges(fn: (delta: DeltaMsg) => void): () => void {
+    this.changeListeners.add(fn);
+    return () => this.changeListeners.delete(fn);
   }
 
   /** Calls `fn` with every new path report; returns its remover. */

@@ -30,6 +30,25 @@ export interface ControlWebSocketOptions {
   pingIntervalMs?: number;
 }
 
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+/** Other WebSocket endpoints on the same server (the console's admin feed), by path. */
+const otherUpgrades = new WeakMap<Server, Map<string, UpgradeHandler>>();
+
+/**
+ * Routes upgrades of `path` on `server` to `handler`: the control shell owns the
+ * server's one 'upgrade' listener (and answers 404 for unknown paths), so other
+ * endpoints register here instead of adding listeners of their own. Returns the remover.
+ */
+export function routeUpgrade(server: Server, path: string, handler: UpgradeHandler): () => void {
+  let routes = otherUpgrades.get(server);
+  if (!routes) otherUpgrades.set(server, (routes = new Map()));
+  routes.set(path, handler);
+  return () => {
+    if (routes.get(path) === handler) routes.delete(path);
+  };
+}
+
 /** Shared, not allocated per send: encoded frames go out as text messages (they are JSON). */
 const AS_TEXT = { binary: false } as const;
 
@@ -93,7 +112,9 @@ export function attachControlWebSocket(server: Server, hub: ControlHub, options:
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = (req.url ?? '').split('?')[0];
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    const other = path !== '/v1/control' && !closed ? otherUpgrades.get(server)?.get(path) : undefined;
+    if (other) return other(req, socket, head);
     if (path !== '/v1/control' || closed) {
       socket.end(`HTTP/1.1 ${closed ? '503 Service Unavailable' : '404 Not Found'}\r\nConnection: close\r\n\r\n`);
       return;

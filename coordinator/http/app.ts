@@ -8,10 +8,14 @@
  *   DELETE /v1/admin/tokens/:id    revoke a token (admin)
  *   GET    /v1/admin/nodes         list nodes (admin)
  *   DELETE /v1/admin/nodes/:id     remove a node (admin)
+ *   GET    /v1/admin/paths         every node's last path report (admin)
+ *   GET    /v1/admin/feed          WebSocket: the console's live feed (admin token in the first frame)
+ *   GET    /ui, /ui/*              the web console's static files (ui.ts)
  *   GET    /healthz, GET /metrics
  *
  * Every error is {"error":{"code","message"}} with a code from shared/errors.ts.
  */
+import type { Server } from 'node:http';
 import { isIPv4 } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
@@ -21,8 +25,11 @@ import type { Logger } from '../../shared/log.js';
 import { normalizeIp } from '../../shared/net/addr.js';
 import { ipToBytes } from '../../shared/net/ip-bytes.js';
 import { MAX_TAGS, validateJoinRequest, isValidTag } from '../../shared/wire/control.js';
+import { ADMIN_FEED_PATH, createAdminFeed } from '../control/admin-feed.js';
 import type { ControlHub } from '../control/hub.js';
+import { routeUpgrade } from '../control/ws-server.js';
 import { createJoinQueue } from './join-queue.js';
+import { registerUi } from './ui.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 
@@ -211,6 +218,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (!deps.hub.removeNode(Number(id))) throw new KnitError('KNIT_ERR_NODE_UNKNOWN');
     deps.logger.info('node removed', { node: Number(id) });
     return { removed: Number(id) };
+  });
+
+  // The web console: static files, and its live feed on the control shell's upgrade listener.
+  registerUi(app);
+  const feed = createAdminFeed({ registry: deps.registry, hub: deps.hub, clock: deps.clock, logger: deps.logger });
+  const unrouteFeed = routeUpgrade(app.server as Server, ADMIN_FEED_PATH, feed.handleUpgrade);
+  app.addHook('preClose', async () => {
+    unrouteFeed();
+    feed.close();
   });
 
   return app;
