@@ -27,6 +27,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   'install-service': { summary: 'write a systemd unit for the coordinator or the agent', load: async () => (await import('./service.js')).runServiceCli },
 };
 
+/** Every command, for `knit --help`, docs/cli.md and the CLI contract test. */
+export const COMMAND_NAMES = Object.keys(COMMANDS);
+
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;

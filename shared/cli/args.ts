@@ -11,7 +11,8 @@ export function parseFlags<T extends Options>(argv: string[], options: T, allowP
   try {
     return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals });
   } catch (err) {
-    throw new KnitError('KNIT_ERR_USAGE', (err as Error).message.split('\n')[0]);
+    // node's message goes on about positionals after '--'; the first sentence says it all.
+    throw new KnitError('KNIT_ERR_USAGE', (err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, ''));
   }
 }
 
