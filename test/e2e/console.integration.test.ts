@@ -72,8 +72,9 @@ test('console: sign in, create a token (once, copy, QR), nodes appear live, a pa
     t.diagnostic(`screenshot: ${path}`);
   };
 
-  // The coordinator: port 0, its address from the ready line, the admin token from stdout.
-  const coord = start('coordinator', ['coordinator', '--listen', '127.0.0.1:0', '--stun', '127.0.0.1:0', '--relay', '127.0.0.1:0', '--data', join(root, 'coord'), '--allow-loopback-endpoints']);
+  // The coordinator: port 0, its address from the ready line, the admin token from stdout. No relay:
+  // the path between the agents is then lan while both run and none once one stops.
+  const coord = start('coordinator', ['coordinator', '--listen', '127.0.0.1:0', '--stun', '127.0.0.1:0', '--relay', 'off', '--data', join(root, 'coord'), '--allow-loopback-endpoints']);
   const http = await until('coordinator ready', () => /"msg":"coordinator ready".*?"http":"127\.0\.0\.1:(\d+)"/.exec(coord.out())?.[1], { explain: coord.out });
   const admin = /Admin token[^\n]*\n\n\s+(knit_\S+)/.exec(coord.out())?.[1];
   assert.ok(admin, 'the first start prints an admin token');
@@ -84,6 +85,7 @@ test('console: sign in, create a token (once, copy, QR), nodes appear live, a pa
   let context: BrowserContext | undefined;
   const agents: Record<string, Proc> = {};
   let token = '';
+  let page: Page | undefined;
   try {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 860 },
@@ -98,7 +100,7 @@ test('console: sign in, create a token (once, copy, QR), nodes appear live, a pa
       offOrigin.push(url);
       return route.abort();
     });
-    const page = context.pages()[0] ?? await context.newPage();
+    page = context.pages()[0] ?? await context.newPage();
     page.setDefaultTimeout(20_000);
     const problems: string[] = []; // console errors (CSP violations show up here) and uncaught exceptions
     page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
@@ -200,6 +202,9 @@ test('console: sign in, create a token (once, copy, QR), nodes appear live, a pa
 
     assert.deepEqual(offOrigin, [], 'the page loads nothing from anywhere but the coordinator');
     assert.deepEqual(problems, [], 'no console errors (CSP violations included) and no uncaught exceptions');
+  } catch (err) {
+    if (page) await screenshot(page, 'failure').catch(() => {});
+    throw err;
   } finally {
     await context?.close().catch(() => {});
     for (const [name, a] of Object.entries(agents)) {
