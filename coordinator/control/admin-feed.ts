@@ -41,6 +41,8 @@ export const ADMIN_FEED_MAX_CONNECTIONS = 64;
 export const ADMIN_FEED_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 /** Liveness: a console that misses a ping is cut off; 30 s is cheap and spots dead tabs soon enough. */
 export const ADMIN_FEED_PING_MS = 30_000;
+/** How long shutdown waits for consoles to answer the 1001 close before cutting them off. */
+export const ADMIN_FEED_CLOSE_GRACE_MS = 1000;
 
 export const ADMIN_FEED_CLOSE = { badToken: 4401, protocol: 4400, authTimeout: 4408, tooMany: 4429, tooSlow: 1013, shutdown: 1001 } as const;
 
@@ -214,8 +216,12 @@ export interface AdminFeedServer {
   readonly feed: AdminFeed;
   /** The 'upgrade' handler for ADMIN_FEED_PATH (registered with ws-server's routeUpgrade). */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** Closes every console and stops pinging; idempotent. */
-  close(): void;
+  /**
+   * Closes every console with 1001 and stops pinging; resolves once they are gone, or after
+   * ADMIN_FEED_CLOSE_GRACE_MS, when the rest are cut off (a dead tab must not hold up shutdown).
+   * Idempotent.
+   */
+  close(): Promise<void>;
 }
 
 /** The feed plus its ws shell: upgrade, frames in and out, pings. */
@@ -226,6 +232,8 @@ export function createAdminFeed(options: AdminFeedOptions & { pingIntervalMs?: n
   const clock = options.clock;
   let closed = false;
   let timer: TimerHandle | undefined;
+  let closing: Promise<void> | undefined;
+  let onEmpty: (() => void) | undefined; // set while shutdown waits for the last console to go
 
   const ping = (): void => {
     timer = undefined;
@@ -247,6 +255,7 @@ export function createAdminFeed(options: AdminFeedOptions & { pingIntervalMs?: n
     const gone = (): void => {
       if (!sockets.delete(ws)) return;
       t.session!.closed();
+      if (sockets.size === 0) onEmpty?.();
     };
     ws.on('message', (data: RawData, isBinary: boolean) => {
       t.alive = true;
@@ -269,13 +278,24 @@ export function createAdminFeed(options: AdminFeedOptions & { pingIntervalMs?: n
       wss.handleUpgrade(req, socket, head, accept);
     },
     close() {
-      if (closed) return;
-      closed = true;
-      if (timer !== undefined) clock.clearTimeout(timer);
-      timer = undefined;
-      feed.stop(); // close frames (1001) first, then make sure nothing lingers
-      for (const ws of sockets.keys()) ws.terminate();
-      wss.close();
+      closing ??= new Promise<void>((resolve) => {
+        closed = true;
+        if (timer !== undefined) clock.clearTimeout(timer);
+        timer = undefined;
+        feed.stop(); // a 1001 close frame to every console
+        const finish = (): void => {
+          for (const ws of sockets.keys()) ws.terminate();
+          wss.close();
+          resolve();
+        };
+        if (sockets.size === 0) return finish();
+        const grace = clock.setTimeout(finish, ADMIN_FEED_CLOSE_GRACE_MS);
+        onEmpty = () => {
+          clock.clearTimeout(grace);
+          finish();
+        };
+      });
+      return closing;
     },
   };
 }

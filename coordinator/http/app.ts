@@ -226,7 +226,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const unrouteFeed = routeUpgrade(app.server as Server, ADMIN_FEED_PATH, feed.handleUpgrade);
   app.addHook('preClose', async () => {
     unrouteFeed();
-    feed.close();
+    await feed.close();
   });
 
   return app;

@@ -16,7 +16,7 @@
  * live feed (control/admin-feed.ts); nothing here needs or sees a token.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -97,8 +97,8 @@ export function loadUiAssets(root: string, extra: Record<string, string> = {}): 
     for (const name of names.sort()) {
       if (name.startsWith('.')) continue;
       const path = join(dir, name);
-      const st = statSync(path, { throwIfNoEntry: false });
-      if (!st) continue;
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      if (!st || st.isSymbolicLink()) continue; // a link could point anywhere: only real files inside the folder
       if (st.isDirectory()) {
         walk(path);
         continue;
