@@ -114,11 +114,13 @@ async function runCoordinator(argv: string[]): Promise<number> {
 /** The in-process relay (docs/relay.md): on by default at the listen host, UDP and TCP port 3480. */
 function relayOptions(values: { relay?: string; 'relay-ws'?: string; 'relay-tls-cert'?: string; 'relay-tls-key'?: string }, listen: HostPort): CoordinatorOptions['relay'] {
   if (values.relay === 'off') return undefined;
-  const udp = values.relay === undefined ? { host: listen.host, port: 3480 } : parseHostPort(values.relay, 'relay');
+  // Default: port 3480 beside the coordinator (ephemeral when the HTTP port is, as in tests), and a
+  // relay that can't bind there is skipped with a warning rather than stopping the coordinator.
+  const udp = values.relay === undefined ? { host: listen.host, port: listen.port === 0 ? 0 : 3480 } : parseHostPort(values.relay, 'relay');
   const ws = values['relay-ws'] === 'off' ? undefined : values['relay-ws'] === undefined ? udp : parseHostPort(values['relay-ws'], 'relay-ws');
   if ((values['relay-tls-cert'] === undefined) !== (values['relay-tls-key'] === undefined)) throw new KnitError('KNIT_ERR_USAGE', '--relay-tls-cert and --relay-tls-key go together');
   const tls = values['relay-tls-cert'] ? { cert: readFileSync(values['relay-tls-cert']), key: readFileSync(values['relay-tls-key']!) } : undefined;
-  return { udp, ws, tls };
+  return { udp, ws, tls, optional: values.relay === undefined };
 }
 
 /** KEY@HOST:PORT[@WS-URL], as `knit relay` prints it. */

@@ -42,7 +42,7 @@ export interface CoordinatorOptions {
    * Run a relay in this process (docs/relay.md): UDP control port, optional WebSocket
    * fallback listener. Its key is the coordinator key; its members are the registry's nodes.
    */
-  relay?: { udp: HostPort; ws?: HostPort; tls?: { cert: string | Buffer; key: string | Buffer }; packetsPerSec?: number; bytesPerSec?: number };
+  relay?: { udp: HostPort; ws?: HostPort; tls?: { cert: string | Buffer; key: string | Buffer }; packetsPerSec?: number; bytesPerSec?: number; optional?: boolean };
   /** Relays run elsewhere (`knit relay`), announced to agents as they are. */
   externalRelays?: RelayInfo[];
 }
@@ -150,13 +150,15 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
     }
     stunPorts = ports;
     if (relay && options.relay) {
-      let bound: { port: number; wsPort?: number };
+      let bound: { port: number; wsPort?: number } | undefined;
       try {
         bound = await relay.start();
       } catch (err) {
-        throw listenError(err, `udp ${hostPortText(options.relay.udp)} (relay)`);
+        // The default relay is a convenience: a busy port warns instead of stopping the coordinator.
+        if (!options.relay.optional) throw listenError(err, `udp ${hostPortText(options.relay.udp)} (relay)`);
+        logger.warn('relay not started', { err: listenError(err, `${hostPortText(options.relay.udp)} (relay)`).message });
       }
-      relayInfo = [{ key: registry.coordinatorKey, port: bound.port, ...(bound.wsPort !== undefined ? { ws: relayWsUrl(registry.publicUrl, bound.wsPort, options.relay.tls !== undefined) } : {}) }, ...relayInfo];
+      if (bound) relayInfo = [{ key: registry.coordinatorKey, port: bound.port, ...(bound.wsPort !== undefined ? { ws: relayWsUrl(registry.publicUrl, bound.wsPort, options.relay.tls !== undefined) } : {}) }, ...relayInfo];
     }
     ws = attachControlWebSocket(app.server as Server, hub, { clock, pingIntervalMs: options.pingIntervalMs });
     try {
