@@ -3,7 +3,9 @@
  * fastify server's socket, adapts each ws connection to a hub session, and
  * keeps liveness with protocol-level pings (a peer that misses one is cut
  * off, which is what marks a node offline). Everything about the protocol
- * lives in the hub; this file only moves frames and closes sockets.
+ * lives in the hub; this file only moves frames and closes sockets. Other
+ * WebSocket endpoints on the same server (the console's /v1/admin/feed) are
+ * routed through this listener with `routeUpgrade`.
  *
  * Built for 10,000 idle connections on a small machine: per-message
  * compression stays off (a zlib context per socket would cost many times the
