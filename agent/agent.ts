@@ -33,6 +33,7 @@ import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResu
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
 import type { LanDiscovery } from './lan/discovery.js';
 import { meshIdOf } from './lan/records.js';
+import { BirthdaySockets } from './net/birthday-sockets.js';
 import type { WireguardProxy } from './net/proxy.js';
 import type { SharedModeWaker } from './net/waker.js';
 import { describePortMapping, type PortMapService } from './portmap/index.js';
@@ -74,6 +75,12 @@ export interface AgentDeps {
   lan?: LanDiscovery;
   /** Gateway port mapping (PCP → NAT-PMP → UPnP-IGD); absent with --no-port-mapping. */
   portMap?: PortMapService;
+  /**
+   * Extra UDP sockets for the hard side of birthday probing (agent/disco/hard-nat.ts): `open` is
+   * synchronous (an ephemeral port), `openLoopback` makes a peer's loopback stand-in. Absent: this
+   * agent never opens extra sockets (it still probes when it is the easy side).
+   */
+  extraUdp?: { open: () => UdpSocket; openLoopback: () => Promise<UdpSocket> };
 }
 
 /** Whether two maps differ in what the engine is told (peer keys and mesh addresses). */
@@ -114,7 +121,9 @@ export class Agent {
   private readonly control: ControlClient;
   private readonly discoKey: string;
   private netmap: Netmap;
-  private endpoints = new Map<string, { endpoint: string; initiator: boolean; at: number }>(); // node key → chosen endpoint
+  private endpoints = new Map<string, { endpoint: string; initiator: boolean; at: number; via?: number }>(); // node key → chosen endpoint
+  /** The hard side's extra sockets and the forwarding of a path found through one (agent/net/birthday-sockets.ts). */
+  private readonly birthday?: BirthdaySockets;
   private stats = new Map<string, EnginePeerStats>();
   private selfEndpoints: string[] = [];
   private natType: NatType = 'unknown';
@@ -146,7 +155,16 @@ export class Agent {
     const discoPublic = x25519.getPublicKey(discoPrivate);
     this.discoKey = encodeKey(discoPublic);
     this.netmap = o.initialNetmap ?? { version: 0, selfId: o.node.id, peers: new Map() };
-    this.disco = new DiscoCore({ nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random, eagerLimit: o.eagerPeers, nodePrivateKey: o.identity.privateKey });
+    this.disco = new DiscoCore({
+      nodeKey: o.identity.publicKey, discoPrivateKey: discoPrivate, discoPublicKey: discoPublic, random: d.random, eagerLimit: o.eagerPeers,
+      nodePrivateKey: o.identity.privateKey, hardNatSockets: d.extraUdp !== undefined,
+    });
+    if (d.extraUdp) {
+      this.birthday = new BirthdaySockets({
+        open: d.extraUdp.open, openLoopback: d.extraUdp.openLoopback, forwardPort: () => this.tunnelPort(),
+        onDisco: (via, bytes, from) => { this.counters.udpTotal++; this.discoEvent({ type: 'udp', from, bytes, via }); },
+      });
+    }
     this.probe = new StunProbe(() => this.tunnelPort(), d.random);
     this.relay = new RelayPaths({ nodePublicKey: decodeKey(o.identity.publicKey)!, nodePrivateKey: o.identity.privateKey, random: d.random }, o.eagerPeers ?? EAGER_PEER_LIMIT);
     this.control = new ControlClient(
@@ -210,6 +228,7 @@ export class Agent {
     await this.applying;
     this.d.proxy?.close();
     this.d.waker?.close();
+    this.birthday?.close();
     this.d.udp.close();
   }
 
@@ -350,12 +369,20 @@ export class Agent {
   private perform(actions: DiscoAction[]): void {
     for (const a of actions) {
       switch (a.type) {
-        case 'send-udp': this.d.udp.send(a.bytes, a.to); break;
+        case 'send-udp':
+          if (a.via === undefined) this.d.udp.send(a.bytes, a.to);
+          else this.birthday?.send(a.via, a.bytes, a.to);
+          break;
+        case 'release-sockets':
+          this.birthday?.release(a.ids);
+          this.requestApply();
+          break;
         case 'send-call-me-maybe': this.control.callMeMaybe(a.toNodeKey, a.endpoints); break;
         case 'set-peer-endpoint':
-          this.endpoints.set(a.nodeKey, { endpoint: a.endpoint, initiator: a.initiator, at: this.d.clock.now() });
+          this.endpoints.set(a.nodeKey, { endpoint: a.endpoint, initiator: a.initiator, at: this.d.clock.now(), ...(a.via !== undefined && { via: a.via }) });
           this.requestApply();
-          { const ep = parseEndpoint(a.endpoint); if (ep) this.d.waker?.pathFound(a.nodeKey, ep); }
+          // The waker replays from the tunnel port; a path on an extra socket gets WireGuard's next try instead.
+          { const ep = parseEndpoint(a.endpoint); if (ep && a.via === undefined) this.d.waker?.pathFound(a.nodeKey, ep); }
           // The responder's withheld endpoint (see desiredConfig) is handed over after the wait.
           if (!a.initiator) this.d.clock.setTimeout(() => this.requestApply(), RESPONDER_WAIT_MS);
           break;
@@ -409,7 +436,7 @@ export class Agent {
   }
 
   /** What the engine is told for a peer: the relay while relayed, else disco's choice (kept while there is none). */
-  private engineEndpoint(nodeKey: string): { endpoint: string; initiator: boolean; at: number } | undefined {
+  private engineEndpoint(nodeKey: string): { endpoint: string; initiator: boolean; at: number; via?: number } | undefined {
     const path = this.relay.path(nodeKey);
     if (path.kind === 'relay' && path.endpoint) return { endpoint: path.endpoint, initiator: this.isInitiator(nodeKey), at: this.relay.relaySince(nodeKey) };
     return this.endpoints.get(nodeKey);
@@ -455,7 +482,9 @@ export class Agent {
         // initiation — and keepalive only after the first handshake.
         const keepalive = chosen && (chosen.initiator || handshook) ? this.o.keepaliveS : 0;
         const waiting = chosen !== undefined && !chosen.initiator && !handshook && this.d.clock.now() - chosen.at < RESPONDER_WAIT_MS;
-        const real = proxy ? proxy.engineEndpoint(p.nodeKey, chosen?.endpoint) : chosen?.endpoint; // the proxy needs the route either way
+        // A path on a hard-NAT extra socket reaches WireGuard through its loopback stand-in.
+        const direct = chosen?.via !== undefined ? this.birthday?.standIn(p.nodeKey) : chosen?.endpoint;
+        const real = proxy ? proxy.engineEndpoint(p.nodeKey, direct) : direct; // the proxy needs the route either way
         // Shared mode: a peer without a path points at the waker, so WireGuard's wish to reach it
         // is seen (on-demand punching); the proxy's stand-ins do the same in proxy mode.
         const endpoint = waiting ? undefined : real ?? this.d.waker?.endpoint;
@@ -475,6 +504,15 @@ export class Agent {
       this.reassert = false;
       try {
         await this.d.proxy?.prepare([...this.netmap.peers.values()].map((p) => p.nodeKey));
+        if (this.birthday) {
+          const routes = [];
+          for (const p of this.netmap.peers.values()) {
+            const e = this.engineEndpoint(p.nodeKey);
+            const peer = e?.via !== undefined ? parseEndpoint(e.endpoint) : undefined;
+            if (peer) routes.push({ nodeKey: p.nodeKey, via: e!.via!, peer });
+          }
+          await this.birthday.prepare(routes);
+        }
         this.d.waker?.setPathless([...this.netmap.peers.values()].filter((p) => !this.engineEndpoint(p.nodeKey)).map((p) => p.nodeKey));
         await this.d.engine.apply(this.desiredConfig(), { reassertEndpoints: reassert });
       } catch (err) {
@@ -518,7 +556,8 @@ export class Agent {
           if (s.lastHandshakeMs > 0 && s.lastHandshakeMs !== prev?.lastHandshakeMs) {
             // Through the proxy WireGuard only ever sees the loopback stand-in: its endpoint says nothing.
             // Nor is a relay port (WireGuard roams to it when relayed packets arrive) a direct path.
-            const endpoint = this.d.proxy || this.relay.isRelayEndpoint(s.endpoint) ? undefined : s.endpoint;
+            // A hard-NAT stand-in (loopback) isn't one either.
+            const endpoint = this.d.proxy || this.relay.isRelayEndpoint(s.endpoint) || this.birthday?.isStandIn(s.endpoint) ? undefined : s.endpoint;
             this.discoEvent({ type: 'wireguard-stats', nodeKey: s.publicKey, lastHandshakeMs: s.lastHandshakeMs, endpoint });
           }
         }
@@ -574,6 +613,7 @@ export class Agent {
         ...(this.d.lan?.counters ? prefixed('lan', { ...this.d.lan.counters }) : {}),
         ...(this.d.portMap ? prefixed('portmap', { ...this.d.portMap.counters }) : {}),
         ...prefixed('relay', { ...this.relay.client.counters }),
+        ...(this.birthday ? prefixed('birthday', { ...this.birthday.counters, open: this.birthday.size }) : {}),
       },
       peers: [...this.netmap.peers.values()].map((p) => {
         const s = disco.get(p.nodeKey);

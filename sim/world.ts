@@ -215,6 +215,8 @@ export class World extends Topology {
         clock: this.clock, random: this.random.bytes, logger: silentLogger, udp: sa.host.bindUdp(TUNNEL_PORT),
         transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => sa.host.addresses(),
         saveNetmap: (m) => { sa.cachedMap = m; },
+        // Hard-NAT birthday probing's extra sockets (ephemeral ports on the host) and loopback stand-ins.
+        extraUdp: { open: () => sa.host.bindUdp(0), openLoopback: async () => sa.host.bindUdp(0) },
         lan: this.lanDiscovery
           ? new LanDiscovery({ clock: this.clock, random: this.random.bytes, logger: silentLogger, transport: createSimLanTransport(sa.host), interfaces: () => simLanInterfaces(sa.host) })
           : undefined,

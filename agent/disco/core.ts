@@ -17,7 +17,7 @@ import { LRUCache } from 'lru-cache';
 import { MinHeap } from '../../shared/min-heap.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import { decodeKey } from '../../shared/crypto/keys.js';
-import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
+import { formatEndpoint, isLoopbackIp, isPrivateIp, parseEndpoint } from '../../shared/net/addr.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
 import type { NatType } from '../../shared/wire/control.js';
 import {
@@ -25,9 +25,13 @@ import {
 } from '../../shared/wire/disco.js';
 import type { PathKind } from '../status.js';
 import {
-  addCandidate, due, expireCandidates, newPeerPath, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
-  pathKind, PING_TIMEOUT_MS, startBurst, withdrawCoordinatorCandidates, type Candidate, type PeerPathState,
+  addCandidate, candidateKey, due, expireCandidates, newPeerPath, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
+  pathKind, PATH_DEAD_MS, PING_TIMEOUT_MS, startBurst, withdrawCoordinatorCandidates, type Candidate, type PeerPathState,
 } from './peer-path.js';
+import {
+  attemptDue, BIRTHDAY_SOCKETS, describeAttempt, HARD_NAT_BACKOFF_BASE_MS, HARD_NAT_MAX_OPEN_SOCKETS, hardNatNextWakeup, hardNatRole, newHardNatState, noteBurstFailed,
+  predictPorts, probeTarget, resetHardNat, startAttempt, type HardNatState,
+} from './hard-nat.js';
 
 export interface DiscoPeerInput {
   nodeKey: string;
@@ -41,7 +45,8 @@ export interface DiscoPeerInput {
 export type DiscoEvent =
   | { type: 'peers-updated'; peers: DiscoPeerInput[] }
   | { type: 'lan-candidate'; nodeKey: string; endpoint: UdpEndpoint }
-  | { type: 'udp'; from: UdpEndpoint; bytes: Uint8Array }
+  /** `via`: the packet arrived on one of the hard-NAT extra sockets (hard-nat.ts), not the tunnel port. */
+  | { type: 'udp'; from: UdpEndpoint; bytes: Uint8Array; via?: number }
   | { type: 'call-me-maybe'; fromNodeKey: string; endpoints: string[] }
   | { type: 'network-changed' }
   | { type: 'self-endpoints'; endpoints: string[]; natType: NatType }
@@ -52,10 +57,16 @@ export type DiscoEvent =
   | { type: 'tick' };
 
 export type DiscoAction =
-  | { type: 'send-udp'; to: UdpEndpoint; bytes: Uint8Array }
+  /** `via`: send from that hard-NAT extra socket (the shell opens it on first use) instead of the tunnel port. */
+  | { type: 'send-udp'; to: UdpEndpoint; bytes: Uint8Array; via?: number }
   | { type: 'send-call-me-maybe'; toNodeKey: string; endpoints: string[] }
-  /** Hand this endpoint to the engine. `initiator`: this side should start WireGuard's handshake (see docs/disco.md, anti-stall). */
-  | { type: 'set-peer-endpoint'; nodeKey: string; endpoint: string; path: PathKind; initiator: boolean }
+  /**
+   * Hand this endpoint to the engine. `initiator`: this side should start WireGuard's handshake (see docs/disco.md,
+   * anti-stall). `via`: the path runs on that extra socket, so the shell carries the peer's WireGuard packets.
+   */
+  | { type: 'set-peer-endpoint'; nodeKey: string; endpoint: string; path: PathKind; initiator: boolean; via?: number }
+  /** These hard-NAT extra sockets are no longer needed: close them. */
+  | { type: 'release-sockets'; ids: number[] }
   | { type: 'path-changed'; nodeKey: string; from: PathKind; to: PathKind; endpoint?: string; rttMs?: number }
   | { type: 'pong'; nodeKey: string; endpoint: string; rttMs: number; path: PathKind };
 
@@ -83,6 +94,16 @@ export interface DiscoCounters {
   callMeMaybeReceived: number;
   discoKeysAdopted: number;
   discoKeysAnnounced: number;
+  /** Hard-NAT attempts started, probes sent (easy side), openers sent from extra sockets (hard side). */
+  hardNatAttempts: number;
+  hardNatProbes: number;
+  hardNatOpeners: number;
+  /** Extra sockets open now (a gauge). */
+  hardNatSockets: number;
+  /** Paths chosen while a hard-NAT attempt was running. */
+  hardNatDirect: number;
+  /** Packets on an extra socket from a peer other than the one it was opened for. */
+  dropWrongSocket: number;
 }
 
 /** Minimum spacing of pings to one destination (all peers together). */
@@ -118,6 +139,8 @@ interface Peer {
   lastCallMeMaybeAt: number;
   lastKind: PathKind;
   lastHandshakeMs: number;
+  /** Port prediction / birthday probing towards this peer (hard-nat.ts). */
+  hardNat: HardNatState;
   /** When this peer's timers want to run (cached), and a generation that invalidates stale heap entries. */
   wake?: number;
   wakeGen: number;
@@ -125,7 +148,13 @@ interface Peer {
 
 interface Wake { at: number; key: string; gen: number }
 
-interface Outstanding { nodeKey: string; key: string; sentAt: number }
+interface Outstanding {
+  nodeKey: string;
+  key: string;
+  sentAt: number;
+  /** A hard-NAT probe or opener: not a candidate yet; its pong makes one. */
+  hardNat?: { ep: UdpEndpoint; via?: number };
+}
 
 export interface DiscoCoreOptions {
   nodeKey: string;
@@ -139,6 +168,8 @@ export interface DiscoCoreOptions {
    * a peer can accept our new disco key without the coordinator, and we accept theirs.
    */
   nodePrivateKey?: Uint8Array;
+  /** The shell can open extra UDP sockets (the hard side of birthday probing, hard-nat.ts). */
+  hardNatSockets?: boolean;
 }
 
 export class DiscoCore {
@@ -157,9 +188,13 @@ export class DiscoCore {
   /** Min-heap of peer wakeups (lazy deletion by generation): timers cost O(log n), not O(peers). */
   private readonly wakes = new MinHeap<Wake>((a, b) => a.at < b.at);
   private selfNatType: NatType = 'unknown';
+  /** Hard-NAT extra sockets: id → the peer it was opened for. */
+  private readonly socketOwner = new Map<number, string>();
+  private nextSocketId = 1;
   readonly counters: DiscoCounters = {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
     dropUnexpectedPong: 0, dropRateLimited: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, discoKeysAdopted: 0, discoKeysAnnounced: 0,
+    hardNatAttempts: 0, hardNatProbes: 0, hardNatOpeners: 0, hardNatSockets: 0, hardNatDirect: 0, dropWrongSocket: 0,
   };
 
   private readonly eagerLimit: number;
@@ -199,7 +234,7 @@ export class DiscoCore {
         }
         break;
       }
-      case 'udp': this.receive(e.from, e.bytes, now, out); break;
+      case 'udp': this.receive(e.from, e.bytes, now, out, e.via); break;
       case 'call-me-maybe': {
         const p = this.touch(e.fromNodeKey);
         if (!p) break;
@@ -213,7 +248,8 @@ export class DiscoCore {
           addCandidate(p.path, ep, 'call-me-maybe', now);
         }
         // The peer's address may have changed: let any fresh answer replace the current path.
-        if (p.path.best && !keys.has(p.path.best.key)) p.path.best.suspect = true;
+        const bestEp = p.path.best && p.path.candidates.get(p.path.best.key)?.ep;
+        if (p.path.best && !(bestEp && keys.has(formatEndpoint(bestEp)))) p.path.best.suspect = true;
         startBurst(p.path, now);
         break;
       }
@@ -223,6 +259,7 @@ export class DiscoCore {
           this.touched.add(p);
           if (p.path.best) p.path.best.suspect = true;
           startBurst(p.path, now);
+          resetHardNat(p.hardNat); // our mappings are new: hard-NAT attempts start over after this burst
           this.callMeMaybe(p, now, out, true);
         }
         break;
@@ -280,7 +317,9 @@ export class DiscoCore {
 
   /** Recomputes a peer's wakeup and files it in the heap. */
   private rearm(p: Peer): void {
-    const at = peerNextWakeup(p.path);
+    const a = peerNextWakeup(p.path);
+    const h = hardNatNextWakeup(p.hardNat, !p.path.best);
+    const at = a === undefined ? h : h === undefined ? a : Math.min(a, h);
     if (at === p.wake) return;
     p.wake = at;
     p.wakeGen++;
@@ -316,6 +355,11 @@ export class DiscoCore {
       return 'both sides map endpoint-dependently (symmetric NAT), so hole punching cannot work; a relay is needed';
     }
     if (!p.input.online) return `the peer is offline (coordinator) and none of its ${tried} known endpoints answered`;
+    const role = hardNatRole(this.selfNatType, p.input.natType);
+    if (role && p.hardNat.attempts > 0) {
+      const next = p.hardNat.nextAttemptAt !== undefined ? `; next attempt in ${Math.max(0, Math.round((p.hardNat.nextAttemptAt - this.lastNow) / 1000))} s` : '';
+      return `${role === 'hard' ? 'our' : "the peer's"} NAT maps endpoint-dependently; port prediction / birthday probing found no port yet (${p.hardNat.attempts} attempt(s)${next}). The relay carries traffic meanwhile`;
+    }
     if (this.selfNatType === 'endpoint-dependent' || p.input.natType === 'endpoint-dependent') {
       const who = this.selfNatType === 'endpoint-dependent' ? 'our NAT maps' : "the peer's NAT maps";
       return `${who} endpoint-dependently (symmetric NAT), so punching works only if the other NAT accepts any port from this address; it didn't answer (${tried} candidates tried). A relay is needed`;
@@ -333,7 +377,7 @@ export class DiscoCore {
       let p = this.peers.get(input.nodeKey);
       const isNew = !p;
       if (!p) {
-        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, wakeGen: 0, wantedUntil: -Infinity };
+        p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, hardNat: newHardNatState(), wakeGen: 0, wantedUntil: -Infinity };
         this.peers.set(input.nodeKey, p);
       }
       this.touched.add(p);
@@ -364,6 +408,7 @@ export class DiscoCore {
       if (seen.has(key)) continue;
       this.peers.delete(key);
       if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
+      this.releaseSockets(p, [...this.socketOwner].filter(([, k]) => k === key).map(([id]) => id), out);
     }
     for (const { p, fresh, added } of changed) {
       if (!p.discoPub || !this.active(p, now)) continue;
@@ -371,6 +416,7 @@ export class DiscoCore {
         // A new peer, or the same peer restarted (new disco key): punch and ask it to call back.
         if (p.path.best) p.path.best.suspect = true;
         startBurst(p.path, now);
+        resetHardNat(p.hardNat);
         this.callMeMaybe(p, now, out, false);
       } else if (added) {
         // New endpoints from the coordinator: if the current path isn't among them the peer
@@ -483,6 +529,8 @@ export class DiscoCore {
       if (!p.discoPub) continue;
       const d = due(p.path, now);
       for (const c of d.ping) this.ping(p, c, now, out, false);
+      if (d.burstEnded && !p.path.best && hardNatRole(this.selfNatType, p.input.natType)) noteBurstFailed(p.hardNat, now);
+      this.runHardNat(p, now, out);
       if (d.died || d.burstEnded) {
         expireCandidates(p.path, now);
         // A peer nobody wants any more is left alone until traffic or the peer asks again.
@@ -515,10 +563,10 @@ export class DiscoCore {
     c.lastPingAt = now;
     p.path.pingsSent++;
     this.counters.pingsSent++;
-    out.push({ type: 'send-udp', to: c.ep, bytes: this.seal(p, { type: 'ping', txid, nodeKey: this.nodeKeyBytes }) });
+    out.push({ type: 'send-udp', to: c.ep, bytes: this.seal(p, { type: 'ping', txid, nodeKey: this.nodeKeyBytes }), ...(c.via !== undefined && { via: c.via }) });
     // Until the peer has answered us once since we started, it may hold an old disco key of
     // ours (we restarted and the coordinator couldn't tell it): say which key is current.
-    if (p.path.pongsReceived === 0 && !this.announcedTo.has(`${p.input.nodeKey}|${c.key}`)) {
+    if (c.via === undefined && p.path.pongsReceived === 0 && !this.announcedTo.has(`${p.input.nodeKey}|${c.key}`)) {
       this.announcedTo.set(`${p.input.nodeKey}|${c.key}`, true);
       this.announce(p, c.ep, out);
     }
@@ -538,18 +586,26 @@ export class DiscoCore {
     return true;
   }
 
-  private receive(from: UdpEndpoint, bytes: Uint8Array, now: number, out: DiscoAction[]): void {
+  private receive(from: UdpEndpoint, bytes: Uint8Array, now: number, out: DiscoAction[], via?: number): void {
     const sender = discoSender(bytes);
     if (!sender) {
       this.counters.dropMalformed++;
       return;
     }
-    if (discoPacketKind(bytes) === 'node') return this.receiveAnnouncement(bytes, from, now, out);
+    if (discoPacketKind(bytes) === 'node') {
+      if (via !== undefined) return void this.counters.dropWrongSocket++; // announcements belong on the tunnel port
+      return this.receiveAnnouncement(bytes, from, now, out);
+    }
     const nodeKey = this.byDisco.get(Buffer.from(sender).toString('base64'));
     const p = nodeKey ? this.peers.get(nodeKey) : undefined;
     const key = p && this.sharedKey(p);
     if (!p || !key) {
       this.counters.dropUnknownSender++;
+      return;
+    }
+    // An extra socket serves only the peer it was opened for.
+    if (via !== undefined && this.socketOwner.get(via) !== p.input.nodeKey) {
+      this.counters.dropWrongSocket++;
       return;
     }
     this.touched.add(p);
@@ -558,7 +614,7 @@ export class DiscoCore {
       this.counters.dropMalformed++;
       return;
     }
-    const fromKey = formatEndpoint(from);
+    const fromKey = candidateKey(from, via);
     if (m.type === 'ping') {
       if (Buffer.from(m.nodeKey).toString('base64') !== p.input.nodeKey) {
         this.counters.dropBadNodeKey++;
@@ -570,10 +626,10 @@ export class DiscoCore {
       }
       this.counters.pongsSent++;
       p.wantedUntil = now + WANT_TTL_MS;
-      out.push({ type: 'send-udp', to: from, bytes: this.seal(p, { type: 'pong', txid: m.txid, src: from }) });
+      out.push({ type: 'send-udp', to: from, bytes: this.seal(p, { type: 'pong', txid: m.txid, src: from }), ...(via !== undefined && { via }) });
       // The ping's source is where the peer's packets come from: a candidate worth pinging back
       // at once — that return ping is what opens our side of a NAT for the crossing.
-      const isNew = addCandidate(p.path, from, 'ping', now);
+      const isNew = addCandidate(p.path, from, 'ping', now, via);
       const c = p.path.candidates.get(fromKey);
       if (c && (isNew || !p.path.best || p.path.best.suspect)) this.ping(p, c, now, out, false);
       return;
@@ -587,6 +643,8 @@ export class DiscoCore {
       }
       this.outstanding.delete(txHex);
       this.counters.pongsAccepted++;
+      // A hard-NAT probe or opener met: the port it went to (or the socket it left from) is a path.
+      if (o.hardNat) addCandidate(p.path, o.hardNat.ep, 'hard-nat', now, o.hardNat.via);
       const rtt = Math.max(0, Math.round(now - o.sentAt));
       const changed = notePong(p.path, fromKey, rtt, now);
       if (changed) this.chosen(p, changed, now, out);
@@ -602,7 +660,110 @@ export class DiscoCore {
   }
 
   private chosen(p: Peer, c: Candidate, now: number, out: DiscoAction[]): void {
-    out.push({ type: 'set-peer-endpoint', nodeKey: p.input.nodeKey, endpoint: c.key, path: c.kind, initiator: this.o.nodeKey < p.input.nodeKey });
+    if (p.hardNat.current && !p.hardNat.current.released) this.counters.hardNatDirect++;
+    out.push({
+      type: 'set-peer-endpoint', nodeKey: p.input.nodeKey, endpoint: formatEndpoint(c.ep), path: c.kind, initiator: this.o.nodeKey < p.input.nodeKey,
+      ...(c.via !== undefined && { via: c.via }),
+    });
     this.notePathKind(p, now, out);
+  }
+
+  /**
+   * The hard-NAT side of a peer's timers: send the probes or openers the pacing allows, give back
+   * an attempt's sockets when its hold ends (except one carrying the path), and start the next
+   * attempt when it is due and the peer still has no path. See hard-nat.ts for the plan.
+   */
+  private runHardNat(p: Peer, now: number, out: DiscoAction[]): void {
+    const s = p.hardNat;
+    const a = s.current;
+    if (a) {
+      if (p.path.best) a.sent = a.role === 'easy' ? a.ports.length : a.sockets; // found: the rest of the budget is saved
+      for (let n = attemptDue(a, now); n > 0; n--, a.sent++) {
+        if (a.role === 'easy') {
+          this.probe(p, probeTarget(a, a.sent), undefined, now, out);
+          this.counters.hardNatProbes++;
+        } else {
+          const id = this.nextSocketId++;
+          this.socketOwner.set(id, p.input.nodeKey);
+          this.counters.hardNatSockets++;
+          a.socketIds.push(id);
+          this.probe(p, a.target!, id, now, out);
+          this.counters.hardNatOpeners++;
+        }
+      }
+      if (!a.released && now >= a.releaseAt) {
+        a.released = true;
+        const live = this.liveSockets(p, now);
+        for (const id of a.socketIds) if (live.has(id)) s.kept.add(id);
+        this.releaseSockets(p, a.socketIds.filter((id) => !live.has(id)), out);
+        s.current = undefined;
+      }
+    }
+    if (s.kept.size > 0) {
+      const live = this.liveSockets(p, now);
+      const idle = [...s.kept].filter((id) => !live.has(id));
+      for (const id of idle) s.kept.delete(id);
+      this.releaseSockets(p, idle, out);
+    }
+    if (p.path.best || s.nextAttemptAt === undefined || now < s.nextAttemptAt) return;
+    const role = hardNatRole(this.selfNatType, p.input.natType);
+    if (!role || !p.discoPub || !this.active(p, now)) return resetHardNat(s);
+    if (s.current) {
+      s.nextAttemptAt = s.current.releaseAt; // one attempt at a time per peer
+      return;
+    }
+    if (role === 'hard' && this.o.hardNatSockets && this.socketOwner.size + BIRTHDAY_SOCKETS > HARD_NAT_MAX_OPEN_SOCKETS) {
+      s.nextAttemptAt = now + HARD_NAT_BACKOFF_BASE_MS / 4; // other peers' attempts hold the sockets: wait, this one isn't counted
+      return;
+    }
+    const prediction = predictPorts(role === 'hard' ? this.selfEndpoints : p.input.endpoints);
+    const peerEndpoint = role === 'hard' ? this.publicEndpointOf(p) : undefined;
+    if (!prediction || (role === 'hard' && !peerEndpoint)) return resetHardNat(s);
+    startAttempt(s, { role, prediction, peerEndpoint, canOpenSockets: this.o.hardNatSockets === true, random: this.o.random }, now);
+    this.counters.hardNatAttempts++;
+    // The hard side pings the peer from the tunnel port too: that mapping is what a prediction aims at.
+    if (role === 'hard') startBurst(p.path, now);
+    this.runHardNat(p, now, out); // the first slice goes now
+  }
+
+  /** A peer's public endpoint (the first one that isn't private or loopback), where the hard side's openers go. */
+  private publicEndpointOf(p: Peer): UdpEndpoint | undefined {
+    for (const text of p.input.endpoints) {
+      const ep = parseEndpoint(text);
+      if (ep && !isPrivateIp(ep.address) && !isLoopbackIp(ep.address)) return ep;
+    }
+    return undefined;
+  }
+
+  /** Extra sockets carrying a live path of this peer (the chosen one, or any answered within PATH_DEAD_MS). */
+  private liveSockets(p: Peer, now: number): Set<number> {
+    const live = new Set<number>();
+    for (const c of p.path.candidates.values()) {
+      if (c.via !== undefined && (c.key === p.path.best?.key || now - c.lastPongAt < PATH_DEAD_MS)) live.add(c.via);
+    }
+    return live;
+  }
+
+  private releaseSockets(p: Peer, ids: number[], out: DiscoAction[]): void {
+    const mine = ids.filter((id) => this.socketOwner.delete(id));
+    if (mine.length === 0) return;
+    this.counters.hardNatSockets -= mine.length;
+    const gone = new Set(mine);
+    for (const c of [...p.path.candidates.values()]) if (c.via !== undefined && gone.has(c.via) && c.key !== p.path.best?.key) p.path.candidates.delete(c.key);
+    out.push({ type: 'release-sockets', ids: mine });
+  }
+
+  /** A hard-NAT probe (easy side, `via` undefined) or opener (hard side, from extra socket `via`): a ping with no candidate behind it. */
+  private probe(p: Peer, to: UdpEndpoint, via: number | undefined, now: number, out: DiscoAction[]): void {
+    const txid = this.o.random(DISCO_TXID_LEN);
+    this.outstanding.set(Buffer.from(txid).toString('hex'), { nodeKey: p.input.nodeKey, key: candidateKey(to, via), sentAt: now, hardNat: { ep: to, via } });
+    if (this.outstanding.size > MAX_OUTSTANDING) this.outstanding.delete(this.outstanding.keys().next().value!);
+    out.push({ type: 'send-udp', to, bytes: this.seal(p, { type: 'ping', txid, nodeKey: this.nodeKeyBytes }), ...(via !== undefined && { via }) });
+  }
+
+  /** What the current hard-NAT attempt towards a peer is doing, for status and logs (undefined: none). */
+  hardNatStatus(nodeKey: string): string | undefined {
+    const a = this.peers.get(nodeKey)?.hardNat.current;
+    return a && describeAttempt(a);
   }
 }

@@ -39,11 +39,16 @@ export const MAX_CANDIDATES = 32;
 /** A candidate not reconfirmed by any source for this long is forgotten. */
 export const CANDIDATE_TTL_MS = 120_000;
 
-export type CandidateSource = 'coordinator' | 'lan' | 'call-me-maybe' | 'ping' | 'wireguard';
+export type CandidateSource = 'coordinator' | 'lan' | 'call-me-maybe' | 'ping' | 'wireguard' | 'hard-nat';
 
 export interface Candidate {
   ep: UdpEndpoint;
   key: string;
+  /**
+   * The extra local socket this path runs on (hard-NAT birthday probing, hard-nat.ts); undefined =
+   * the tunnel port. The same remote endpoint through another socket is another path (another key).
+   */
+  via?: number;
   kind: 'lan' | 'direct';
   sources: Set<CandidateSource>;
   addedAt: number;
@@ -75,11 +80,16 @@ export function candidateKind(ep: UdpEndpoint, source: CandidateSource): 'lan' |
   return source === 'lan' || isPrivateIp(ep.address) || isLoopbackIp(ep.address) ? 'lan' : 'direct';
 }
 
+/** A candidate's key: "ip:port", or "ip:port@socket" for a path through an extra socket. */
+export function candidateKey(ep: UdpEndpoint, via?: number): string {
+  return via === undefined ? formatEndpoint(ep) : `${formatEndpoint(ep)}@${via}`;
+}
+
 const KIND_RANK: Record<'lan' | 'direct', number> = { lan: 2, direct: 1 };
 
 /** Adds or refreshes a candidate; returns true when it is new. */
-export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: CandidateSource, now: number): boolean {
-  const key = formatEndpoint(ep);
+export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: CandidateSource, now: number, via?: number): boolean {
+  const key = candidateKey(ep, via);
   const c = s.candidates.get(key);
   if (c) {
     c.sources.add(source);
@@ -94,7 +104,9 @@ export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: Candidat
     if (!stalest) return false;
     s.candidates.delete(stalest.key);
   }
-  s.candidates.set(key, { ep, key, kind: candidateKind(ep, source), sources: new Set([source]), addedAt: now, refreshedAt: now, lastPingAt: -Infinity, lastPongAt: -Infinity });
+  s.candidates.set(key, {
+    ep, key, ...(via !== undefined && { via }), kind: candidateKind(ep, source), sources: new Set([source]), addedAt: now, refreshedAt: now, lastPingAt: -Infinity, lastPongAt: -Infinity,
+  });
   return true;
 }
 
