@@ -21,9 +21,10 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { encodeKey, generateKeyPair } from '../../shared/crypto/keys.js';
 import { until } from '../helpers/until.js';
-import { registerSecret, saveTestLog } from './log-secrets.js';
+import { coordinatorTestFlags, registerSecret, saveTestLog } from './log-secrets.js';
 
 const BIN = join(process.cwd(), 'bin', 'knit.js');
+const FLAGS = coordinatorTestFlags(BIN);
 const dirs: string[] = [];
 const children = new Set<ChildProcess>();
 after(() => {
@@ -55,7 +56,7 @@ function launch(args: string[], name: string): Proc {
 }
 
 async function startCoordinator(dataDir: string, name: string) {
-  const p = launch(['coordinator', '--listen', '127.0.0.1:0', '--stun', 'off', '--data', dataDir], name);
+  const p = launch(['coordinator', '--listen', '127.0.0.1:0', '--stun', 'off', ...FLAGS, '--data', dataDir], name);
   const ready = await Promise.race([
     until('coordinator ready', () => p.stderr().split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.msg === 'coordinator ready'), { timeoutMs: 20_000 }),
     p.exited.then((code) => { throw new Error(`coordinator exited (${code}): ${p.stderr()}`); }),
@@ -142,7 +143,7 @@ test('kill -9 of `knit coordinator` during a join storm loses no acknowledged jo
 
 /** Runs the coordinator expecting it to refuse to start; returns its exit and stderr. */
 async function refuses(dataDir: string, name: string): Promise<{ code: number | null; stderr: string }> {
-  const p = launch(['coordinator', '--listen', '127.0.0.1:0', '--stun', 'off', '--data', dataDir], name);
+  const p = launch(['coordinator', '--listen', '127.0.0.1:0', '--stun', 'off', ...FLAGS, '--data', dataDir], name);
   const code = await Promise.race([p.exited, new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`still running: ${p.stderr()}`)), 30_000).unref())]);
   return { code, stderr: p.stderr() };
 }

@@ -6,6 +6,7 @@
  * Any test may use these; the scan fails the run when a registered secret, or
  * anything shaped like a token or private key, shows up in a saved log.
  */
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -22,4 +23,19 @@ export function saveTestLog(name: string, text: string): void {
   const dir = process.env.KNIT_TEST_LOG_DIR;
   if (!dir) return;
   writeFileSync(join(dir, `${name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${process.pid}-${Date.now()}.log`), text);
+}
+
+/**
+ * Flags that keep a test coordinator off fixed ports: `--relay off` where the
+ * coordinator has an in-process relay (default UDP/TCP 3480, which two test
+ * coordinators at once would fight over). Read from `knit help coordinator`, so
+ * tests work on either side of that feature.
+ */
+export function coordinatorTestFlags(bin: string): string[] {
+  try {
+    const help = execFileSync(process.execPath, [bin, 'help', 'coordinator'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    return /--relay HOST:PORT\|off/.test(help) ? ['--relay', 'off'] : [];
+  } catch {
+    return [];
+  }
 }

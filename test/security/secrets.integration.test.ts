@@ -20,7 +20,7 @@ import Database from 'better-sqlite3';
 import { generateKeyPair, encodeKey } from '../../shared/crypto/keys.js';
 import { encodeToken, parseToken } from '../../shared/token.js';
 import { until } from '../helpers/until.js';
-import { registerSecret, saveTestLog } from './log-secrets.js';
+import { coordinatorTestFlags, registerSecret, saveTestLog } from './log-secrets.js';
 
 const run = promisify(execFile);
 const BIN = join(process.cwd(), 'bin', 'knit.js');
@@ -68,7 +68,7 @@ function forms(secret: string): string[] {
 
 test('a coordinator and two agents at debug level, and the error paths users hit, never print a token or private key', async () => {
   const coordDir = join(root, 'coord');
-  const coord = start(['coordinator', '--listen', '127.0.0.1:0', '--stun', '127.0.0.1:0', '--data', coordDir, '--allow-loopback-endpoints']);
+  const coord = start(['coordinator', '--listen', '127.0.0.1:0', '--stun', '127.0.0.1:0', ...coordinatorTestFlags(BIN), '--data', coordDir, '--allow-loopback-endpoints']);
   const ready = await until('coordinator ready', () => coord.err().split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.msg === 'coordinator ready'), { timeoutMs: 20_000 });
   const url = `http://${ready.http}`;
   const admin = /Admin token[^\n]*\n\n\s+(knit_\S+)/.exec(coord.out())![1]!;
