@@ -29,8 +29,8 @@ import {
   pathKind, PATH_DEAD_MS, PING_TIMEOUT_MS, startBurst, withdrawCoordinatorCandidates, type Candidate, type PeerPathState,
 } from './peer-path.js';
 import {
-  attemptDue, BIRTHDAY_SOCKETS, describeAttempt, HARD_NAT_BACKOFF_BASE_MS, HARD_NAT_MAX_OPEN_SOCKETS, hardNatNextWakeup, hardNatRole, newHardNatState, noteBurstFailed,
-  predictPorts, probeTarget, resetHardNat, startAttempt, type HardNatState,
+  BIRTHDAY_SOCKETS, describeAttempt, HARD_NAT_BACKOFF_BASE_MS, HARD_NAT_MAX_OPEN_SOCKETS, hardNatNextWakeup, hardNatRole, newHardNatState, noteBurstFailed,
+  predictPorts, probeTarget, resetHardNat, startAttempt, stopSending, takeSlice, type HardNatState,
 } from './hard-nat.js';
 
 export interface DiscoPeerInput {
@@ -677,8 +677,8 @@ export class DiscoCore {
     const s = p.hardNat;
     const a = s.current;
     if (a) {
-      if (p.path.best) a.sent = a.role === 'easy' ? a.ports.length : a.sockets; // found: the rest of the budget is saved
-      for (let n = attemptDue(a, now); n > 0; n--, a.sent++) {
+      if (p.path.best) stopSending(a); // found: the rest of the budget is saved
+      for (let n = takeSlice(a, now); n > 0; n--, a.sent++) {
         if (a.role === 'easy') {
           this.probe(p, probeTarget(a, a.sent), undefined, now, out);
           this.counters.hardNatProbes++;

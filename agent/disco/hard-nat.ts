@@ -170,6 +170,8 @@ export interface HardNatAttempt {
   sockets: number;
   /** Packets sent so far in this attempt (probes or openers). */
   sent: number;
+  /** When the next slice of SLICE_SIZE packets may go. */
+  nextSliceAt: number;
   /** Hard side: the socket ids this attempt opened. */
   socketIds: number[];
   /** The sockets are given back at this time unless one carries the path. */
@@ -225,7 +227,7 @@ export function startAttempt(s: HardNatState, input: PlanInput, now: number): Ha
   const index = s.attempts++;
   const mode = input.prediction.kind === 'sequential' && index % 2 === 0 ? 'predict' : 'birthday';
   const a: HardNatAttempt = {
-    role: input.role, mode, index, startedAt: now, ports: [], sockets: 0, sent: 0, socketIds: [],
+    role: input.role, mode, index, startedAt: now, ports: [], sockets: 0, sent: 0, nextSliceAt: now, socketIds: [],
     releaseAt: now + HARD_NAT_HOLD_MS, released: false,
   };
   if (input.role === 'easy') {
@@ -241,12 +243,25 @@ export function startAttempt(s: HardNatState, input: PlanInput, now: number): Ha
   return a;
 }
 
-/** How many packets the attempt's pacing allows by `now`, minus those sent: the caller sends that many and adds them to `sent`. */
-export function attemptDue(a: HardNatAttempt, now: number): number {
-  const total = a.role === 'easy' ? a.ports.length : a.sockets;
-  if (a.sent >= total || now < a.startedAt) return 0;
-  const allowed = Math.min(total, (Math.floor((now - a.startedAt) / HARD_NAT_SLICE_MS) + 1) * SLICE_SIZE);
-  return Math.max(0, allowed - a.sent);
+function attemptTotal(a: HardNatAttempt): number {
+  return a.role === 'easy' ? a.ports.length : a.sockets;
+}
+
+/**
+ * How many packets may go now: one slice when it is due, else none; the caller sends that many
+ * and adds them to `sent`. A late wakeup sends one slice, never a catch-up burst, so the rate
+ * stays at or under HARD_NAT_PROBES_PER_S however the timer fires.
+ */
+export function takeSlice(a: HardNatAttempt, now: number): number {
+  const left = attemptTotal(a) - a.sent;
+  if (left <= 0 || now < a.nextSliceAt) return 0;
+  a.nextSliceAt = now + HARD_NAT_SLICE_MS;
+  return Math.min(SLICE_SIZE, left);
+}
+
+/** Stops the attempt's sending (a path was found: the rest of the budget is saved). */
+export function stopSending(a: HardNatAttempt): void {
+  a.sent = attemptTotal(a);
 }
 
 /** When the attempt (or the schedule) next needs a wakeup. */
@@ -255,8 +270,7 @@ export function hardNatNextWakeup(s: HardNatState, pathless: boolean): number | 
   const consider = (x: number | undefined) => { if (x !== undefined && (t === undefined || x < t)) t = x; };
   const a = s.current;
   if (a) {
-    const total = a.role === 'easy' ? a.ports.length : a.sockets;
-    if (a.sent < total) consider(a.startedAt + Math.floor(a.sent / SLICE_SIZE) * HARD_NAT_SLICE_MS);
+    if (a.sent < attemptTotal(a)) consider(a.nextSliceAt);
     if (!a.released) consider(a.releaseAt);
   }
   if (pathless) consider(s.nextAttemptAt);
