@@ -20,6 +20,7 @@ import { WireguardProxy } from '../net/proxy.js';
 import { installSharedPort } from '../net/shared-port.js';
 import { SharedModeWaker } from '../net/waker.js';
 import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
+import { openEphemeralUdp } from '../net/birthday-sockets.js';
 import { LanDiscovery } from '../lan/discovery.js';
 import { createMdnsTransport, readLanInterfaces } from '../lan/mdns-transport.js';
 import { createPortMapService, type PortMapProtocol } from '../portmap/index.js';
@@ -161,6 +162,8 @@ export async function runUp(o: UpOptions): Promise<number> {
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
       localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker, lan, portMap,
+      // Hard-NAT birthday probing: extra ephemeral sockets, and loopback stand-ins for a path found on one.
+      extraUdp: { open: openEphemeralUdp, openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }) },
     },
   );
   const connected = new Set<string>();
