@@ -11,7 +11,7 @@ import { benchCoordinator, coordinatorBudgets, coordinatorSizes, COORDINATOR_GOA
 import { benchLan } from './lan-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
 import { benchRelay } from './relay-bench.js';
-import { runGrid } from '../scenarios/grid.js';
+import { formatHardNatReport, runGrid, runHardNatSeeds } from '../scenarios/grid.js';
 import { runScenario, runStorm, SCENARIO_NAMES } from '../scenarios/index.js';
 
 interface Budget { name: string; value: number; limit: number; ok: boolean }
@@ -65,12 +65,19 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       for (const name of SCENARIO_NAMES.filter((n) => n !== 'storm')) scenarios.push(await runScenario(name, 1));
       const gridAndScenariosMs = Math.round(performance.now() - t0);
       const storm = await runStorm(1000, 1);
+      // Hard-NAT probing (agent/disco/hard-nat.ts) over many seeds: how often, how fast, how many probes.
+      const hardEasy = await runHardNatSeeds('hard', 'easy', Array.from({ length: 100 }, (_, i) => 7000 + i));
+      const hardSeqEasy = await runHardNatSeeds('hard-seq', 'easy', Array.from({ length: 50 }, (_, i) => 8000 + i));
+      if (!values.json) for (const r of [hardEasy, hardSeqEasy]) console.log(formatHardNatReport(r));
       report.sim = {
+        hardNat: { hardEasy, hardSeqEasy },
         gridAndScenariosWallMs: gridAndScenariosMs, gridCellsAsExpected: cells.filter((c) => c.path === c.expected).length, gridCells: cells.length,
         scenariosOk: scenarios.filter((x) => x.ok).length, scenarios: scenarios.length, storm1000: { wallMs: storm.wallMs, ok: storm.ok, convergedVirtualMs: storm.timeMs, ...storm.details },
       };
       budgets.push(budget('sim: grid + scenarios wall time (ms)', gridAndScenariosMs, 120_000));
       budgets.push(budget('sim: 1,000-agent storm wall time (ms)', storm.wallMs, 60_000));
+      budgets.push(budget('sim: hard ↔ easy seeds not direct (%, goal ≤ 2)', Number(((1 - hardEasy.rate) * 100).toFixed(1)), 2));
+      budgets.push(budget('sim: hard-seq ↔ easy seeds not direct (%, goal ≤ 2)', Number(((1 - hardSeqEasy.rate) * 100).toFixed(1)), 2));
       budgets.push(budget('sim: grid cells off their expected path', cells.length - cells.filter((c) => c.path === c.expected).length, 0));
     }
     if (which === 'all' || which === 'relay') {
