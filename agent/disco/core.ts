@@ -90,6 +90,8 @@ export interface DiscoCounters {
   dropBadNodeKey: number;
   dropUnexpectedPong: number;
   dropRateLimited: number;
+  /** Pings whose txid we answered before: replays. */
+  dropReplay: number;
   callMeMaybeSent: number;
   callMeMaybeReceived: number;
   discoKeysAdopted: number;
@@ -181,6 +183,8 @@ export class DiscoCore {
   private readonly unknownBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
   /** Peer|destination pairs we announced our disco key to (once each per run). */
   private readonly announcedTo = new LRUCache<string, true>({ max: 8192 });
+  /** Pings answered (peer|txid): a replay gets nothing. Big enough for minutes of a big mesh's pings. */
+  private readonly seenPings = new LRUCache<string, true>({ max: 65_536 });
   private readonly nodeKeyBytes: Uint8Array;
   private selfEndpoints: string[] = [];
   /** Peers whose state an event touched: their wakeups are recomputed after it. */
@@ -193,7 +197,7 @@ export class DiscoCore {
   private nextSocketId = 1;
   readonly counters: DiscoCounters = {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
-    dropUnexpectedPong: 0, dropRateLimited: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, discoKeysAdopted: 0, discoKeysAnnounced: 0,
+    dropUnexpectedPong: 0, dropRateLimited: 0, dropReplay: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, discoKeysAdopted: 0, discoKeysAnnounced: 0,
     hardNatAttempts: 0, hardNatProbes: 0, hardNatOpeners: 0, hardNatSockets: 0, hardNatDirect: 0, dropWrongSocket: 0,
   };
 
@@ -620,6 +624,14 @@ export class DiscoCore {
         this.counters.dropBadNodeKey++;
         return;
       }
+      // Every genuine ping has a fresh txid: one seen before is a replay (someone on the path
+      // resending a captured ping from spoofed sources to draw pongs and pings at them).
+      const replayKey = `${p.input.nodeKey}|${Buffer.from(m.txid).toString('hex')}`;
+      if (this.seenPings.has(replayKey)) {
+        this.counters.dropReplay++;
+        return;
+      }
+      this.seenPings.set(replayKey, true);
       if (!this.allowPong(from.address, now)) {
         this.counters.dropRateLimited++;
         return;
