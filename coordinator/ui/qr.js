@@ -17,7 +17,7 @@ const QUIET_MODULES = 4;
  * @returns {Promise<SVGSVGElement>}
  */
 export async function qrSvg(text, label) {
-  const { default: qrcode } = await import('/ui/vendor/qrcode.mjs');
+  const { default: qrcode } = await import('./vendor/qrcode.mjs');
   const qr = qrcode(0, 'M'); // the smallest version that fits; M corrects ~15 %, plenty for a screen
   qr.addData(text, 'Byte');
   qr.make();
