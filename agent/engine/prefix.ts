@@ -117,3 +117,25 @@ export function canonicalAllowedIp(text: unknown): string | undefined {
   const p = parsePrefix(text);
   return p && formatPrefix(maskPrefix(p));
 }
+
+/** Whether `inner` (a prefix) lies inside `outer`: same family, at least as long, same leading bits. */
+export function prefixWithin(inner: IpPrefix, outer: IpPrefix): boolean {
+  if (inner.family !== outer.family || inner.bits < outer.bits) return false;
+  const a = maskPrefix({ ...inner, bits: outer.bits }).bytes;
+  const b = maskPrefix(outer).bytes;
+  return a.every((x, i) => x === b[i]);
+}
+
+/**
+ * The routes WireGuard may take for a peer: only single mesh addresses (a /32 inside the
+ * mesh's IPv4 prefix, a /128 inside its IPv6 prefix). The coordinator is trusted with who is
+ * in the mesh, not with our routing table: a peer entry claiming 0.0.0.0/1 or a LAN prefix
+ * would pull other traffic into the tunnel, so it is dropped here.
+ */
+export function meshAllowedIps(addresses: readonly string[], mesh: { ipv4Prefix: string; ipv6Prefix: string }): string[] {
+  const prefixes = [parsePrefix(mesh.ipv4Prefix), parsePrefix(mesh.ipv6Prefix)].filter((p): p is IpPrefix => p !== undefined);
+  return addresses.filter((a) => {
+    const p = parsePrefix(a);
+    return p !== undefined && p.bits === (p.family === 4 ? 32 : 128) && prefixes.some((m) => prefixWithin(p, m));
+  });
+}

@@ -1,7 +1,7 @@
 // Prefix text: canonical forms for addresses (host bits kept) and allowed IPs (masked).
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { canonicalAddress, canonicalAllowedIp, formatIpBytes, parseIpBytes } from '../../../agent/engine/prefix.js';
+import { describe, it, test } from 'node:test';
+import { canonicalAddress, canonicalAllowedIp, formatIpBytes, meshAllowedIps, parseIpBytes } from '../../../agent/engine/prefix.js';
 
 describe('prefix text', () => {
   const cases: Array<[input: string, address: string | undefined, allowed: string | undefined]> = [
@@ -41,4 +41,11 @@ describe('prefix text', () => {
     assert.equal(formatIpBytes(parseIpBytes('::')!), '::');
     assert.equal(formatIpBytes(parseIpBytes('::1')!), '::1');
   });
+});
+
+test('meshAllowedIps: only single mesh addresses become WireGuard routes', () => {
+  const mesh = { ipv4Prefix: '100.96.0.0/16', ipv6Prefix: 'fd12:3456:789a::/48' };
+  assert.deepEqual(meshAllowedIps(['100.96.0.7/32', 'fd12:3456:789a::7/128'], mesh), ['100.96.0.7/32', 'fd12:3456:789a::7/128']);
+  assert.deepEqual(meshAllowedIps(['0.0.0.0/1', '128.0.0.0/1', '0.0.0.0/0', '::/0', '100.96.0.0/16', '100.96.0.7/31'], mesh), [], 'no prefix wider than one host');
+  assert.deepEqual(meshAllowedIps(['192.168.1.10/32', '100.97.0.1/32', 'fd00::1/128', 'nonsense'], mesh), [], 'nothing outside the mesh');
 });
