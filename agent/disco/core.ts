@@ -322,7 +322,7 @@ export class DiscoCore {
   /** Recomputes a peer's wakeup and files it in the heap. */
   private rearm(p: Peer): void {
     const a = peerNextWakeup(p.path);
-    const h = hardNatNextWakeup(p.hardNat, !p.path.best);
+    const h = p.discoPub ? hardNatNextWakeup(p.hardNat, !p.path.best) : undefined; // runTimers skips a peer without a disco key
     const at = a === undefined ? h : h === undefined ? a : Math.min(a, h);
     if (at === p.wake) return;
     p.wake = at;
