@@ -130,6 +130,13 @@ export class ControlHub {
   private readonly pathListeners = new Set<(from: number, edges: PathEdge[]) => void>();
   private readonly changeListeners = new Set<(delta: DeltaMsg) => void>();
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
+  private lastFlushAt = -Infinity;
+  /**
+   * Each node's control-auth key (HKDF of X25519(coordinator, node)), kept once its holder has
+   * proven it: the key never changes, and re-deriving it costs an X25519 per reconnect, which
+   * is most of a reconnect storm's CPU. Only registered nodes are cached; removal drops it.
+   */
+  private readonly authKeys = new Map<string, Uint8Array>();
   private housekeepingTimer: ReturnType<Clock['setTimeout']> | undefined;
   private lastSeenWrittenAt: number;
   private snapshot: { version: number; bytes: Buffer } | undefined;
@@ -170,15 +177,20 @@ export class ControlHub {
   /** Something outside a session (a join, an admin removal) queued changes: make sure a flush is coming. */
   noteChanges(): void {
     if (this.flushTimer !== undefined || this.stopped || !this.o.registry.hasPending) return;
+    // At most one delta per window: a change after a quiet spell goes out on the next turn of
+    // the event loop (so a lone endpoint change isn't held back), one that follows a flush
+    // waits until its window is over, and everything accepted meanwhile folds into it.
+    const wait = Math.max(0, this.lastFlushAt + (this.o.coalesceMs ?? 50) - this.o.clock.now());
     this.flushTimer = this.o.clock.setTimeout(() => {
       this.flushTimer = undefined;
       this.flush();
-    }, this.o.coalesceMs ?? 50);
+    }, wait);
   }
 
   /** Commits the pending window as one delta and sends it to every ready session. */
   flush(): void {
     const startedAt = this.o.clock.now();
+    this.lastFlushAt = startedAt;
     const { changes, since } = this.o.registry.takePending();
     const committed = this.log.commit(changes);
     if (!committed) return;
@@ -205,8 +217,10 @@ export class ControlHub {
 
   /** Removes a node (admin or ephemeral expiry): delta to everyone, its own session closed for good (4404). */
   removeNode(id: number): boolean {
+    const nodeKey = this.o.registry.peer(id)?.nodeKey;
     const removed = this.o.registry.remove(id);
     if (removed) {
+      if (nodeKey !== undefined) this.authKeys.delete(nodeKey);
       this.pathReports.delete(id);
       // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
       this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
@@ -385,13 +399,14 @@ export class ControlHub {
 
   private hello(s: Session, m: HelloMsg): void {
     // The proof first: only the key's holder learns whether the key is registered.
-    const k = controlAuthKey(this.o.registry.coordinatorPrivate, m.nodeKey);
+    const k = this.authKeys.get(m.nodeKey) ?? controlAuthKey(this.o.registry.coordinatorPrivate, m.nodeKey);
     if (!k || !proofsEqual(m.proof, helloProof(k, s.serverNonce, m.clientNonce, m.nodeKey, m.discoKey))) {
       this.o.metrics.authFailures++;
       throw new KnitError('KNIT_ERR_AUTH_FAILED');
     }
     const peer = this.o.registry.peerByKey(m.nodeKey);
     if (!peer) throw new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node key is not registered (removed, or never joined)');
+    this.authKeys.set(peer.nodeKey, k); // keyed by the registry's string, not this frame's copy
     if (s.helloTimer !== undefined) this.o.clock.clearTimeout(s.helloTimer);
     s.helloTimer = undefined;
     const previous = this.ready.get(peer.id);

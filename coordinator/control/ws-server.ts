@@ -57,6 +57,8 @@ const AS_TEXT = { binary: false } as const;
 /** One control connection: the hub's transport for it and its liveness flag. */
 class Connection implements SessionTransport {
   alive = true;
+  /** Bytes queued towards the peer at the last ping round (see pingAll). */
+  queued = 0;
   session: SessionHandle | undefined;
 
   constructor(readonly ws: WebSocket, readonly remoteAddress: string) {}
@@ -132,11 +134,15 @@ export function attachControlWebSocket(server: Server, hub: ControlHub, options:
     timer = undefined;
     if (closed) return;
     for (const [ws, c] of connections) {
-      if (!c.alive) {
+      // Our ping waits behind whatever is queued before it (a 3 MB snapshot to a slow reader):
+      // a peer that took bytes off that queue since the last round is alive, pong or not.
+      const queued = ws.bufferedAmount;
+      if (!c.alive && !(queued > 0 && queued < c.queued)) {
         ws.terminate(); // emits 'close': the hub marks the node offline
         continue;
       }
       c.alive = false;
+      c.queued = queued;
       ws.ping();
     }
     timer = clock.setTimeout(pingAll, interval);

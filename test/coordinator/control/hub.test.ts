@@ -88,21 +88,26 @@ test('malformed frames close with 4400; silence before hello closes with 4408', 
   assert.equal(quiet.closed?.code, 4408);
 });
 
-test('a second node joining reaches a connected node as one delta after the coalescing window', () => {
+test('deltas: a change after a quiet spell goes out at once; what follows a delta folds into one at the end of its window', () => {
   const { hub, join, clock } = setup();
   const a = join('a');
   const c = client(hub);
   c.hello(a);
-  clock.advance(50); // a's own online change goes out
+  clock.advance(100); // quiet since: the joins' and a's own online window are long gone
   const before = c.sent.length;
   join('b');
+  clock.advance(0); // the next turn of the event loop
+  assert.equal(c.sent.length, before + 1, 'a lone change is not held back');
+  assert.deepEqual(c.sent.at(-1).changes.map((x: any) => [x.op, x.peer?.name]), [['upsert', 'b']]);
+  clock.advance(10);
   join('c');
-  clock.advance(49);
-  assert.equal(c.sent.length, before, 'nothing before the window closes');
+  join('d');
+  clock.advance(39);
+  assert.equal(c.sent.length, before + 1, 'nothing more until 50 ms after the last delta');
   clock.advance(1);
   const delta = c.sent.at(-1);
   assert.equal(delta.type, 'delta');
-  assert.deepEqual(delta.changes.map((x: any) => [x.op, x.peer?.name]), [['upsert', 'b'], ['upsert', 'c']]);
+  assert.deepEqual(delta.changes.map((x: any) => [x.op, x.peer?.name]), [['upsert', 'c'], ['upsert', 'd']]);
 });
 
 test('reconnecting with the last version gets only the missed deltas, not a snapshot', () => {
@@ -440,4 +445,19 @@ test('a malformed path report closes the session with 4400 and stores nothing', 
   c.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: 'nope', kind: 'warp', lastHandshake: -1 }] }));
   assert.equal(c.closed?.code, 4400);
   assert.deepEqual(hub.pathEdges(), []);
+});
+
+test('a node reconnecting reuses its proven auth key, and a wrong proof is still refused', () => {
+  const { hub, join } = setup();
+  const a = join('a');
+  const first = client(hub);
+  first.hello(a);
+  assert.equal(first.sent.at(-1).type, 'snapshot');
+  const forged = client(hub);
+  forged.hello(a, { proofKey: generateKeyPair().privateKey }); // someone with a's public key only
+  assert.equal(forged.closed?.code, 4403);
+  const again = client(hub);
+  const { k, clientNonce, challenge } = again.hello(a);
+  assert.equal(again.sent.find((m) => m.type === 'welcome').serverProof, welcomeProof(k, clientNonce, challenge.serverNonce));
+  assert.equal(first.closed?.code, 4409, 'the newer session replaced the first');
 });
