@@ -129,6 +129,8 @@ export const WANT_TTL_MS = 120_000;
 const MAX_OUTSTANDING = 8192;
 
 interface Peer {
+  /** The epoch of the newest disco-key announcement adopted from this peer: older ones are replays. */
+  announcedEpoch?: number;
   input: DiscoPeerInput;
   discoPub?: Uint8Array;
   /** The disco box key, derived on first use (an X25519 per peer is the cost of a big map). */
@@ -213,6 +215,9 @@ export class DiscoCore {
 
   handle(e: DiscoEvent, now: number): DiscoAction[] {
     this.lastNow = now;
+    // Our key's epoch: the clock at our first event. The clock is epoch-anchored (and virtual time
+    // runs on across sim restarts), so a restarted agent's announcements carry a later epoch.
+    this.keyEpoch ??= Math.max(0, Math.floor(now));
     const out: DiscoAction[] = [];
     this.handleEvent(e, now, out);
     this.runTimers(now, out);
@@ -442,12 +447,14 @@ export class DiscoCore {
     return p.nodeBoxKey;
   }
 
+  private keyEpoch: number | undefined;
+
   /** Our disco key, node-sealed for this peer: how a restarted agent is believed without the coordinator. */
   private announce(p: Peer, to: UdpEndpoint, out: DiscoAction[]): void {
     const key = this.nodeBoxKey(p);
     if (!key) return;
     this.counters.discoKeysAnnounced++;
-    out.push({ type: 'send-udp', to, bytes: sealDisco({ type: 'disco-key', discoKey: this.o.discoPublicKey }, this.nodeKeyBytes, key, this.o.random(24), DISCO_MAGIC_NODE) });
+    out.push({ type: 'send-udp', to, bytes: sealDisco({ type: 'disco-key', discoKey: this.o.discoPublicKey, epoch: this.keyEpoch ?? 0 }, this.nodeKeyBytes, key, this.o.random(24), DISCO_MAGIC_NODE) });
   }
 
   /**
@@ -470,6 +477,12 @@ export class DiscoCore {
       return;
     }
     const discoKey = Buffer.from(m.discoKey).toString('base64');
+    // A captured older announcement, replayed, would make us adopt a stale key: only newer epochs count.
+    if (p.announcedEpoch !== undefined && m.epoch < p.announcedEpoch) {
+      this.counters.dropReplay++;
+      return;
+    }
+    p.announcedEpoch = Math.max(p.announcedEpoch ?? 0, m.epoch);
     if (discoKey === p.input.discoKey) return; // nothing new: no reply, so announcements never ping-pong
     if (p.input.discoKey) this.byDisco.delete(p.input.discoKey);
     p.input = { ...p.input, discoKey };

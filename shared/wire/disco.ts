@@ -16,7 +16,8 @@
  *       pong          2: txid (12) | observed source (16-byte IP + 2-byte port)
  *       call-me-maybe 3: up to DISCO_MAX_ENDPOINTS × (16-byte IP + 2-byte port)
  *
- *       disco-key     4: the sender's current disco key (32)
+ *       disco-key     4: the sender's current disco key (32) | its epoch (8, big-endian ms)
+ *                        — later keys have later epochs, so a replayed older announcement is refused
  *
  * Node-sealed packets: magic "KNIT" 0xF0 0xA0, the sender's NODE key in the key
  * field, sealed under HKDF(X25519(sender node, receiver node), "disco-node"). Only
@@ -60,7 +61,7 @@ export const DISCO_TYPE_DISCO_KEY = 4;
 
 export type DiscoMessage =
   | { type: 'ping'; txid: Uint8Array; nodeKey: Uint8Array; padding?: number }
-  | { type: 'disco-key'; discoKey: Uint8Array }
+  | { type: 'disco-key'; discoKey: Uint8Array; epoch: number }
   | { type: 'pong'; txid: Uint8Array; src: UdpEndpoint }
   | { type: 'call-me-maybe'; endpoints: UdpEndpoint[] };
 
@@ -89,9 +90,11 @@ export function encodeDiscoPlaintext(m: DiscoMessage): Uint8Array {
     }
     case 'disco-key': {
       if (m.discoKey.length !== KEY_LEN) throw new RangeError('bad disco key');
-      const out = new Uint8Array(2 + KEY_LEN);
+      if (!Number.isSafeInteger(m.epoch) || m.epoch < 0) throw new RangeError('bad disco key epoch');
+      const out = new Uint8Array(2 + KEY_LEN + 8);
       out[0] = DISCO_TYPE_DISCO_KEY; out[1] = DISCO_VERSION;
       out.set(m.discoKey, 2);
+      new DataView(out.buffer).setBigUint64(2 + KEY_LEN, BigInt(m.epoch));
       return out;
     }
     case 'pong': {
@@ -121,8 +124,12 @@ export function decodeDiscoPlaintext(p: Uint8Array): DiscoMessage | undefined {
       if (body.length < DISCO_TXID_LEN + KEY_LEN) return undefined;
       return { type: 'ping', txid: body.slice(0, DISCO_TXID_LEN), nodeKey: body.slice(DISCO_TXID_LEN, DISCO_TXID_LEN + KEY_LEN) };
     case DISCO_TYPE_DISCO_KEY:
-      if (body.length < KEY_LEN) return undefined;
-      return { type: 'disco-key', discoKey: body.slice(0, KEY_LEN) };
+    {
+      if (body.length < KEY_LEN + 8) return undefined;
+      const epoch = new DataView(body.buffer, body.byteOffset + KEY_LEN, 8).getBigUint64(0);
+      if (epoch > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+      return { type: 'disco-key', discoKey: body.slice(0, KEY_LEN), epoch: Number(epoch) };
+    }
     case DISCO_TYPE_PONG: {
       if (body.length < DISCO_TXID_LEN + ENDPOINT_BYTES_LEN) return undefined;
       const src = bytesToEndpoint(body.subarray(DISCO_TXID_LEN, DISCO_TXID_LEN + ENDPOINT_BYTES_LEN));

@@ -25,7 +25,7 @@ test('disco core: hostile datagrams never throw, and unauthenticated ones get no
     sealDisco({ type: 'ping', txid: rnd(12), nodeKey: a.node.publicKey, padding: rnd(1)[0]! % 64 }, a.disco.publicKey, k, rnd(24)),
     sealDisco({ type: 'pong', txid: rnd(12), src: { address: '198.18.0.2', port: 41641 } }, a.disco.publicKey, k, rnd(24)),
     sealDisco({ type: 'call-me-maybe', endpoints: [{ address: '198.18.0.3', port: 1 }, { address: '2001:db8::1', port: 2 }] }, a.disco.publicKey, k, rnd(24)),
-    sealDisco({ type: 'disco-key', discoKey: generateKeyPair().publicKey }, a.node.publicKey, nk, rnd(24), DISCO_MAGIC_NODE),
+    sealDisco({ type: 'disco-key', discoKey: generateKeyPair().publicKey, epoch: 1 }, a.node.publicKey, nk, rnd(24), DISCO_MAGIC_NODE),
   ];
   let now = 1;
   for (let i = 0; i < fuzzIterations(3000); i++) {

@@ -154,11 +154,11 @@ test('disco core: an unauthenticated sender gets no answer at all (random bytes,
   })();
   const nodeSealedByStranger = (() => {
     const k = discoNodeKey(stranger.node.privateKey, b.node.publicKey)!;
-    return sealDisco({ type: 'disco-key', discoKey: stranger.disco.publicKey }, stranger.node.publicKey, k, rnd(24), DISCO_MAGIC_NODE);
+    return sealDisco({ type: 'disco-key', discoKey: stranger.disco.publicKey, epoch: 1 }, stranger.node.publicKey, k, rnd(24), DISCO_MAGIC_NODE);
   })();
   const nodeSealedForgedAsA = (() => {
     const k = discoNodeKey(stranger.node.privateKey, b.node.publicKey)!;
-    return sealDisco({ type: 'disco-key', discoKey: stranger.disco.publicKey }, a.node.publicKey, k, rnd(24), DISCO_MAGIC_NODE);
+    return sealDisco({ type: 'disco-key', discoKey: stranger.disco.publicKey, epoch: 1 }, a.node.publicKey, k, rnd(24), DISCO_MAGIC_NODE);
   })();
   const inputs: [string, Uint8Array][] = [
     ['a stranger\'s valid ping', ping(stranger, b)],

@@ -99,8 +99,8 @@ test('node-sealed disco-key announcement: its own magic, opens only under the no
   const kAB = discoNodeKey(nodeA, publicKeyOf(nodeB))!;
   assert.equal(hex(kAB), hex(discoNodeKey(nodeB, publicKeyOf(nodeA))!));
   assert.notEqual(hex(kAB), hex(discoSharedKey(nodeA, publicKeyOf(nodeB))!), 'a different purpose, a different key');
-  const m = { type: 'disco-key' as const, discoKey: B_PUB };
-  assert.equal(hex(encodeDiscoPlaintext(m)), '0401' + hex(B_PUB));
+  const m = { type: 'disco-key' as const, discoKey: B_PUB, epoch: 1_764_556_800_123 };
+  assert.equal(hex(encodeDiscoPlaintext(m)), '0401' + hex(B_PUB) + '0000019ad7c8007b', 'key, then its epoch as a big-endian uint64');
   const pkt = sealDisco(m, publicKeyOf(nodeA), kAB, NONCE, DISCO_MAGIC_NODE);
   assert.equal(hex(pkt.subarray(0, 6)), '4b4e4954f0a0');
   assert.equal(discoPacketKind(pkt), 'node');
