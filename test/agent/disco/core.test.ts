@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatEndpoint } from '../../../shared/net/addr.js';
 import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
-import { sealDisco, discoSharedKey } from '../../../shared/wire/disco.js';
+import { discoPacketKind, sealDisco, discoSharedKey } from '../../../shared/wire/disco.js';
 import { PATH_DEAD_MS } from '../../../agent/disco/peer-path.js';
 import { Net, LATENCY_MS } from './harness.js';
 
@@ -208,4 +208,31 @@ test('a peer restarted while the coordinator is away is believed by its node-key
   assert.equal(a.core.counters.discoKeysAdopted, adoptedBefore);
   assert.ok(a.core.counters.dropUnknownSender > unknownBefore, 'the forger\'s pings were dropped');
   assert.equal(net.status(a, b2).endpoint, formatEndpoint(B), 'b is still where it was');
+});
+
+test('a replayed older disco-key announcement is refused: the peer keeps the newest key', () => {
+  const net = new Net();
+  const a = net.add('a', A, { bind: true });
+  const b1 = net.add('b', B, { bind: true });
+  net.introduce();
+  net.clock.advance(200);
+  const restart = () => {
+    net.remove(net.hosts.find((h) => h.name === 'b')!);
+    const b = net.add('b', B, { bind: true, node: b1.node });
+    net.feed(b, { type: 'peers-updated', peers: [net.input(a)] });
+    net.clock.advance(1000);
+    return b;
+  };
+  const b2 = restart();
+  const captured = b2.actions.find((x) => x.type === 'send-udp' && discoPacketKind(x.bytes) === 'node') as { bytes: Uint8Array } | undefined;
+  assert.ok(captured, 'b2 announced its key');
+  const b3 = restart();
+  assert.equal(a.core.counters.discoKeysAdopted, 2);
+  assert.equal(net.status(a, b3).path, 'direct');
+  // An on-path attacker replays b2's announcement (from b's address, even).
+  net.feed(a, { type: 'udp', from: B, bytes: captured!.bytes });
+  assert.equal(a.core.counters.discoKeysAdopted, 2, 'the stale key is not adopted');
+  assert.equal(a.core.counters.dropReplay, 1);
+  net.clock.advance(3000);
+  assert.equal(net.status(a, b3).path, 'direct', 'a still talks to b3');
 });
