@@ -28,14 +28,15 @@ import { MAX_ENDPOINTS, MAX_PATH_REPORTS, type PathReport } from '../shared/wire
 import { ControlClient, type ControlStatus, type ControlTransport } from './control/client.js';
 import type { Netmap } from './control/netmap.js';
 import { DiscoCore, EAGER_PEER_LIMIT, type DiscoAction } from './disco/core.js';
+import { RELAY_WS_ENDPOINT } from './relay/core.js';
 import { RelayPaths, type RelayPathsAction, type RelayPathsEvent } from './relay/paths.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
-import { meshAllowedIps } from './engine/prefix.js';
 import type { LanDiscovery } from './lan/discovery.js';
 import { meshIdOf } from './lan/records.js';
 import { BirthdaySockets } from './net/birthday-sockets.js';
 import type { WireguardProxy } from './net/proxy.js';
+import { RelayWsBridge, type RelayWsDeps } from './net/relay-ws-bridge.js';
 import type { SharedModeWaker } from './net/waker.js';
 import { describePortMapping, type PortMapService } from './portmap/index.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
@@ -77,6 +78,11 @@ export interface AgentDeps {
   /** Gateway port mapping (PCP → NAT-PMP → UPnP-IGD); absent with --no-port-mapping. */
   portMap?: PortMapService;
   /**
+   * The relay's WebSocket fallback (agent/net/relay-ws-bridge.ts): how to open a WebSocket and a
+   * loopback stand-in. Absent (the simulator): a relay that doesn't answer over UDP is only logged.
+   */
+  relayWs?: RelayWsDeps;
+  /**
    * Extra UDP sockets for the hard side of birthday probing (agent/disco/hard-nat.ts): `open` is
    * synchronous (an ephemeral port), `openLoopback` makes a peer's loopback stand-in. Absent: this
    * agent never opens extra sockets (it still probes when it is the easy side).
@@ -99,6 +105,16 @@ function prefixed(prefix: string, o: Record<string, number>): Record<string, num
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
 }
 
+/** A URL fit for logs and status: scheme, host and path only. */
+function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
 /** How long the responder side withholds a new peer's endpoint from WireGuard (anti-stall). */
 export const RESPONDER_WAIT_MS = 2000;
 
@@ -118,6 +134,8 @@ export class Agent {
   private readonly disco: DiscoCore;
   /** Relay fallback and the disco-or-relay path choice (agent/relay/, docs/relay.md). */
   private readonly relay: RelayPaths;
+  /** WireGuard packets over the relay's WebSocket when UDP to the relay fails (docs/relay.md). */
+  private readonly relayWs?: RelayWsBridge;
   private readonly probe: StunProbe;
   private readonly control: ControlClient;
   private readonly discoKey: string;
@@ -168,6 +186,18 @@ export class Agent {
     }
     this.probe = new StunProbe(() => this.tunnelPort(), d.random);
     this.relay = new RelayPaths({ nodePublicKey: decodeKey(o.identity.publicKey)!, nodePrivateKey: o.identity.privateKey, random: d.random }, o.eagerPeers ?? EAGER_PEER_LIMIT);
+    if (d.relayWs) {
+      const bridge = new RelayWsBridge(d.relayWs, {
+        // Packets from the relay go where WireGuard's arrive: the tunnel port, or the proxy's socket.
+        forwardPort: () => (this.d.proxy ? this.d.udp.localPort() : this.tunnelPort()),
+        onOpen: () => this.relayEvent({ type: 'ws-open' }),
+        onControl: (bytes) => this.relayEvent({ type: 'ws-frame', bytes }),
+        onClose: () => this.relayEvent({ type: 'ws-closed' }),
+      });
+      this.relayWs = bridge;
+      // A stand-in is no direct path either (WireGuard reports it as the peer's endpoint).
+      this.relay.alsoRelayEndpoint = (endpoint) => bridge.isStandIn(endpoint);
+    }
     this.control = new ControlClient(
       { url: o.node.coordinatorUrl, coordinatorKey: o.node.coordinatorKey, nodePrivateKey: o.identity.privateKey, nodeKey: o.identity.publicKey, discoKey: this.discoKey, initialMap: this.netmap },
       {
@@ -229,6 +259,7 @@ export class Agent {
     await this.applying;
     this.d.proxy?.close();
     this.d.waker?.close();
+    this.relayWs?.close();
     this.birthday?.close();
     this.d.udp.close();
   }
@@ -414,7 +445,21 @@ export class Agent {
       switch (a.type) {
         case 'send-udp': this.d.udp.send(a.bytes, a.to); break;
         case 'reprobe': if (this.stunServers.length > 0) this.runDiscovery(this.probe.trigger(this.d.clock.now())); break;
-        case 'udp-unanswered': this.d.logger.warn('the relay does not answer over UDP', { relay: this.relay.client.target?.endpoint }); break;
+        case 'udp-unanswered':
+          this.d.logger.warn('the relay does not answer over UDP', { relay: this.relay.client.target?.endpoint, fallback: this.relayWs && this.relay.client.target?.ws ? 'websocket' : 'none' });
+          break;
+        case 'ws-connect':
+          if (!this.relayWs) break;
+          this.d.logger.info('relay: opening the WebSocket fallback', { relay: safeUrl(a.url) });
+          this.relayWs.connect(a.url);
+          break;
+        case 'ws-send': this.relayWs?.sendControl(a.bytes); break;
+        case 'ws-ready':
+          this.d.logger.info('relay: WebSocket authenticated');
+          this.relayWs?.setReady();
+          break;
+        case 'ws-close': this.relayWs?.disconnect(); break;
+        case 'ws-claim': this.relayWs?.claim(a.peer); break;
         case 'path': {
           this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint });
           this.onPathChange?.(a.nodeKey, a.from, a.to);
@@ -439,8 +484,20 @@ export class Agent {
   /** What the engine is told for a peer: the relay while relayed, else disco's choice (kept while there is none). */
   private engineEndpoint(nodeKey: string): { endpoint: string; initiator: boolean; at: number; via?: number } | undefined {
     const path = this.relay.path(nodeKey);
+    if (path.kind === 'relay' && path.endpoint === RELAY_WS_ENDPOINT) {
+      // Over the relay's WebSocket: WireGuard talks to the peer's loopback stand-in (prepared by requestApply).
+      const standIn = this.relayWs?.standIn(nodeKey);
+      return standIn ? { endpoint: standIn, initiator: this.isInitiator(nodeKey), at: this.relay.relaySince(nodeKey) } : undefined;
+    }
     if (path.kind === 'relay' && path.endpoint) return { endpoint: path.endpoint, initiator: this.isInitiator(nodeKey), at: this.relay.relaySince(nodeKey) };
     return this.endpoints.get(nodeKey);
+  }
+
+  /** A relay path as status shows it: relay:port, or the WebSocket's URL (without credentials or query). */
+  private relayEndpointText(endpoint: string | undefined): string | undefined {
+    if (endpoint !== RELAY_WS_ENDPOINT) return endpoint;
+    const url = this.relay.client.target?.ws;
+    return url ? safeUrl(url) : endpoint;
   }
 
   private peerName(nodeKey: string): string {
@@ -489,7 +546,7 @@ export class Agent {
         // Shared mode: a peer without a path points at the waker, so WireGuard's wish to reach it
         // is seen (on-demand punching); the proxy's stand-ins do the same in proxy mode.
         const endpoint = waiting ? undefined : real ?? this.d.waker?.endpoint;
-        return { publicKey: p.nodeKey, allowedIps: meshAllowedIps(p.addresses, this.o.node), endpoint, persistentKeepaliveS: keepalive };
+        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint, persistentKeepaliveS: keepalive };
       }),
     };
   }
@@ -505,6 +562,7 @@ export class Agent {
       this.reassert = false;
       try {
         await this.d.proxy?.prepare([...this.netmap.peers.values()].map((p) => p.nodeKey));
+        await this.relayWs?.prepare(this.relay.wsPeers());
         if (this.birthday) {
           const routes = [];
           for (const p of this.netmap.peers.values()) {
@@ -614,6 +672,7 @@ export class Agent {
         ...(this.d.lan?.counters ? prefixed('lan', { ...this.d.lan.counters }) : {}),
         ...(this.d.portMap ? prefixed('portmap', { ...this.d.portMap.counters }) : {}),
         ...prefixed('relay', { ...this.relay.client.counters }),
+        ...(this.relayWs ? prefixed('relayWs', { ...this.relayWs.counters, open: this.relay.client.webSocketState === 'ready' ? 1 : 0 }) : {}),
         ...(this.birthday ? prefixed('birthday', { ...this.birthday.counters, open: this.birthday.size }) : {}),
       },
       peers: [...this.netmap.peers.values()].map((p) => {
@@ -622,7 +681,8 @@ export class Agent {
         const path = this.relay.path(p.nodeKey);
         return {
           id: p.id, name: p.name, nodeKey: p.nodeKey, ip: p.addresses[0]?.split('/')[0] ?? '', ips: p.addresses.map((a) => a.split('/')[0]!),
-          online: p.online, path: path.kind, endpoint: path.kind === 'relay' ? path.endpoint : s?.endpoint, rttMs: path.kind === 'relay' ? undefined : s?.rttMs,
+          online: p.online, path: path.kind, endpoint: path.kind === 'relay' ? this.relayEndpointText(path.endpoint) : s?.endpoint,
+          ...(path.kind === 'relay' ? { transport: this.relay.transport(p.nodeKey) } : {}), rttMs: path.kind === 'relay' ? undefined : s?.rttMs,
           lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: path.kind === 'none' ? s?.why : undefined,
         };
       }),

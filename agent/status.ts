@@ -15,6 +15,8 @@ export interface PeerStatus {
   online: boolean;
   path: PathKind;
   endpoint?: string;
+  /** With path `relay`: how the packets reach the relay — UDP, or its WebSocket (`ws`) when UDP to the relay fails. */
+  transport?: 'udp' | 'ws';
   rttMs?: number;
   lastHandshake: number; // wall ms, 0 = never
   rxBytes: number;

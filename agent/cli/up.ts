@@ -17,6 +17,7 @@ import { joinMesh, parseJoinToken, sanitizeHostname } from '../control/join.js';
 import { wsTransport } from '../control/ws-transport.js';
 import type { Engine } from '../engine/types.js';
 import { WireguardProxy } from '../net/proxy.js';
+import { connectRelayWs } from '../net/relay-ws-bridge.js';
 import { installSharedPort } from '../net/shared-port.js';
 import { SharedModeWaker } from '../net/waker.js';
 import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
@@ -162,6 +163,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     {
       clock: systemClock, random: defaultRandomBytes, logger, udp, transport: wsTransport, engine,
       localAddresses: () => monitor.addresses(), saveNetmap: (m) => saveCachedNetmap(o.stateDir, m), proxy, tunnelPort, waker, lan, portMap,
+      relayWs: { connect: (url, h) => connectRelayWs(url, h), openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }) },
       // Hard-NAT birthday probing: extra ephemeral sockets, and loopback stand-ins for a path found on one.
       extraUdp: { open: openEphemeralUdp, openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }) },
     },

@@ -14,10 +14,12 @@
  * background, so a relayed peer moves to direct at the first pong, and back to
  * the relay when the direct path dies (the relay port is kept bound for
  * RELAY_KEEP_MS after the relay was last needed, so falling back is instant).
+ * When UDP to the relay fails, the relay path is the relay's WebSocket
+ * (endpoint RELAY_WS_ENDPOINT; the shell gives WireGuard a loopback stand-in).
  */
 import type { UdpEndpoint } from '../../shared/udp.js';
 import type { PathKind } from '../status.js';
-import { choosePath, RelayClient, type RelayClientAction, type RelayClientOptions, type RelayTarget } from './core.js';
+import { choosePath, RELAY_WS_ENDPOINT, RelayClient, type RelayClientAction, type RelayClientOptions, type RelayTarget } from './core.js';
 
 /** How long a sign of demand (traffic, a ping) keeps a peer wanted in a big mesh (as disco's WANT_TTL_MS). */
 export const RELAY_WANT_TTL_MS = 120_000;
@@ -31,7 +33,11 @@ export type RelayPathsEvent =
   | { type: 'want'; nodeKey: string }
   | { type: 'udp'; from: UdpEndpoint; bytes: Uint8Array }
   | { type: 'network-changed' }
-  | { type: 'tick' };
+  | { type: 'tick' }
+  /** The relay's WebSocket (the fallback when UDP to the relay fails): see core.ts. */
+  | { type: 'ws-open' }
+  | { type: 'ws-frame'; bytes: Uint8Array }
+  | { type: 'ws-closed' };
 
 export type RelayPathsAction =
   | Exclude<RelayClientAction, { type: 'relay-endpoint' }>
@@ -61,13 +67,29 @@ export class RelayPaths {
     return p ? choosePath(p.disco, p.relay) : { kind: 'none' };
   }
 
+  /** How a relayed peer's packets travel: 'ws' while carried over the relay's WebSocket; undefined when not relayed. */
+  transport(nodeKey: string): 'udp' | 'ws' | undefined {
+    const p = this.path(nodeKey);
+    if (p.kind !== 'relay') return undefined;
+    return p.endpoint === RELAY_WS_ENDPOINT ? 'ws' : 'udp';
+  }
+
+  /** Peers whose relay path is the WebSocket now (each needs a loopback stand-in). */
+  wsPeers(): string[] {
+    return [...this.peers.keys()].filter((k) => this.transport(k) === 'ws');
+  }
+
   /** When the relay path to this peer was bound (for the anti-stall wait). */
   relaySince(nodeKey: string): number {
     return this.peers.get(nodeKey)?.relaySince ?? -Infinity;
   }
 
+  /** The shell's own relay endpoints (the WebSocket bridge's loopback stand-ins), also no direct path. */
+  alsoRelayEndpoint?: (endpoint: string) => boolean;
+
+  /** Whether WireGuard's endpoint for a peer is a relay's (a relay port or a WebSocket stand-in): never evidence of a direct path. */
   isRelayEndpoint(endpoint: string | undefined): boolean {
-    return this.client.isRelayEndpoint(endpoint);
+    return this.client.isRelayEndpoint(endpoint) || (endpoint !== undefined && this.alsoRelayEndpoint?.(endpoint) === true);
   }
 
   nextWakeup(): number | undefined {
