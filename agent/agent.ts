@@ -32,6 +32,7 @@ import { RELAY_WS_ENDPOINT } from './relay/core.js';
 import { RelayPaths, type RelayPathsAction, type RelayPathsEvent } from './relay/paths.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 import type { Engine, EngineConfig, EnginePeerStats } from './engine/types.js';
+import { meshAllowedIps } from './engine/prefix.js';
 import type { LanDiscovery } from './lan/discovery.js';
 import { meshIdOf } from './lan/records.js';
 import { BirthdaySockets } from './net/birthday-sockets.js';
@@ -546,7 +547,7 @@ export class Agent {
         // Shared mode: a peer without a path points at the waker, so WireGuard's wish to reach it
         // is seen (on-demand punching); the proxy's stand-ins do the same in proxy mode.
         const endpoint = waiting ? undefined : real ?? this.d.waker?.endpoint;
-        return { publicKey: p.nodeKey, allowedIps: p.addresses, endpoint, persistentKeepaliveS: keepalive };
+        return { publicKey: p.nodeKey, allowedIps: meshAllowedIps(p.addresses, this.o.node), endpoint, persistentKeepaliveS: keepalive };
       }),
     };
   }
