@@ -111,6 +111,8 @@ interface Side {
   counter: number;
   boundAt: number;
   ws?: number;
+  /** When the side last sent over its WebSocket: a claim newer than its UDP bind wins (its UDP died). */
+  wsAt: number;
 }
 
 interface Pair {
@@ -224,7 +226,8 @@ export class RelayCore {
     }
     const other = pair.sides[1 - from]!;
     pair.lastActive = now;
-    if (other.addr !== undefined && other.port !== undefined && now - other.boundAt < RELAY_BIND_TTL_MS) {
+    const wsNewer = other.ws !== undefined && other.wsAt > other.boundAt;
+    if (!wsNewer && other.addr !== undefined && other.port !== undefined && now - other.boundAt < RELAY_BIND_TTL_MS) {
       this.counters.forwardedPackets++;
       this.counters.forwardedBytes += bytes.length;
       return { type: 'send', port: other.port, to: other.addr, bytes };
@@ -343,7 +346,7 @@ export class RelayCore {
     let p = this.pairs.get(key);
     if (p) return p;
     if (this.pairs.size >= this.maxPairs) return undefined;
-    const side = (node: string, nodeBytes: Uint8Array): Side => ({ node, nodeBytes: nodeBytes.slice(), counter: -1, boundAt: -Infinity });
+    const side = (node: string, nodeBytes: Uint8Array): Side => ({ node, nodeBytes: nodeBytes.slice(), counter: -1, boundAt: -Infinity, wsAt: -Infinity });
     p = { id: this.nextPairId++, key, sides: [side(x[0], x[1]), side(y[0], y[1])], lastActive: now, opening: true, pending: [] };
     this.pairs.set(key, p);
     this.pairsById.set(p.id, p);
@@ -438,6 +441,7 @@ export class RelayCore {
     }
     const side = pair.sides[0].node === s.node ? 0 : 1;
     pair.sides[side].ws = id;
+    pair.sides[side].wsAt = now;
     const a = this.deliver(pair, side, d.packet, now);
     if (a) out.push(a);
   }
