@@ -48,6 +48,8 @@ export interface CoordinatorOptions {
 }
 
 export const DEFAULT_EPHEMERAL_TIMEOUT_MS = 10 * 60_000;
+/** The HTTP/WS listen backlog, sized for a reconnect storm of 10,000 agents. */
+const LISTEN_BACKLOG = 8192;
 
 /**
  * The URL written into tokens when --url isn't given: the listen address, or — when
@@ -162,7 +164,9 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
     }
     ws = attachControlWebSocket(app.server as Server, hub, { clock, pingIntervalMs: options.pingIntervalMs });
     try {
-      await app.listen({ host: options.listen.host, port: options.listen.port });
+      // A reconnect storm is every agent at once: Node's default accept queue (511) would drop
+      // SYNs and cost each dropped agent a 1 s retransmit (the kernel caps it at somaxconn).
+      await app.listen({ host: options.listen.host, port: options.listen.port, backlog: LISTEN_BACKLOG });
     } catch (err) {
       throw listenError(err, `tcp ${hostPortText(options.listen)} (HTTP)`);
     }

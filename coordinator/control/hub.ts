@@ -9,8 +9,10 @@
  * session per node: a new authenticated session replaces the old one.
  *
  * Fan-out: registry mutations queue PeerChanges; the first queued change arms
- * one timer; when it fires the window is committed as one delta (ChangeLog),
- * encoded once as bytes, and the same Buffer is handed to every ready session.
+ * one timer (at once after a quiet spell, else at the end of the current
+ * window: ≥ 50 ms, stretched to the last flush's duration under load); when it
+ * fires the window is committed as one delta (ChangeLog), encoded once as
+ * bytes, and the same Buffer is handed to every ready session.
  * Work per change is proportional to the change plus one send per session —
  * never a rebuild of anyone's map.
  *
@@ -130,7 +132,8 @@ export class ControlHub {
   private readonly pathListeners = new Set<(from: number, edges: PathEdge[]) => void>();
   private readonly changeListeners = new Set<(delta: DeltaMsg) => void>();
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
-  private lastFlushAt = -Infinity;
+  /** When the next delta may go out (see noteChanges and flush). */
+  private nextFlushAt = -Infinity;
   /**
    * Each node's control-auth key (HKDF of X25519(coordinator, node)), kept once its holder has
    * proven it: the key never changes, and re-deriving it costs an X25519 per reconnect, which
@@ -180,7 +183,7 @@ export class ControlHub {
     // At most one delta per window: a change after a quiet spell goes out on the next turn of
     // the event loop (so a lone endpoint change isn't held back), one that follows a flush
     // waits until its window is over, and everything accepted meanwhile folds into it.
-    const wait = Math.max(0, this.lastFlushAt + (this.o.coalesceMs ?? 50) - this.o.clock.now());
+    const wait = Math.max(0, this.nextFlushAt - this.o.clock.now());
     this.flushTimer = this.o.clock.setTimeout(() => {
       this.flushTimer = undefined;
       this.flush();
@@ -190,7 +193,6 @@ export class ControlHub {
   /** Commits the pending window as one delta and sends it to every ready session. */
   flush(): void {
     const startedAt = this.o.clock.now();
-    this.lastFlushAt = startedAt;
     const { changes, since } = this.o.registry.takePending();
     const committed = this.log.commit(changes);
     if (!committed) return;
@@ -205,8 +207,13 @@ export class ControlHub {
     this.o.metrics.deltasSent += this.ready.size;
     for (const l of this.changeListeners) l(committed.msg);
     const now = this.o.clock.now();
+    const took = Math.max(0, now - startedAt);
     this.o.metrics.fanout.observe(Math.max(0, now - since) / 1000);
-    this.o.metrics.flush.observe(Math.max(0, now - startedAt) / 1000);
+    this.o.metrics.flush.observe(took / 1000);
+    // The next window lasts at least as long as this flush took: under a connect storm (every
+    // connect is a change for every peer) fan-out gets at most about half the event loop, the
+    // rest goes to handshakes, and more changes fold into each delta.
+    this.nextFlushAt = now + Math.max(this.o.coalesceMs ?? 50, took);
   }
 
   /** Ends a node's session with an error frame and the error's close code. */

@@ -1,20 +1,19 @@
 /**
  * The coordinator under test, in a process of its own so that its memory and
  * CPU are measured apart from the load generators. A real coordinator
- * (createCoordinator: SQLite store in a data dir, fastify + ws on loopback)
- * with two benchmark settings: joins are not rate-limited per source (every
- * light client joins from loopback), and the WS ping interval is the one the
- * driver passes.
+ * (createCoordinator: SQLite store in a data dir, fastify + ws on loopback,
+ * production settings) with one benchmark setting: joins are not rate-limited
+ * per source, since every light client joins from loopback.
  *
  * Usage (by coordinator-bench.ts only): fork with --expose-gc and
- *   {dataDir, pingIntervalMs} as JSON in argv[2].
+ *   {dataDir} as JSON in argv[2].
  * Answers over IPC: memory (after a full GC), cpu, state, stop.
  */
 import { createCoordinator } from '../../coordinator/index.js';
 import { silentLogger } from '../../shared/log.js';
 import { readyIpc, serveIpc } from './ipc.js';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as { dataDir?: string; pingIntervalMs?: number };
+const config = JSON.parse(process.argv[2] ?? '{}') as { dataDir?: string };
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!config.dataDir || !gc) {
   console.error('coordinator-child: needs {dataDir} and --expose-gc');
@@ -22,7 +21,7 @@ if (!config.dataDir || !gc) {
 }
 
 const c = createCoordinator(
-  { dataDir: config.dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 1_000_000_000, pingIntervalMs: config.pingIntervalMs },
+  { dataDir: config.dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 1_000_000_000 },
   { logger: silentLogger },
 );
 const { httpPort } = await c.start();
