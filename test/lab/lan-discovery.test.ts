@@ -11,12 +11,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import type { StatusDocument } from '../../agent/status.js';
-import { until as untilHelper } from '../helpers/until.js';
-import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
+import { startMesh, type LabMesh } from './mesh.js';
+import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
-const BIN = join(process.cwd(), 'bin', 'knit.js');
 
 if (!check.ok) {
   test('LAN discovery through real mDNS', (t) => { t.skip(`skipped: ${check.reason}`); });
@@ -25,9 +23,13 @@ if (!check.ok) {
     let lab: Lab;
     let dir: string;
     let home: LabRouter;
-    let coordProc: LabProcess;
-    let token = '';
-    const agents = new Map<string, { host: LabHost; proc?: LabProcess; state: string; connectedLanAt?: number }>();
+    let mesh: LabMesh;
+    const hosts = new Map<string, LabHost>();
+    /** When each agent's log first said a peer connected over the LAN. */
+    const connectedLanAt = new Map<string, number>();
+    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number) => mesh.until(what, fn, timeoutMs);
+    const status = (name: string) => mesh.status(name);
+    const pings = (from: string, to: string) => mesh.pings(from, to);
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'knit-lan-'));
@@ -35,14 +37,11 @@ if (!check.ok) {
       const coordHost = await lab.addHost('coord');
       home = await lab.addRouter('home', { nat: 'cone' });
       const away = await lab.addRouter('away', { nat: 'cone' });
-      coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
-        '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
-      await until('coordinator ready', () => coordProc.output().includes('coordinator ready'));
-      token = (await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
-      agents.set('a', { host: await lab.addHost('a', { behind: home }), state: join(dir, 'a') });
-      agents.set('b', { host: await lab.addHost('b', { behind: home }), state: join(dir, 'b') });
-      agents.set('c', { host: await lab.addHost('c', { behind: away }), state: join(dir, 'c') });
-      for (const name of agents.keys()) start(name, ['--token', token]);
+      mesh = await startMesh(lab, coordHost, dir);
+      hosts.set('a', await lab.addHost('a', { behind: home }));
+      hosts.set('b', await lab.addHost('b', { behind: home }));
+      hosts.set('c', await lab.addHost('c', { behind: away }));
+      for (const name of hosts.keys()) start(name, []);
     });
 
     after(async () => {
@@ -51,36 +50,10 @@ if (!check.ok) {
     });
 
     function start(name: string, extra: string[]): void {
-      const a = agents.get(name)!;
-      a.connectedLanAt = undefined;
-      a.proc = lab.spawn(a.host.ns, [process.execPath, BIN, 'up', '--engine', 'wireguard-go', '--iface', 'knit0', '--state', a.state,
-        '--hostname', name, '--keepalive', '10', ...extra]);
-      a.proc.onLine((line) => {
-        if (/peer \w+ connected \(lan\)/.test(line) && a.connectedLanAt === undefined) a.connectedLanAt = Date.now();
+      connectedLanAt.delete(name);
+      mesh.start(name, hosts.get(name)!, extra).proc.onLine((line) => {
+        if (/peer \w+ connected \(lan\)/.test(line) && !connectedLanAt.has(name)) connectedLanAt.set(name, Date.now());
       });
-    }
-
-    async function explain(): Promise<string> {
-      const logs: string[] = [];
-      for (const [n, a] of agents) {
-        const st = await status(n).catch((e: Error) => e.message);
-        logs.push(`--- ${n}\n${a.proc?.output().slice(-1500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
-      }
-      return logs.join('\n');
-    }
-
-    function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
-      return untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
-    }
-
-    async function status(name: string): Promise<StatusDocument> {
-      const a = agents.get(name)!;
-      return JSON.parse((await lab.run(a.host.ns, [process.execPath, BIN, 'status', '--json', '--state', a.state])).stdout) as StatusDocument;
-    }
-
-    async function pings(from: string, to: string): Promise<boolean> {
-      const ip = (await status(to)).self.ips[0]!;
-      return (await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true })).code === 0;
     }
 
     it('two hosts behind the same NAT find each other by mDNS and talk over the LAN; mDNS does not cross the NAT', async () => {
@@ -88,7 +61,7 @@ if (!check.ok) {
       const sa = await status('a');
       const peer = sa.peers.find((p) => p.name === 'b')!;
       assert.equal(peer.path, 'lan');
-      assert.equal(peer.endpoint?.split(':')[0], agents.get('b')!.host.address, 'b\'s LAN address');
+      assert.equal(peer.endpoint?.split(':')[0], hosts.get('b')!.address, 'b\'s LAN address');
       assert.ok((sa.counters.lanCandidates ?? 0) > 0, 'a learned b from its announcement');
       assert.ok(((await status('b')).counters.lanCandidates ?? 0) > 0, 'and b learned a');
       await until('c knows its peers', async () => (await status('c')).peers.length === 2);
@@ -99,23 +72,23 @@ if (!check.ok) {
 
     it('coordinator down, both agents rebooted onto new LAN addresses and a new port: mDNS reunites them', async (t) => {
       await until('a pings b first', () => pings('a', 'b'), 60_000);
-      await coordProc.stop();
-      for (const name of ['a', 'b']) await agents.get(name)!.proc!.stop();
-      const before = agents.get('b')!.host.address;
-      for (const name of ['a', 'b']) await lab.moveHost(agents.get(name)!.host, home);
-      assert.notEqual(agents.get('b')!.host.address, before, 'b has a new LAN address');
+      await mesh.coordProc.stop();
+      for (const name of ['a', 'b']) await mesh.agents.get(name)!.proc.stop();
+      const before = hosts.get('b')!.address;
+      for (const name of ['a', 'b']) await lab.moveHost(hosts.get(name)!, home);
+      assert.notEqual(hosts.get('b')!.address, before, 'b has a new LAN address');
       const t0 = Date.now();
       start('a', ['--port', '41700']);
       start('b', ['--port', '41700']);
-      await until('a and b connected over the LAN', () => agents.get('a')!.connectedLanAt !== undefined && agents.get('b')!.connectedLanAt !== undefined, 60_000);
-      const tookMs = Math.max(agents.get('a')!.connectedLanAt!, agents.get('b')!.connectedLanAt!) - t0;
+      await until('a and b connected over the LAN', () => connectedLanAt.has('a') && connectedLanAt.has('b'), 60_000);
+      const tookMs = Math.max(connectedLanAt.get('a')!, connectedLanAt.get('b')!) - t0;
       t.diagnostic(`both agents reported a lan path ${tookMs} ms after both were started (node start-up included)`);
       await until('a pings b through the tunnel', () => pings('a', 'b'), 30_000);
       const sa = await status('a');
       assert.notEqual(sa.coordinator.status, 'connected');
       const peer = sa.peers.find((p) => p.name === 'b')!;
       assert.equal(peer.path, 'lan');
-      assert.equal(peer.endpoint, `${agents.get('b')!.host.address}:41700`, 'the address mDNS announced, not the stale cached one');
+      assert.equal(peer.endpoint, `${hosts.get('b')!.address}:41700`, 'the address mDNS announced, not the stale cached one');
     });
   });
 }

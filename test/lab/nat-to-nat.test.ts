@@ -9,12 +9,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import type { StatusDocument } from '../../agent/status.js';
-import { until as untilHelper } from '../helpers/until.js';
-import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
+import { startMesh, type LabMesh } from './mesh.js';
+import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
-const BIN = join(process.cwd(), 'bin', 'knit.js');
 
 if (!check.ok) {
   test('NAT-to-NAT through real NAT', (t) => { t.skip(`skipped: ${check.reason}`); });
@@ -23,9 +21,11 @@ if (!check.ok) {
     let lab: Lab;
     let dir: string;
     let coordHost: LabHost;
-    let token = '';
     let coneC: LabRouter;
-    const agents = new Map<string, { host: LabHost; proc: LabProcess; state: string }>();
+    let mesh: LabMesh;
+    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number) => mesh.until(what, fn, timeoutMs);
+    const status = (name: string) => mesh.status(name);
+    const pings = (from: string, to: string) => mesh.pings(from, to);
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'knit-n2n-'));
@@ -48,18 +48,10 @@ if (!check.ok) {
         ['f', await lab.addHost('f', { behind: await lab.addRouter('cone5', { nat: 'cone' }) })],
         ['g', await lab.addHost('g', { behind: await lab.addRouter('cone6', { nat: 'cone' }) })],
       ];
-      const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
-        '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
-      await until('coordinator ready', () => coordProc.output().includes('coordinator ready'), 15_000);
-      const r = await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')]);
-      token = r.stdout.trim();
+      mesh = await startMesh(lab, coordHost, dir);
       for (const [name, host] of hosts) {
-        const state = join(dir, name);
         // b runs the portable proxy mode, the others the default (shared, zero-copy): both must interoperate.
-        const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
-          '--state', state, '--hostname', name, '--keepalive', '10', '--port-mode', name === 'b' || name === 'f' ? 'proxy' : 'auto',
-          ...(['e', 'f', 'g'].includes(name) ? ['--eager-peers', '0'] : [])]);
-        agents.set(name, { host, proc, state });
+        mesh.start(name, host, ['--port-mode', name === 'b' || name === 'f' ? 'proxy' : 'auto', ...(['e', 'f', 'g'].includes(name) ? ['--eager-peers', '0'] : [])]);
       }
     });
 
@@ -68,33 +60,8 @@ if (!check.ok) {
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
-    /** What every agent says about itself and its peers: printed when a wait times out. */
-    async function explain(): Promise<string> {
-      const logs: string[] = [];
-      for (const [n, a] of agents) {
-        const st = await status(n).catch((e: Error) => e.message);
-        logs.push(`--- ${n}\n${a.proc.output().slice(-1500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
-      }
-      return logs.join('\n');
-    }
-
-    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) =>
-      untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
-
-    async function status(name: string): Promise<StatusDocument> {
-      const a = agents.get(name)!;
-      const r = await lab.run(a.host.ns, [process.execPath, BIN, 'status', '--json', '--state', a.state]);
-      return JSON.parse(r.stdout) as StatusDocument;
-    }
-
     async function meshIp(name: string): Promise<string> {
       return until(`${name} up`, async () => (await status(name)).self.ips[0]);
-    }
-
-    async function pings(from: string, to: string): Promise<boolean> {
-      const ip = await meshIp(to);
-      const r = await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true });
-      return r.code === 0;
     }
 
     it('cone ↔ cone: two hosts behind two NATs ping each other over a direct path', async (t) => {
@@ -125,7 +92,7 @@ if (!check.ok) {
 
     it('roaming: a host moved behind another NAT recovers its path', async (t) => {
       await until('a pings b before the move', () => pings('a', 'b'), 60_000);
-      const b = agents.get('b')!;
+      const b = mesh.agents.get('b')!;
       const moved = await lab.moveHost(b.host, coneC);
       const t0 = Date.now();
       await until('a pings b after the move', () => pings('a', 'b'), 60_000);
@@ -137,7 +104,7 @@ if (!check.ok) {
 
     it('roaming: the carrier NAT\'s public address changes under a double-NATed host; the path recovers', async (t) => {
       await until('d pings b before the renumbering', () => pings('d', 'b'), 60_000);
-      const carrier = agents.get('d')!.host.behind!.behind!;
+      const carrier = mesh.agents.get('d')!.host.behind!.behind!;
       const fresh = await lab.setRouterPublicAddress(carrier);
       await lab.flushConntrack(carrier);
       const t0 = Date.now();

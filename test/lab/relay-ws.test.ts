@@ -12,9 +12,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import type { StatusDocument } from '../../agent/status.js';
-import { until as untilHelper } from '../helpers/until.js';
-import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
+import { startMesh, type LabMesh } from './mesh.js';
+import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
 const RELAY_PORT = 3480;
@@ -24,7 +23,6 @@ function blockRule(relayHost: string): string {
   return ['table ip knit_relay_block {', '  chain forward {', '    type filter hook forward priority -10; policy accept;',
     `    ip daddr ${relayHost} udp dport ${RELAY_PORT} counter drop`, '  }', '}'].join('\n') + '\n';
 }
-const BIN = join(process.cwd(), 'bin', 'knit.js');
 
 if (!check.ok) {
   test('relay over WebSocket when UDP to the relay is dropped', (t) => { t.skip(`skipped: ${check.reason}`); });
@@ -33,10 +31,12 @@ if (!check.ok) {
     let lab: Lab;
     let dir: string;
     let coordHost: LabHost;
-    let coordProc: LabProcess;
     let sym1: LabRouter;
     let sym2: LabRouter;
-    const agents = new Map<string, { host: LabHost; proc: LabProcess; state: string }>();
+    let mesh: LabMesh;
+    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number) => mesh.until(what, fn, timeoutMs);
+    const status = (name: string) => mesh.status(name);
+    const pings = (from: string, to: string) => mesh.pings(from, to);
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'knit-relay-ws-lab-'));
@@ -48,48 +48,14 @@ if (!check.ok) {
       for (const r of [sym1, sym2]) await lab.run(r.ns, ['nft', '-f', '-'], { input: blockRule(coordHost.address) });
       const hosts: [string, LabHost][] = [['x', await lab.addHost('x', { behind: sym1 })], ['y', await lab.addHost('y', { behind: sym2 })]];
       // The relay runs in the coordinator by default (UDP and TCP 3480 on the listen address).
-      coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
-        '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
-      await until('coordinator ready', () => coordProc.output().includes('coordinator ready'), 15_000);
-      const r = await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')]);
-      const token = r.stdout.trim();
-      for (const [name, host] of hosts) {
-        const state = join(dir, name);
-        const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
-          '--state', state, '--hostname', name, '--keepalive', '10', '--port-mode', name === 'y' ? 'proxy' : 'auto']);
-        agents.set(name, { host, proc, state });
-      }
+      mesh = await startMesh(lab, coordHost, dir);
+      for (const [name, host] of hosts) mesh.start(name, host, ['--port-mode', name === 'y' ? 'proxy' : 'auto']);
     });
 
     after(async () => {
       await lab?.teardown();
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
-
-    async function explain(): Promise<string> {
-      const logs: string[] = [`--- coordinator\n${coordProc.output().slice(-1500)}`];
-      for (const [n, a] of agents) {
-        const st = await status(n).catch((e: Error) => e.message);
-        logs.push(`--- ${n}\n${a.proc.output().slice(-2500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
-      }
-      return logs.join('\n');
-    }
-
-    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) =>
-      untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
-
-    async function status(name: string): Promise<StatusDocument> {
-      const a = agents.get(name)!;
-      const r = await lab.run(a.host.ns, [process.execPath, BIN, 'status', '--json', '--state', a.state]);
-      return JSON.parse(r.stdout) as StatusDocument;
-    }
-
-    async function pings(from: string, to: string): Promise<boolean> {
-      const ip = (await status(to)).self.ips[0];
-      if (!ip) return false;
-      const r = await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true });
-      return r.code === 0;
-    }
 
     const peerOf = async (from: string, to: string) => (await status(from)).peers.find((p) => p.name === to);
 
@@ -111,7 +77,7 @@ if (!check.ok) {
         assert.ok((c.relayWsToRelay ?? 0) >= 1 && (c.relayWsFromRelay ?? 0) >= 1, `${n}: packets through the bridge`);
       }
       // A few pings in a row, for a latency figure.
-      const r = await lab.run(agents.get('x')!.host.ns, ['ping', '-c', '5', '-i', '0.2', '-W', '1', (await status('y')).self.ips[0]!], { allowFailure: true });
+      const r = await lab.run(mesh.agents.get('x')!.host.ns, ['ping', '-c', '5', '-i', '0.2', '-W', '1', (await status('y')).self.ips[0]!], { allowFailure: true });
       t.diagnostic(`ping over the WebSocket: ${/rtt min\/avg\/max\/mdev = ([^ ]+)/.exec(r.stdout)?.[1] ?? r.stdout.slice(-200)} ms (min/avg/max/mdev)`);
       assert.equal(r.code, 0);
     });

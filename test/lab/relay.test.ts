@@ -11,12 +11,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import type { StatusDocument } from '../../agent/status.js';
-import { until as untilHelper } from '../helpers/until.js';
-import { canRunLab, createLab, type Lab, type LabHost, type LabProcess, type LabRouter } from './netlab.js';
+import { startMesh, type LabMesh } from './mesh.js';
+import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
-const BIN = join(process.cwd(), 'bin', 'knit.js');
 
 if (!check.ok) {
   test('relay through real symmetric NATs', (t) => { t.skip(`skipped: ${check.reason}`); });
@@ -25,9 +23,11 @@ if (!check.ok) {
     let lab: Lab;
     let dir: string;
     let coordHost: LabHost;
-    let coordProc: LabProcess;
     let sym1: LabRouter;
-    const agents = new Map<string, { host: LabHost; proc: LabProcess; state: string }>();
+    let mesh: LabMesh;
+    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number) => mesh.until(what, fn, timeoutMs);
+    const status = (name: string) => mesh.status(name);
+    const pings = (from: string, to: string) => mesh.pings(from, to);
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'knit-relay-lab-'));
@@ -37,48 +37,14 @@ if (!check.ok) {
       const sym2 = await lab.addRouter('sym2', { nat: 'symmetric' });
       const hosts: [string, LabHost][] = [['x', await lab.addHost('x', { behind: sym1 })], ['y', await lab.addHost('y', { behind: sym2 })]];
       // The relay runs in the coordinator by default (UDP and TCP 3480 on the listen address).
-      coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
-        '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
-      await until('coordinator ready', () => coordProc.output().includes('coordinator ready'), 15_000);
-      const r = await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')]);
-      const token = r.stdout.trim();
-      for (const [name, host] of hosts) {
-        const state = join(dir, name);
-        const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
-          '--state', state, '--hostname', name, '--keepalive', '10', '--port-mode', name === 'y' ? 'proxy' : 'auto']);
-        agents.set(name, { host, proc, state });
-      }
+      mesh = await startMesh(lab, coordHost, dir);
+      for (const [name, host] of hosts) mesh.start(name, host, ['--port-mode', name === 'y' ? 'proxy' : 'auto']);
     });
 
     after(async () => {
       await lab?.teardown();
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
-
-    async function explain(): Promise<string> {
-      const logs: string[] = [`--- coordinator\n${coordProc.output().slice(-1500)}`];
-      for (const [n, a] of agents) {
-        const st = await status(n).catch((e: Error) => e.message);
-        logs.push(`--- ${n}\n${a.proc.output().slice(-2500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
-      }
-      return logs.join('\n');
-    }
-
-    const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) =>
-      untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
-
-    async function status(name: string): Promise<StatusDocument> {
-      const a = agents.get(name)!;
-      const r = await lab.run(a.host.ns, [process.execPath, BIN, 'status', '--json', '--state', a.state]);
-      return JSON.parse(r.stdout) as StatusDocument;
-    }
-
-    async function pings(from: string, to: string): Promise<boolean> {
-      const ip = (await status(to)).self.ips[0];
-      if (!ip) return false;
-      const r = await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true });
-      return r.code === 0;
-    }
 
     const peerOf = async (from: string, to: string) => (await status(from)).peers.find((p) => p.name === to);
 

@@ -1,0 +1,78 @@
+/**
+ * A Knit mesh in the lab: a real coordinator on the lab internet and real
+ * `knit up` agents (wireguard-go) in namespaces, plus what every lab test asks
+ * of them — status, a ping through the tunnel, waiting with an explanation
+ * (every agent's log tail and status) when a wait times out.
+ */
+import { join } from 'node:path';
+import type { StatusDocument } from '../../agent/status.js';
+import { until as untilHelper } from '../helpers/until.js';
+import type { Lab, LabHost, LabProcess } from './netlab.js';
+
+export const BIN = join(process.cwd(), 'bin', 'knit.js');
+
+export interface LabAgent {
+  host: LabHost;
+  proc: LabProcess;
+  state: string;
+}
+
+export interface LabMesh {
+  readonly coordHost: LabHost;
+  readonly coordProc: LabProcess;
+  /** A reusable join token. */
+  readonly token: string;
+  readonly agents: Map<string, LabAgent>;
+  /** Starts (or restarts) `knit up` for `name` on `host`: wireguard-go, knit0, keepalive 10 s, plus `extra`. */
+  start(name: string, host: LabHost, extra?: string[]): LabAgent;
+  status(name: string): Promise<StatusDocument>;
+  /** One ICMP echo from `from` to `to`'s mesh address, through the tunnel. */
+  pings(from: string, to: string): Promise<boolean>;
+  /** Waits for `fn`; on timeout the error carries every agent's log tail and status. */
+  until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number): Promise<T>;
+}
+
+/** Starts the coordinator on `coordHost` (STUN on 3478 and 3479, the relay on its default port) and makes a token. */
+export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Promise<LabMesh> {
+  const agents = new Map<string, LabAgent>();
+  const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
+    '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
+
+  async function status(name: string): Promise<StatusDocument> {
+    const a = agents.get(name)!;
+    const r = await lab.run(a.host.ns, [process.execPath, BIN, 'status', '--json', '--state', a.state]);
+    return JSON.parse(r.stdout) as StatusDocument;
+  }
+
+  async function explain(): Promise<string> {
+    const logs: string[] = [`--- coordinator\n${coordProc.output().slice(-1500)}`];
+    for (const [n, a] of agents) {
+      const st = await status(n).catch((e: Error) => e.message);
+      logs.push(`--- ${n}\n${a.proc.output().slice(-2500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
+    }
+    return logs.join('\n');
+  }
+
+  const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) =>
+    untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
+
+  await until('coordinator ready', () => coordProc.output().includes('coordinator ready'), 15_000);
+  const token = (await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
+
+  return {
+    coordHost, coordProc, token, agents, status, until,
+    start(name, host, extra = []) {
+      const state = join(dir, name);
+      const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',
+        '--state', state, '--hostname', name, '--keepalive', '10', ...extra]);
+      const a = { host, proc, state };
+      agents.set(name, a);
+      return a;
+    },
+    async pings(from, to) {
+      const ip = (await status(to)).self.ips[0];
+      if (!ip) return false;
+      return (await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true })).code === 0;
+    },
+  };
+}
