@@ -18,6 +18,7 @@ import { x25519 } from '@noble/curves/ed25519.js';
 import type { Clock, RandomBytes } from '../shared/clock.js';
 import { decodeKey, encodeKey } from '../shared/crypto/keys.js';
 import type { Logger } from '../shared/log.js';
+import { WakeupTimer } from '../shared/wakeup.js';
 import { parseEndpoint } from '../shared/net/addr.js';
 import type { UdpEndpoint, UdpSocket } from '../shared/udp.js';
 import type { NatType, PeerInfo, WelcomeMsg } from '../shared/wire/control.js';
@@ -148,8 +149,7 @@ export class Agent {
   private selfEndpoints: string[] = [];
   private natType: NatType = 'unknown';
   private portPreserved?: boolean;
-  private timer: ReturnType<Clock['setTimeout']> | undefined;
-  private timerAt = Infinity;
+  private readonly timer: WakeupTimer;
   private statsTimer: ReturnType<Clock['setTimeout']> | undefined;
   private pathReportTimer: ReturnType<Clock['setTimeout']> | undefined;
   private pathReportAt = Infinity;
@@ -186,6 +186,7 @@ export class Agent {
       });
     }
     this.probe = new StunProbe(() => this.tunnelPort(), d.random);
+    this.timer = new WakeupTimer(d.clock, () => this.tick());
     this.relay = new RelayPaths({ nodePublicKey: decodeKey(o.identity.publicKey)!, nodePrivateKey: o.identity.privateKey, random: d.random }, o.eagerPeers ?? EAGER_PEER_LIMIT);
     if (d.relayWs) {
       const bridge = new RelayWsBridge(d.relayWs, {
@@ -249,7 +250,7 @@ export class Agent {
     if (!this.running) return;
     this.running = false;
     this.control.stop();
-    if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
+    this.timer.cancel();
     if (this.statsTimer !== undefined) this.d.clock.clearTimeout(this.statsTimer);
     if (this.pathReportTimer !== undefined) this.d.clock.clearTimeout(this.pathReportTimer);
     for (const w of this.pingWaiters.values()) w({ ok: false, path: 'none', error: 'agent stopping' });
@@ -506,24 +507,18 @@ export class Agent {
     return nodeKey.slice(0, 8);
   }
 
-  /** One timer for both cores: the earliest wakeup either asks for. */
+  /** One timer for the cores: the earliest wakeup any asks for. */
   private arm(): void {
     if (!this.running) return;
-    const at = Math.min(this.disco.nextWakeup() ?? Infinity, this.probe.nextWakeup() ?? Infinity, this.relay.nextWakeup() ?? Infinity);
-    if (at === this.timerAt && this.timer !== undefined) return;
-    if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = at;
-    if (at === Infinity) return;
-    this.timer = this.d.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.timerAt = Infinity;
-      const now = this.d.clock.now();
-      this.runDiscovery(this.probe.tick(now));
-      this.perform(this.disco.handle({ type: 'tick' }, now));
-      this.performRelay(this.relay.handle({ type: 'tick' }, now));
-      this.arm();
-    }, Math.max(0, at - this.d.clock.now()));
+    this.timer.arm(Math.min(this.disco.nextWakeup() ?? Infinity, this.probe.nextWakeup() ?? Infinity, this.relay.nextWakeup() ?? Infinity));
+  }
+
+  private tick(): void {
+    const now = this.d.clock.now();
+    this.runDiscovery(this.probe.tick(now));
+    this.perform(this.disco.handle({ type: 'tick' }, now));
+    this.performRelay(this.relay.handle({ type: 'tick' }, now));
+    this.arm();
   }
 
   private desiredConfig(): EngineConfig {

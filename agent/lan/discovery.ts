@@ -8,6 +8,7 @@
 import type { Packet } from 'dns-packet';
 import type { Clock, RandomBytes } from '../../shared/clock.js';
 import type { Logger } from '../../shared/log.js';
+import { WakeupTimer } from '../../shared/wakeup.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
 import { LanCore, type LanAction, type LanCounters, type LanEvent, type LanInterface } from './core.js';
 import type { LanSelf } from './records.js';
@@ -36,11 +37,12 @@ export class LanDiscovery {
   /** A peer's LAN address, learned from its announcement (unauthenticated: a candidate to ping). */
   onCandidate?: (nodeKey: string, endpoint: UdpEndpoint, discoKey: string) => void;
   private core: LanCore | undefined;
-  private timer: ReturnType<Clock['setTimeout']> | undefined;
-  private timerAt = Infinity;
+  private readonly timer: WakeupTimer;
   private peers: string[] = [];
 
-  constructor(private readonly d: LanDiscoveryDeps) {}
+  constructor(private readonly d: LanDiscoveryDeps) {
+    this.timer = new WakeupTimer(d.clock, () => this.event({ type: 'tick' }));
+  }
 
   start(self: LanSelf): void {
     if (this.core) return;
@@ -68,8 +70,7 @@ export class LanDiscovery {
   async stop(): Promise<void> {
     if (!this.core) return;
     this.event({ type: 'stop' });
-    if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.timer.cancel();
     this.core = undefined;
     await this.d.transport.close();
   }
@@ -81,7 +82,7 @@ export class LanDiscovery {
   private event(e: LanEvent): void {
     if (!this.core) return;
     this.perform(this.core.handle(e, this.d.clock.now()));
-    this.arm();
+    this.timer.arm(this.core.nextWakeup());
   }
 
   private perform(actions: LanAction[]): void {
@@ -89,19 +90,5 @@ export class LanDiscovery {
       if (a.type === 'send') this.d.transport.send(a.iface, a.packet);
       else this.onCandidate?.(a.nodeKey, a.endpoint, a.discoKey);
     }
-  }
-
-  private arm(): void {
-    const at = this.core?.nextWakeup() ?? Infinity;
-    if (at === this.timerAt && this.timer !== undefined) return;
-    if (this.timer !== undefined) this.d.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = at;
-    if (at === Infinity) return;
-    this.timer = this.d.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.timerAt = Infinity;
-      this.event({ type: 'tick' });
-    }, Math.max(0, at - this.d.clock.now()));
   }
 }

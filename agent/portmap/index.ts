@@ -9,7 +9,8 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { request } from 'node:http';
-import type { Clock, RandomBytes, TimerHandle } from '../../shared/clock.js';
+import type { Clock, RandomBytes } from '../../shared/clock.js';
+import { WakeupTimer } from '../../shared/wakeup.js';
 import type { Logger } from '../../shared/log.js';
 import type { PortMappingStatus } from '../status.js';
 import { normalizeIp } from '../../shared/net/addr.js';
@@ -100,8 +101,7 @@ export function createPortMapService(options: PortMapServiceOptions, deps: PortM
   const findGateway = deps.findGateway ?? findDefaultGateway;
   const http = deps.http ?? boundedHttp;
   let sock: Socket | undefined;
-  let timer: TimerHandle | undefined;
-  let timerAt = Infinity;
+  const timer = new WakeupTimer(deps.clock, () => feed({ type: 'tick' }));
   let running = false;
   let stopped = false;
   let localAddress: string | undefined;
@@ -162,17 +162,7 @@ export function createPortMapService(options: PortMapServiceOptions, deps: PortM
   }
 
   function arm(): void {
-    const at = stopped ? Infinity : core.nextWakeup() ?? Infinity;
-    if (at === timerAt && timer !== undefined) return;
-    if (timer !== undefined) deps.clock.clearTimeout(timer);
-    timer = undefined;
-    timerAt = at;
-    if (at === Infinity) return;
-    timer = deps.clock.setTimeout(() => {
-      timer = undefined;
-      timerAt = Infinity;
-      feed({ type: 'tick' });
-    }, Math.max(0, at - deps.clock.now()));
+    timer.arm(stopped ? undefined : core.nextWakeup());
   }
 
   async function openSocket(): Promise<Socket> {
@@ -215,8 +205,7 @@ export function createPortMapService(options: PortMapServiceOptions, deps: PortM
         await done;
       }
       stopped = true;
-      if (timer !== undefined) deps.clock.clearTimeout(timer);
-      timer = undefined;
+      timer.cancel();
       try { sock?.close(); } catch { /* closed */ }
       sock = undefined;
     },
