@@ -281,6 +281,7 @@ export async function benchCoordinator(options: CoordinatorBenchOptions): Promis
 // ---- budgets, as `knit bench` reports them ------------------------------------------
 
 interface Budget { name: string; value: number; limit: number; ok: boolean }
+const MEMORY_BUDGET_MIN_AGENTS = 5000;
 const budget = (name: string, value: number, limit: number): Budget => ({ name, value, limit, ok: value <= limit });
 
 /** The coordinator's scale target (issue: 10,000 connected agents on a 2-core machine) and the sizes `all` runs. */
@@ -302,7 +303,9 @@ export function coordinatorBudgets(runs: CoordinatorBenchResult[], goal: boolean
   for (const r of runs) {
     const n = r.agents;
     out.push(budget(`coordinator ${n}: agents that never held a map`, n - r.connected, 0));
-    out.push(budget(`coordinator ${n}: memory per agent (bytes)`, r.bytesPerAgent, 5 * 1024));
+    // Measured over the second half of the agents; below a few thousand that half is too small
+    // against fixed costs that come with any load (V8 growing its young generation by ~30 MB).
+    if (n >= MEMORY_BUDGET_MIN_AGENTS) out.push(budget(`coordinator ${n}: memory per agent (bytes)`, r.bytesPerAgent, 5 * 1024));
     // Fan-out: ≤ 100 ms p99 at 1,000 agents, ≤ 1 s at 10,000 (the issue's two points).
     out.push(budget(`coordinator ${n}: fan-out p99 (ms)`, r.fanoutP99Ms, n <= 1000 ? 100 : 1000));
     out.push(budget(`coordinator ${n}: fan-out deliveries missed`, r.fanoutMissed, 0));

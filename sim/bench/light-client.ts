@@ -24,7 +24,7 @@ import {
   type NatType, type ServerMessage,
 } from '../../shared/wire/control.js';
 import { joinMesh } from '../../agent/control/join.js';
-import { controlUrl } from '../../agent/control/client.js';
+import { backoffDelayMs, controlUrl } from '../../agent/control/client.js';
 import { applyDelta, applySnapshot, emptyNetmap, type Netmap } from '../../agent/control/netmap.js';
 
 /** Milliseconds on CLOCK_MONOTONIC, which every process on the machine shares: timestamps compare across processes. */
@@ -54,9 +54,18 @@ export interface LightClientContext {
   onWatched(client: LightClient, at: number, bytes: number): void;
   /** A client holds a map (first snapshot or resume delta after a welcome). */
   onMapped(client: LightClient): void;
-  /** A protocol violation or socket error; `code` is a short kind (EMFILE, gap, malformed, closed …). */
-  onProblem(client: LightClient, code: string, detail: string): void;
+  /**
+   * A protocol violation or socket error; `code` is a short kind (EMFILE, gap, malformed, closed …).
+   * `retrying`: a transport failure the client answers as an agent would, reconnecting after a
+   * jittered backoff (only while `retry` is on); otherwise the client has given up.
+   */
+  onProblem(client: LightClient, code: string, detail: string, retrying: boolean): void;
+  /** Reconnect after transport failures (agent-style backoff), as during the connect and storm phases. */
+  retry: boolean;
 }
+
+/** Failures that say something about the coordinator's protocol, never retried: they are bugs. */
+const PROTOCOL_PROBLEMS = new Set(['gap', 'malformed', 'protocol', 'refused']);
 
 export class LightClient {
   readonly nodeKey: string;
@@ -74,6 +83,8 @@ export class LightClient {
   private ws: WebSocket | undefined;
   private serverNonce = '';
   private clientNonce = '';
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly ctx: LightClientContext, readonly hostname: string, readonly localAddress: string, readonly full: boolean) {
     const kp = generateKeyPair();
@@ -105,21 +116,17 @@ export class LightClient {
     ws.on('message', (data: Buffer, isBinary) => {
       if (this.ws !== ws) return;
       if (isBinary) return this.problem('malformed', 'binary frame');
-      this.receive(data);
+      this.receive(data, monoMs()); // arrival time, before any decoding of ours
     });
     ws.on('error', (err: NodeJS.ErrnoException) => { if (this.ws === ws) this.problem(err.code ?? 'socket', err.message); });
     ws.on('close', (code, reason) => {
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      this.problem('closed', `closed ${code} ${reason.toString()}`);
+      if (this.ws === ws) this.problem('closed', `closed ${code} ${reason.toString()}`);
     });
   }
 
   /** Drops the socket and connects again at once, resuming from the version held. */
   reconnect(): void {
-    const old = this.ws;
-    this.ws = undefined;
-    old?.terminate();
+    this.close();
     this.connect();
   }
 
@@ -131,29 +138,42 @@ export class LightClient {
     const ws = this.ws;
     this.ws = undefined;
     ws?.terminate();
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.phase = 'idle';
   }
 
   private problem(code: string, detail: string): void {
+    const ws = this.ws;
+    this.ws = undefined;
+    ws?.terminate();
     this.phase = 'idle';
-    this.ctx.onProblem(this, code, detail);
+    const retrying = this.ctx.retry && !PROTOCOL_PROBLEMS.has(code);
+    this.ctx.onProblem(this, code, detail, retrying);
+    if (!retrying) return;
+    // As the agent does: full jitter, 0.5 s doubling to 15 s.
+    const r = defaultRandomBytes(2);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.ctx.retry) this.connect();
+    }, backoffDelayMs(this.attempt++, ((r[0]! << 8) | r[1]!) / 65536));
   }
 
-  private receive(data: Buffer): void {
+  private receive(data: Buffer, at: number): void {
     if ((this.phase === 'ready' || this.phase === 'mapped') && !this.full && data.length > FULL_DECODE_MAX_BYTES) {
       const head = MAP_HEAD.exec(data.toString('latin1', 0, 96));
-      if (head) return this.mapFrameHead(data, head);
+      if (head) return this.mapFrameHead(data, head, at);
     }
     const d = decodeServerMessage(data.toString());
     if (!d.ok) return this.problem('malformed', d.error);
-    this.handle(d.value, data);
+    this.handle(d.value, data, at);
   }
 
   /** A big snapshot or delta, read by its head: only the version chain is checked. */
-  private mapFrameHead(data: Buffer, head: RegExpExecArray): void {
+  private mapFrameHead(data: Buffer, head: RegExpExecArray, at: number): void {
     if (head[1] === 'snapshot') {
       this.snapshotBytes = data.length;
-      return this.reached(Number(head[2]));
+      return this.reached(Number(head[2]), at);
     }
     if (Number(head[3]) !== this.version) return this.problem('gap', `delta from ${head[3]} at version ${this.version}`);
     const w = this.ctx.watch;
@@ -161,21 +181,22 @@ export class LightClient {
       // The delta carrying the watched change: decode it in full after all.
       const d = decodeServerMessage(data.toString());
       if (!d.ok) return this.problem('malformed', d.error);
-      return this.handle(d.value, data);
+      return this.handle(d.value, data, at);
     }
-    this.reached(Number(head[4]));
+    this.reached(Number(head[4]), at);
   }
 
-  private reached(version: number): void {
+  private reached(version: number, at: number): void {
     this.version = version;
-    this.versionAt = monoMs();
+    this.versionAt = at;
     if (this.phase === 'ready') {
       this.phase = 'mapped';
+      this.attempt = 0;
       this.ctx.onMapped(this);
     }
   }
 
-  private handle(m: ServerMessage, data: Buffer): void {
+  private handle(m: ServerMessage, data: Buffer, at: number): void {
     switch (m.type) {
       case 'challenge': {
         if (this.phase !== 'challenge') return this.problem('protocol', 'unexpected challenge');
@@ -198,7 +219,7 @@ export class LightClient {
         if (this.phase !== 'ready' && this.phase !== 'mapped') return this.problem('protocol', 'map before welcome');
         this.snapshotBytes = data.length;
         if (this.netmap) this.netmap = applySnapshot(this.netmap, m);
-        return this.reached(m.version);
+        return this.reached(m.version, at);
       case 'delta': {
         if (this.phase !== 'ready' && this.phase !== 'mapped') return this.problem('protocol', 'map before welcome');
         if (m.from !== this.version) return this.problem('gap', `delta from ${m.from} at version ${this.version}`);
@@ -206,9 +227,9 @@ export class LightClient {
         const w = this.ctx.watch;
         // The reporting node's own copy of the change doesn't count: fan-out is about its peers.
         if (w && w.id !== this.id && m.changes.some((c) => c.op === 'endpoints' && c.id === w.id && c.endpoints.includes(w.marker))) {
-          this.ctx.onWatched(this, monoMs(), data.length);
+          this.ctx.onWatched(this, at, data.length);
         }
-        return this.reached(m.version);
+        return this.reached(m.version, at);
       }
       case 'error':
         return this.problem('refused', `${m.code}: ${m.message}`);

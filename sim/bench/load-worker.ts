@@ -41,7 +41,7 @@ const inFlight = new Set<LightClient>();
 
 
 const ctx: LightClientContext = {
-  url: config.url, token, rawToken: config.token, watch: undefined,
+  url: config.url, token, rawToken: config.token, watch: undefined, retry: false,
   onWatched(_c, at, bytes) {
     watchedTimes.push(at);
     watchedBytes = bytes;
@@ -50,8 +50,8 @@ const ctx: LightClientContext = {
     inFlight.delete(c);
     for (const w of mappedWaiters) w();
   },
-  onProblem(c, code, detail) {
-    inFlight.delete(c);
+  onProblem(c, code, detail, retrying) {
+    if (!retrying) inFlight.delete(c); // a retrying client is still on its way to a map
     problems.set(code, (problems.get(code) ?? 0) + 1);
     if (problemSamples.length < 5) problemSamples.push(`${c.hostname}: ${code} ${detail}`);
   },
@@ -98,6 +98,7 @@ async function connectAll(limit: number, deadlineMs: number, upTo: number, start
   const stop = Math.min(upTo, clients.length);
   let next = 0;
   inFlight.clear();
+  ctx.retry = true; // while connecting, clients retry failures with the agent's backoff
   await waitFor(() => {
     while (next < stop && inFlight.size < limit && Date.now() < end) {
       const c = clients[next++]!;
@@ -107,6 +108,7 @@ async function connectAll(limit: number, deadlineMs: number, upTo: number, start
     }
     return next === stop && inFlight.size === 0;
   }, deadlineMs);
+  ctx.retry = false;
   return { mapped: clients.filter((c) => c.phase === 'mapped').length, ms: monoMs() - t0 };
 }
 
@@ -119,7 +121,7 @@ serveIpc({
         await c.join();
       } catch (err) {
         failed++;
-        ctx.onProblem(c, 'join', (err as Error).message);
+        ctx.onProblem(c, 'join', (err as Error).message, false);
       }
     });
     return { joined: clients.length - failed, ms: monoMs() - t0 };
