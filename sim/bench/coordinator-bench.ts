@@ -242,9 +242,16 @@ export async function benchCoordinator(options: CoordinatorBenchOptions): Promis
     // 6. reconnect storm: every client at once (no limit on handshakes in flight).
     t0 = monoMs();
     await Promise.all(workers.map((w, i) => w.call('storm', { concurrency: sizes[i], deadlineMs: PHASE_DEADLINE_MS }, PHASE_DEADLINE_MS + 10_000)));
-    const after = await settle(coord);
-    const held = await Promise.all(workers.map((w) => w.call<VersionsReport>('versions', { version: after.version })));
-    const heldCount = held.reduce((a, h) => a + h.atVersion, 0);
+    // Until every agent holds the current version: a client cut off meanwhile reconnects as an agent would.
+    const stormEnd = Date.now() + PHASE_DEADLINE_MS / 2;
+    let after: CoordinatorState;
+    let held: VersionsReport[];
+    let heldCount: number;
+    do {
+      after = await settle(coord);
+      held = await Promise.all(workers.map((w) => w.call<VersionsReport>('versions', { version: after.version })));
+      heldCount = held.reduce((a, h) => a + h.atVersion, 0);
+    } while (heldCount < connected && Date.now() < stormEnd);
     const stormMs = heldCount === connected ? Math.max(...held.map((h) => h.lastAt)) - t0 : NaN;
 
     const problems: Record<string, number> = {};

@@ -98,7 +98,7 @@ async function connectAll(limit: number, deadlineMs: number, upTo: number, start
   const stop = Math.min(upTo, clients.length);
   let next = 0;
   inFlight.clear();
-  ctx.retry = true; // while connecting, clients retry failures with the agent's backoff
+  ctx.retry = true; // from the first connect on, clients retry failures with the agent's backoff
   await waitFor(() => {
     while (next < stop && inFlight.size < limit && Date.now() < end) {
       const c = clients[next++]!;
@@ -108,7 +108,6 @@ async function connectAll(limit: number, deadlineMs: number, upTo: number, start
     }
     return next === stop && inFlight.size === 0;
   }, deadlineMs);
-  ctx.retry = false;
   return { mapped: clients.filter((c) => c.phase === 'mapped').length, ms: monoMs() - t0 };
 }
 
@@ -174,6 +173,7 @@ serveIpc({
     return clients[0]!.netmap?.peers.get(args.id)?.endpoints ?? null;
   },
   stop() {
+    ctx.retry = false;
     for (const c of clients) c.close();
     setImmediate(() => process.exit(0));
   },
