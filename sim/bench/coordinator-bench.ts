@@ -15,7 +15,8 @@
  *   4. idle      coordinator CPU over a quiet window (pings included)   → idleCpuPct
  *   5. fan-out   one client reports new endpoints; every other client
  *                timestamps the delta carrying it (CLOCK_MONOTONIC is
- *                shared by all processes)                               → fanoutP50Ms, fanoutP99Ms
+ *                shared by all processes); changes one at a time, each
+ *                after the previous one's window closed               → fanoutP50Ms, fanoutP99Ms
  *                and the coordinator's own time per change              → perChangeMs
  *   6. storm     every client drops its socket at once and reconnects
  *                with its last version; time until all hold the
@@ -210,6 +211,7 @@ export async function benchCoordinator(options: CoordinatorBenchOptions): Promis
     let deltaBytes = 0;
     let missed = 0;
     const flush0 = await coord.call<CoordinatorState>('state');
+    let flushSoFar = flush0.flushSumS;
     for (let k = 0; k < changes; k++) {
       const g = Math.floor(((k + 0.5) * n) / changes);
       let w = 0;
@@ -232,7 +234,11 @@ export async function benchCoordinator(options: CoordinatorBenchOptions): Promis
       lastPeer.push(Math.max(...times));
       missed += Math.max(0, expected - times.length);
       deltaBytes = Math.max(deltaBytes, ...seen.map((s) => s.bytes));
-      await sleep(60); // past the coalescing window, so the next change is a window of its own
+      // Each change is timed on its own: wait out the window this one opened (≥ 50 ms, and as
+      // long as its flush took), or the next change would be held back to fold into it.
+      const state = await coord.call<CoordinatorState>('state');
+      await sleep(Math.max(60, (state.flushSumS - flushSoFar) * 1000 + 20));
+      flushSoFar = state.flushSumS;
     }
     await Promise.all(workers.map((x) => x.call('watch', null)));
     const flush1 = await coord.call<CoordinatorState>('state');
