@@ -461,3 +461,38 @@ test('a node reconnecting reuses its proven auth key, and a wrong proof is still
   assert.equal(again.sent.find((m) => m.type === 'welcome').serverProof, welcomeProof(k, clientNonce, challenge.serverNonce));
   assert.equal(first.closed?.code, 4409, 'the newer session replaced the first');
 });
+
+test('under load a window lasts as long as the last flush took, so fan-out leaves the event loop to handshakes', () => {
+  const manual = new ManualClock();
+  let spent = 0; // time the sends "take", seen by the hub through now()
+  const clock = { ...manual, now: () => manual.now() + spent, wallNow: () => manual.wallNow(), setTimeout: manual.setTimeout.bind(manual), clearTimeout: manual.clearTimeout.bind(manual) };
+  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: [], coalesceMs: 50 });
+  const token = reg.createToken({ reusable: true }).token;
+  const deltas: number[] = [];
+  const handles = [generateKeyPair(), generateKeyPair()].map((kp, i) => {
+    reg.join({ token, nodeKey: encodeKey(kp.publicKey), hostname: `n${i}` });
+    const frames: string[] = [];
+    const h = hub.connect({
+      send: (t) => frames.push(t),
+      sendEncoded: (b) => { spent += 100; if (i === 0 && JSON.parse(b.toString()).type === 'delta') deltas.push(manual.now()); },
+      close: () => {}, remoteAddress: '127.0.0.1',
+    });
+    const challenge = JSON.parse(frames[0]!);
+    const nodeKey = encodeKey(kp.publicKey);
+    const k = controlAuthKey(kp.privateKey, challenge.coordinatorKey)!;
+    h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
+    return h;
+  });
+  manual.advance(1000); // connect windows done; each flush to two sessions "took" 200 ms
+  deltas.length = 0;
+  const start = manual.now();
+  handles[0]!.receive(JSON.stringify({ type: 'endpoints', endpoints: ['198.18.0.5:1'], natType: 'none' }));
+  manual.advance(0);
+  assert.deepEqual(deltas.map((t) => t - start), [0], 'after a quiet spell: at once');
+  handles[1]!.receive(JSON.stringify({ type: 'endpoints', endpoints: ['198.18.0.6:1'], natType: 'none' }));
+  manual.advance(150);
+  assert.equal(deltas.length, 1, 'not while the window stretched to the 200 ms the last flush took is open');
+  manual.advance(60);
+  assert.equal(deltas.length, 2);
+});
