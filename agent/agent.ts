@@ -591,11 +591,23 @@ export class Agent {
     }, inMs);
   }
 
-  /** Our paths as the coordinator wants them: connected peers first, capped. */
+  /**
+   * Our paths as the coordinator wants them, cheaply (every agent sends one a second while
+   * paths change): O(1) per peer, no status document. In a big mesh most peers are idle by
+   * design (paths on demand), so only connected ones are reported; a small one reports all.
+   */
   private pathSample(): PathReport[] {
-    const rank: Record<PathKind, number> = { lan: 0, direct: 1, relay: 2, none: 3 };
-    return this.status().peers.sort((a, b) => rank[a.path] - rank[b.path]).slice(0, MAX_PATH_REPORTS)
-      .map((p) => ({ peer: p.nodeKey, kind: p.path, lastHandshake: p.lastHandshake, ...(p.rttMs !== undefined ? { rttMs: p.rttMs } : {}) }));
+    const now = this.d.clock.now();
+    const big = this.netmap.peers.size > (this.o.eagerPeers ?? EAGER_PEER_LIMIT);
+    const out: PathReport[] = [];
+    for (const p of this.netmap.peers.values()) {
+      const kind = this.relay.path(p.nodeKey).kind;
+      if (big && kind === 'none') continue;
+      const rttMs = kind === 'lan' || kind === 'direct' ? this.disco.rttOf(p.nodeKey, now) : undefined;
+      out.push({ peer: p.nodeKey, kind, lastHandshake: this.stats.get(p.nodeKey)?.lastHandshakeMs ?? 0, ...(rttMs !== undefined ? { rttMs } : {}) });
+      if (out.length >= MAX_PATH_REPORTS) break;
+    }
+    return out;
   }
 
   private pollStats(): void {

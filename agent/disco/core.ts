@@ -125,6 +125,8 @@ export const CALL_ME_MAYBE_INTERVAL_MS = 2000;
 export const EAGER_PEER_LIMIT = 128;
 /** A wanted peer stays active this long after the last sign of demand. */
 export const WANT_TTL_MS = 120_000;
+/** Answered pings remembered against replays: minutes of pings from the peers we talk to. */
+const SEEN_PINGS_MAX = 16_384;
 /** Outstanding pings kept at most (the oldest is forgotten first). */
 const MAX_OUTSTANDING = 8192;
 
@@ -185,8 +187,11 @@ export class DiscoCore {
   private readonly unknownBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
   /** Peer|destination pairs we announced our disco key to (once each per run). */
   private readonly announcedTo = new LRUCache<string, true>({ max: 8192 });
-  /** Pings answered (peer|txid): a replay gets nothing. Big enough for minutes of a big mesh's pings. */
-  private readonly seenPings = new LRUCache<string, true>({ max: 65_536 });
+  /**
+   * Pings answered (peer|txid), oldest first: a replay gets nothing. A Map trimmed from the
+   * front rather than an LRUCache, which would allocate all its slots up front in every agent.
+   */
+  private readonly seenPings = new Map<string, true>();
   private readonly nodeKeyBytes: Uint8Array;
   private selfEndpoints: string[] = [];
   /** Peers whose state an event touched: their wakeups are recomputed after it. */
@@ -333,6 +338,13 @@ export class DiscoCore {
     p.wake = at;
     p.wakeGen++;
     if (at !== undefined) this.wakes.push({ at, key: p.input.nodeKey, gen: p.wakeGen });
+  }
+
+  /** A peer's RTT on its chosen path; undefined without one. O(1), unlike peerStatus. */
+  rttOf(nodeKey: string, now: number): number | undefined {
+    const p = this.peers.get(nodeKey);
+    if (!p || pathKind(p.path, now) === 'none') return undefined;
+    return p.path.best && p.path.candidates.get(p.path.best.key)?.rttMs;
   }
 
   peerStatus(now: number): DiscoPeerStatus[] {
@@ -645,6 +657,7 @@ export class DiscoCore {
         return;
       }
       this.seenPings.set(replayKey, true);
+      if (this.seenPings.size > SEEN_PINGS_MAX) this.seenPings.delete(this.seenPings.keys().next().value!);
       if (!this.allowPong(from.address, now)) {
         this.counters.dropRateLimited++;
         return;

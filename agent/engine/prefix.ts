@@ -133,9 +133,17 @@ export function prefixWithin(inner: IpPrefix, outer: IpPrefix): boolean {
  * would pull other traffic into the tunnel, so it is dropped here.
  */
 export function meshAllowedIps(addresses: readonly string[], mesh: { ipv4Prefix: string; ipv6Prefix: string }): string[] {
+  // Every engine apply asks for every peer: the answer is kept per addresses array (the netmap
+  // reducer keeps an unchanged peer's objects), so a big map is parsed once, not per apply.
+  const cached = allowedCache.get(addresses);
+  if (cached && cached.mesh === mesh) return cached.allowed;
   const prefixes = [parsePrefix(mesh.ipv4Prefix), parsePrefix(mesh.ipv6Prefix)].filter((p): p is IpPrefix => p !== undefined);
-  return addresses.filter((a) => {
+  const allowed = addresses.filter((a) => {
     const p = parsePrefix(a);
     return p !== undefined && p.bits === (p.family === 4 ? 32 : 128) && prefixes.some((m) => prefixWithin(p, m));
   });
+  allowedCache.set(addresses, { mesh, allowed });
+  return allowed;
 }
+
+const allowedCache = new WeakMap<readonly string[], { mesh: object; allowed: string[] }>();

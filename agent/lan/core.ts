@@ -94,6 +94,7 @@ export class LanCore {
   private readonly selfFp: string;
   private ifaces: IfaceState[] = [];
   private readonly peersByFp = new Map<string, string>(); // fingerprint → node key
+  private fpByKey = new Map<string, string>(); // node key → fingerprint, for the peers we have
   private readonly known = new Map<string, Known>(); // instance → what we heard
   private running = false;
   private announceAt: number[] = [];
@@ -158,7 +159,13 @@ export class LanCore {
   private setPeers(nodeKeys: string[], now: number, out: LanAction[]): void {
     const before = new Set(this.peersByFp.values());
     this.peersByFp.clear();
-    for (const k of nodeKeys) this.peersByFp.set(fingerprint(k), k);
+    const fps = new Map<string, string>();
+    for (const k of nodeKeys) {
+      const fp = this.fpByKey.get(k) ?? fingerprint(k); // a SHA-256 per peer, once: maps change often
+      fps.set(k, fp);
+      this.peersByFp.set(fp, k);
+    }
+    this.fpByKey = fps;
     // A node we heard announce before it was our peer: usable now.
     for (const k of this.known.values()) {
       const nodeKey = this.peersByFp.get(k.announcement.fingerprint);
