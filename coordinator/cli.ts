@@ -20,9 +20,9 @@ import { parseDuration } from '../shared/duration.js';
 import { isValidTag, MAX_TAGS, type RelayInfo } from '../shared/wire/control.js';
 import { isKeyText } from '../shared/crypto/keys.js';
 import { parseFlags, intFlag } from '../shared/cli/args.js';
-import { createCoordinator, databasePath, DEFAULT_EPHEMERAL_TIMEOUT_MS, type CoordinatorOptions, type HostPort } from './index.js';
+import { createCoordinator, DEFAULT_EPHEMERAL_TIMEOUT_MS, type CoordinatorOptions, type HostPort } from './index.js';
 import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from './registry/registry.js';
-import { SqliteStore } from './store/sqlite.js';
+import { databasePath, openStore, storeSpecProblem } from './store/open.js';
 import { runningCoordinatorPid } from './store/pidfile.js';
 import type { PathEdge } from './control/hub.js';
 
@@ -37,6 +37,8 @@ export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', str
   --relay-tls-cert FILE       serve the relay's WebSocket over TLS (wss), with --relay-tls-key FILE
   --external-relay LIST       relays run with \`knit relay\`, announced to agents: KEY@HOST:PORT[@WS-URL],…
   --data DIR                  where the SQLite store lives (default ./knit-data)
+  --store URL                 a postgres:// database shared by several replicas instead of SQLite
+                              (or KNIT_STORE; the in-process relay is then off unless --relay is given)
   --url URL                   public URL written into join tokens (default: the listen address;
                               when listening on 0.0.0.0, this machine's first non-loopback IPv4)
   --ipv4-prefix CIDR          mesh IPv4 prefix, fixed at first start (default ${DEFAULT_IPV4_PREFIX})
@@ -45,11 +47,11 @@ export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', str
   token: `usage: knit token create [--reusable] [--uses N] [--ephemeral] [--expires 24h] [--tags a,b]
        knit token list [--json]
        knit token revoke ID
-  --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)
+  --data DIR | --store URL | --coordinator URL (with KNIT_ADMIN_TOKEN)
   create prints only the token, so TOKEN=$(knit token create) works`,
   nodes: `usage: knit nodes [list] [--json]
        knit nodes remove ID
-  --data DIR | --coordinator URL (with KNIT_ADMIN_TOKEN)`,
+  --data DIR | --store URL | --coordinator URL (with KNIT_ADMIN_TOKEN)`,
 };
 
 export function parseHostPort(text: string, flag: string): HostPort {
@@ -62,7 +64,7 @@ export function parseHostPort(text: string, flag: string): HostPort {
 
 async function runCoordinator(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
-    listen: { type: 'string' }, stun: { type: 'string' }, stun2: { type: 'string' }, data: { type: 'string' }, url: { type: 'string' },
+    listen: { type: 'string' }, stun: { type: 'string' }, stun2: { type: 'string' }, data: { type: 'string' }, store: { type: 'string' }, url: { type: 'string' },
     'ipv4-prefix': { type: 'string' }, 'ephemeral-timeout': { type: 'string' }, 'allow-loopback-endpoints': { type: 'boolean' },
     relay: { type: 'string' }, 'relay-ws': { type: 'string' }, 'relay-tls-cert': { type: 'string' }, 'relay-tls-key': { type: 'string' }, 'external-relay': { type: 'string' },
   });
@@ -80,11 +82,14 @@ async function runCoordinator(argv: string[]): Promise<number> {
   if (values.url !== undefined && !/^https?:\/\/[^\s/?#]+$/.test(values.url)) throw new KnitError('KNIT_ERR_USAGE', '--url must look like http://host:port');
   const ephemeral = values['ephemeral-timeout'] === undefined ? DEFAULT_EPHEMERAL_TIMEOUT_MS : parseDuration(values['ephemeral-timeout']);
   if (ephemeral === undefined) throw new KnitError('KNIT_ERR_USAGE', '--ephemeral-timeout must be a duration like 90s, 10m, 24h');
-  const relay = relayOptions(values, listen);
+  const store = storeFlag(values.store);
+  // Replicas behind one address can't each run their own relay: a pair relayed through two
+  // different relays never meets. With a shared store the relay runs apart (`knit relay`).
+  const relay = store !== undefined && values.relay === undefined ? undefined : relayOptions(values, listen);
   const externalRelays = values['external-relay'] === undefined ? undefined : values['external-relay'].split(',').map(parseExternalRelay);
   const logger = createLogger({ base: { component: 'coordinator' } });
-  const c = createCoordinator({
-    relay, externalRelays,
+  const c = await createCoordinator({
+    relay, externalRelays, store,
     dataDir: values.data ?? './knit-data', listen, stun, url: values.url, ipv4Prefix: values['ipv4-prefix'],
     allowLoopbackEndpoints: values['allow-loopback-endpoints'], ephemeralTimeoutMs: ephemeral,
   }, { logger });
@@ -96,12 +101,16 @@ async function runCoordinator(argv: string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     const ports = await c.start(); // a failed start has closed everything and throws a KnitError
-    const admin = c.ensureAdmin(); // after listening: the token carries the coordinator's URL
+    const admin = await c.ensureAdmin(); // after listening: the token carries the coordinator's URL
     if (admin) {
       // Printed once, on stdout, never logged: only its hash is stored.
-      console.log(`\nAdmin token (shown only this once; keep it secret):\n\n  ${admin}\n\nCreate a join token with:  npx knit token create --data ${values.data ?? './knit-data'}\n`);
+      const where = store === undefined ? `--data ${values.data ?? './knit-data'}` : '--store "$KNIT_STORE"';
+      console.log(`\nAdmin token (shown only this once; keep it secret):\n\n  ${admin}\n\nCreate a join token with:  npx knit token create ${where}\n`);
     }
-    logger.info('coordinator ready', { http: `${listen.host}:${ports.httpPort}`, stun: ports.stunPorts, url: c.registry.publicUrl, nodes: c.registry.nodeCount });
+    logger.info('coordinator ready', {
+      http: `${listen.host}:${ports.httpPort}`, stun: ports.stunPorts, url: c.registry.publicUrl, nodes: c.registry.nodeCount,
+      store: c.store.where, replica: c.registry.replica,
+    });
     logger.info('coordinator stopping', { signal: await stopRequested });
   } finally {
     process.off('SIGINT', onSignal);
@@ -147,31 +156,46 @@ interface Admin {
   /** The agents' last path reports; undefined without a running coordinator (they live in its memory). */
   listPaths(): Promise<PathEdge[] | undefined>;
   removeNode(id: number): Promise<void>;
-  close(): void;
+  close(): Promise<void>;
 }
 
-function localAdmin(dataDir: string): Admin {
-  if (!existsSync(databasePath(dataDir))) {
+/** `--store`, else KNIT_STORE (keeps a password out of `ps`), checked; undefined = SQLite in --data. */
+function storeFlag(flag: string | undefined): string | undefined {
+  const spec = flag ?? (process.env.KNIT_STORE || undefined);
+  const problem = spec === undefined ? undefined : storeSpecProblem(spec);
+  if (problem) throw new KnitError('KNIT_ERR_USAGE', problem);
+  return spec;
+}
+
+async function localAdmin(dataDir: string, storeSpec: string | undefined): Promise<Admin> {
+  if (storeSpec === undefined && !existsSync(databasePath(dataDir))) {
     // Allowed (a token made before the first start works: the coordinator adopts the key made
     // here), but a typo in --data would otherwise silently mint tokens for a mesh nobody runs.
     console.error(`knit: no coordinator has used ${dataDir} yet; creating a new mesh there`);
   }
-  const store = new SqliteStore(databasePath(dataDir));
-  // The URL in tokens: what the running coordinator would write (stored at its start).
-  const url = store.getMeta('public_url') ?? 'http://127.0.0.1:8080';
-  const registry = new Registry(store, { clock: systemClock, url });
+  const store = await openStore({ store: storeSpec, dataDir });
+  let registry: Registry;
+  try {
+    // The URL in tokens: what the running coordinator would write (stored at its start).
+    const url = await store.getMeta('public_url') ?? 'http://127.0.0.1:8080';
+    registry = await Registry.open(store, { clock: systemClock, url, serves: false });
+  } catch (err) {
+    await store.close().catch(() => {});
+    throw err;
+  }
   return {
-    createToken: async (b) => registry.createToken({ ...b, expiresInMs: b.expiresInS === undefined ? undefined : b.expiresInS * 1000 }),
-    listTokens: async () => registry.listTokens(),
-    revokeToken: async (id) => { if (!registry.revokeToken(id)) throw new KnitError('KNIT_ERR_NOT_FOUND', 'no such token'); },
+    createToken: (b) => registry.createToken({ ...b, expiresInMs: b.expiresInS === undefined ? undefined : b.expiresInS * 1000 }),
+    listTokens: () => registry.listTokens(),
+    revokeToken: async (id) => { if (!await registry.revokeToken(id)) throw new KnitError('KNIT_ERR_NOT_FOUND', 'no such token'); },
     listNodes: async () => [...registry.peers()] as unknown as Record<string, unknown>[],
     listPaths: async () => undefined,
     removeNode: async (id) => {
       // A running coordinator holds the node's live session in memory; removing it from the
       // store behind its back would leave the node connected, so that goes through its API.
-      const pid = runningCoordinatorPid(dataDir);
+      // (Replicas on a shared store follow the feed, so there a removal here reaches them.)
+      const pid = storeSpec === undefined ? runningCoordinatorPid(dataDir) : undefined;
       if (pid) throw new KnitError('KNIT_ERR_USAGE', `a coordinator (pid ${pid}) is running on ${dataDir}: remove through it with --coordinator URL and KNIT_ADMIN_TOKEN`);
-      if (!registry.remove(id)) throw new KnitError('KNIT_ERR_NODE_UNKNOWN');
+      if (!await registry.remove(id)) throw new KnitError('KNIT_ERR_NODE_UNKNOWN');
     },
     close: () => store.close(),
   };
@@ -207,18 +231,20 @@ function remoteAdmin(base: string): Admin {
     listNodes: async () => (await call('GET', '/v1/admin/nodes')).nodes as Record<string, unknown>[],
     listPaths: async () => (await call('GET', '/v1/admin/paths')).paths as PathEdge[],
     removeNode: async (id) => { await call('DELETE', `/v1/admin/nodes/${id}`); },
-    close: () => {},
+    close: async () => {},
   };
 }
 
 /** The longest token lifetime, the same bound as the HTTP API's. */
 const MAX_TOKEN_TTL_MS = 365 * 86_400_000;
 
-const adminFlags = { data: { type: 'string' }, coordinator: { type: 'string' }, json: { type: 'boolean' } } as const;
+const adminFlags = { data: { type: 'string' }, store: { type: 'string' }, coordinator: { type: 'string' }, json: { type: 'boolean' } } as const;
 
-function openAdmin(values: { data?: string; coordinator?: string }): Admin {
-  if (values.data && values.coordinator) throw new KnitError('KNIT_ERR_USAGE', 'use either --data or --coordinator, not both');
-  return values.coordinator ? remoteAdmin(values.coordinator) : localAdmin(values.data ?? './knit-data');
+async function openAdmin(values: { data?: string; store?: string; coordinator?: string }): Promise<Admin> {
+  if ([values.data, values.store, values.coordinator].filter((v) => v !== undefined).length > 1) {
+    throw new KnitError('KNIT_ERR_USAGE', 'use one of --data, --store or --coordinator');
+  }
+  return values.coordinator ? remoteAdmin(values.coordinator) : localAdmin(values.data ?? './knit-data', storeFlag(values.store));
 }
 
 /** "lan 1 direct 2 relay 1 none 0", or "no report" before the node's first. */
@@ -248,7 +274,7 @@ async function runToken(argv: string[]): Promise<number> {
     const uses = values.uses === undefined ? undefined : intFlag(values.uses, 'uses', 1, 1_000_000, 1);
     const tags = values.tags?.split(',').map((t) => t.trim()).filter(Boolean);
     if (tags && (tags.length > MAX_TAGS || !tags.every(isValidTag))) throw new KnitError('KNIT_ERR_USAGE', `--tags must be up to ${MAX_TAGS} lowercase words (a-z, 0-9, _ and -) separated by commas`);
-    const admin = openAdmin(values);
+    const admin = await openAdmin(values);
     try {
       const r = await admin.createToken({
         reusable: values.reusable, ephemeral: values.ephemeral, tags, uses,
@@ -256,12 +282,12 @@ async function runToken(argv: string[]): Promise<number> {
       });
       console.log(r.token);
     } finally {
-      admin.close();
+      await admin.close();
     }
     return 0;
   }
   if (sub === 'list' || sub === 'revoke') {
-    const admin = openAdmin(values);
+    const admin = await openAdmin(values);
     try {
       if (sub === 'list') printTokens(await admin.listTokens() as TokenListing[], values.json === true);
       else {
@@ -269,7 +295,7 @@ async function runToken(argv: string[]): Promise<number> {
         console.log(`revoked ${arg}`);
       }
     } finally {
-      admin.close();
+      await admin.close();
     }
     return 0;
   }
@@ -296,7 +322,7 @@ async function runNodes(argv: string[]): Promise<number> {
   if (sub !== 'list' && sub !== 'remove') throw new KnitError('KNIT_ERR_USAGE', `unknown nodes command "${sub}" (list, remove)`);
   if (positionals.length > (sub === 'remove' ? 2 : 1)) throw new KnitError('KNIT_ERR_USAGE', `too many arguments: ${positionals.join(' ')}`);
   if (sub === 'remove' && (!arg || !/^[0-9]{1,15}$/.test(arg))) throw new KnitError('KNIT_ERR_USAGE', 'usage: knit nodes remove ID (a number from knit nodes list)');
-  const admin = openAdmin(values);
+  const admin = await openAdmin(values);
   try {
     if (sub === 'remove') {
       await admin.removeNode(Number(arg));
@@ -320,7 +346,7 @@ async function runNodes(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
-    admin.close();
+    await admin.close();
   }
 }
 

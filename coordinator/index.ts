@@ -1,12 +1,13 @@
 /**
  * The coordinator, assembled: store → registry → control hub → HTTP + WS,
- * plus the STUN observer(s). `createCoordinator` claims the data dir and opens
- * the store; `start` listens; `stop` closes every socket, timer and file.
+ * plus the STUN observer(s). `createCoordinator` opens the store (SQLite in
+ * the data dir, claimed first; or a PostgreSQL database shared with other
+ * replicas) and loads the mesh; `start` listens; `stop` closes every socket,
+ * timer and connection.
  * Both are idempotent; a failed start leaves everything closed and throws a
  * KnitError (KNIT_ERR_LISTEN for a port that can't be bound).
  */
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { networkInterfaces } from 'node:os';
 import type { Server } from 'node:http';
 import { systemClock, type Clock, type RandomBytes } from '../shared/clock.js';
@@ -21,13 +22,18 @@ import { createStunObserver, type StunObserver } from './observer/index.js';
 import { createRelayServer, type RelayServer } from '../relay/index.js';
 import type { RelayInfo } from '../shared/wire/control.js';
 import { Registry } from './registry/registry.js';
-import { SqliteStore } from './store/sqlite.js';
 import { claimDataDir } from './store/pidfile.js';
+import { isPostgresUrl, openStore } from './store/open.js';
+import type { Store } from './store/store.js';
+
+export { databasePath } from './store/open.js';
 
 export interface HostPort { host: string; port: number }
 
 export interface CoordinatorOptions {
-  dataDir: string;
+  dataDir: string; // SQLite's home (and the lock that keeps a second coordinator out); unused with a PostgreSQL store
+  /** A postgres:// URL: share that database with other replicas instead of SQLite in dataDir. */
+  store?: string;
   listen: HostPort;
   stun?: HostPort[]; // [] = no STUN observer
   url?: string; // public URL written into tokens; default derived from `listen`
@@ -65,10 +71,6 @@ export function defaultUrl(listen: HostPort, interfaces = networkInterfaces()): 
   return `http://${host.includes(':') ? `[${host}]` : host}:${listen.port}`;
 }
 
-export function databasePath(dataDir: string): string {
-  return join(dataDir, 'knit.db');
-}
-
 /** A socket error from listen/bind as the one operational error the CLI prints. */
 function listenError(err: unknown, what: string): KnitError {
   if (isKnitError(err)) return err;
@@ -90,23 +92,28 @@ function hostPortText(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
-export function createCoordinator(options: CoordinatorOptions, deps: { clock?: Clock; logger?: Logger; random?: RandomBytes } = {}) {
+export async function createCoordinator(options: CoordinatorOptions, deps: { clock?: Clock; logger?: Logger; random?: RandomBytes } = {}) {
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? createLogger({ base: { component: 'coordinator' } });
-  try {
-    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  } catch (err) {
-    throw new KnitError('KNIT_ERR_STORE', `cannot create the data dir ${options.dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  const shared = isPostgresUrl(options.store);
+  let release = () => {};
+  if (!shared) {
+    try {
+      mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new KnitError('KNIT_ERR_STORE', `cannot create the data dir ${options.dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+    // Claim the dir before opening the store, so a second coordinator fails before touching it.
+    release = claimDataDir(options.dataDir);
   }
-  // Claim the dir before opening the store, so a second coordinator fails before touching it.
-  const release = claimDataDir(options.dataDir);
-  let store: SqliteStore | undefined;
+  let store: Store | undefined;
   let registry: Registry;
   try {
-    store = new SqliteStore(databasePath(options.dataDir));
-    registry = new Registry(store, { clock, url: options.url ?? defaultUrl(options.listen), ipv4Prefix: options.ipv4Prefix, random: deps.random });
+    store = await openStore({ store: options.store, dataDir: options.dataDir });
+    // SQLite behind the data-dir claim is this process's alone; a shared database has other replicas.
+    registry = await Registry.open(store, { clock, url: options.url ?? defaultUrl(options.listen), ipv4Prefix: options.ipv4Prefix, random: deps.random, exclusive: !shared });
   } catch (err) {
-    store?.close();
+    await store?.close().catch(() => {});
     release();
     throw err;
   }
@@ -174,19 +181,19 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
     const httpPort = typeof addr === 'object' && addr ? addr.port : options.listen.port;
     if (!options.url) registry.publicUrl = defaultUrl({ host: options.listen.host, port: httpPort });
     // Local admin commands (`knit token create --data DIR`) write this URL into their tokens.
-    db.setMeta('public_url', registry.publicUrl);
+    await db.write((tx) => tx.setMeta('public_url', registry.publicUrl));
     return { httpPort, stunPorts: ports };
   };
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       await listening?.catch(() => {}); // let a start in flight settle, then undo all of it
-      hub.stop();
+      await hub.stop();
       ws?.close();
       await app.close();
       for (const o of observers) await o.stop();
       await relay?.stop();
-      db.close();
+      await db.close();
       release();
     })();
     return stopping;
@@ -213,4 +220,4 @@ export function createCoordinator(options: CoordinatorOptions, deps: { clock?: C
   };
 }
 
-export type Coordinator = ReturnType<typeof createCoordinator>;
+export type Coordinator = Awaited<ReturnType<typeof createCoordinator>>;

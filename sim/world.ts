@@ -59,13 +59,15 @@ export interface SimAgent {
 }
 
 export class World extends Topology {
-  readonly registry: Registry;
-  readonly hub: ControlHub;
+  // Set once `ready` resolves (the registry opens its store asynchronously); every method awaits it.
+  registry!: Registry;
+  hub!: ControlHub;
   readonly coordinator: SimHost;
   readonly agents: SimAgent[] = [];
   private coordinatorUp = true;
   private readonly sessions = new Set<{ h: SessionHandle; close: (code: number, reason: string) => void }>();
-  private readonly token: string;
+  private token = '';
+  private readonly ready: Promise<void>;
   private readonly coordinatorUrl: string;
 
   private readonly lanDiscovery: boolean;
@@ -75,13 +77,7 @@ export class World extends Topology {
     this.lanDiscovery = o.lanDiscovery ?? true;
     this.coordinator = this.addHost('coordinator');
     this.coordinatorUrl = `http://${this.coordinator.ip}:8080`;
-    this.registry = new Registry(new SqliteStore(':memory:'), { clock: this.clock, url: this.coordinatorUrl, random: this.random.bytes });
-    this.hub = new ControlHub({
-      registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false,
-      relays: () => (this.relay ? [{ key: this.registry.coordinatorKey, port: RELAY_PORT }] : []),
-    });
-    if (o.relay !== false) this.relay = this.startRelay();
-    this.token = this.registry.createToken({ reusable: true }).token;
+    this.ready = this.openCoordinator(o.relay !== false);
     const observer = createObserverCore({ rateLimitPerSec: 1000 });
     for (const port of STUN_PORTS) {
       const s = this.coordinator.bindUdp(port);
@@ -93,7 +89,17 @@ export class World extends Topology {
   }
 
   /** The relay on the coordinator host: the real relay core on virtual sockets (absent with relay: false). */
-  readonly relay?: RelayCore;
+  relay?: RelayCore;
+
+  private async openCoordinator(relay: boolean): Promise<void> {
+    this.registry = await Registry.open(new SqliteStore(':memory:'), { clock: this.clock, url: this.coordinatorUrl, random: this.random.bytes, exclusive: true });
+    this.hub = new ControlHub({
+      registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false,
+      relays: () => (this.relay ? [{ key: this.registry.coordinatorKey, port: RELAY_PORT }] : []),
+    });
+    if (relay) this.relay = this.startRelay();
+    this.token = (await this.registry.createToken({ reusable: true })).token;
+  }
 
   private startRelay(): RelayCore {
     const core = new RelayCore({
@@ -187,8 +193,8 @@ export class World extends Topology {
   async addAgent(name: string, host: SimHost, options: { keepaliveS?: number } = {}): Promise<SimAgent> {
     const priv = this.random.bytes(32);
     const nodeKey = encodeKey(x25519.getPublicKey(priv));
-    const res = this.registry.join({ token: this.token, nodeKey, hostname: name }).response;
-    this.hub.noteChanges();
+    await this.ready;
+    const res = (await this.registry.join({ token: this.token, nodeKey, hostname: name })).response;
     const node: NodeRecord = {
       coordinatorUrl: this.coordinatorUrl, coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name,
       addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix,
@@ -238,8 +244,9 @@ export class World extends Topology {
   }
 
   async stop(): Promise<void> {
+    await this.ready;
     for (const a of this.agents) await a.agent.stop();
-    this.hub.stop();
-    this.registry.store.close();
+    await this.hub.stop();
+    await this.registry.store.close();
   }
 }

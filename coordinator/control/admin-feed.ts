@@ -71,7 +71,7 @@ export interface AdminFeedOptions {
 
 interface Conn {
   t: FeedTransport;
-  state: 'await-auth' | 'live' | 'closed';
+  state: 'await-auth' | 'checking' | 'live' | 'closed';
   timer?: TimerHandle;
 }
 
@@ -130,7 +130,7 @@ export class AdminFeed {
 
   private receive(c: Conn, frame: string): void {
     if (c.state !== 'await-auth') {
-      if (c.state === 'live') this.fail(c, new KnitError('KNIT_ERR_PROTOCOL', 'the feed takes one auth frame only'), ADMIN_FEED_CLOSE.protocol);
+      if (c.state === 'live' || c.state === 'checking') this.fail(c, new KnitError('KNIT_ERR_PROTOCOL', 'the feed takes one auth frame only'), ADMIN_FEED_CLOSE.protocol);
       return;
     }
     let token: unknown;
@@ -141,9 +141,17 @@ export class AdminFeed {
     } catch {
       return this.fail(c, new KnitError('KNIT_ERR_PROTOCOL', 'the first frame must be {"type":"auth","token":"…"}'), ADMIN_FEED_CLOSE.protocol);
     }
-    if (typeof token !== 'string' || !this.o.registry.verifyAdmin(token)) {
-      return this.fail(c, new KnitError('KNIT_ERR_ADMIN_UNAUTHORIZED'), ADMIN_FEED_CLOSE.badToken);
-    }
+    if (typeof token !== 'string') return this.fail(c, new KnitError('KNIT_ERR_ADMIN_UNAUTHORIZED'), ADMIN_FEED_CLOSE.badToken);
+    c.state = 'checking';
+    this.o.registry.verifyAdmin(token).then((ok) => this.authenticated(c, ok), (err: unknown) => {
+      this.o.logger.error('admin feed: could not check the token', { err: (err as Error).message });
+      this.fail(c, new KnitError('KNIT_ERR_INTERNAL'), ADMIN_FEED_CLOSE.protocol);
+    });
+  }
+
+  private authenticated(c: Conn, ok: boolean): void {
+    if (c.state !== 'checking') return; // closed while the store answered
+    if (!ok) return this.fail(c, new KnitError('KNIT_ERR_ADMIN_UNAUTHORIZED'), ADMIN_FEED_CLOSE.badToken);
     if (c.timer !== undefined) this.o.clock.clearTimeout(c.timer);
     c.timer = undefined;
     c.state = 'live';

@@ -8,11 +8,19 @@
  * coordinator key) → snapshot or missed deltas → coalesced deltas. One
  * session per node: a new authenticated session replaces the old one.
  *
- * Fan-out: registry mutations queue PeerChanges; the first queued change arms
- * one timer (at once after a quiet spell, else at the end of the current
- * window: ≥ 50 ms, stretched to the last flush's duration under load); when it
- * fires the window is committed as one delta (ChangeLog), encoded once as
- * bytes, and the same Buffer is handed to every ready session.
+ * Fan-out follows the store's change feed, so every replica sharing the store
+ * sends the same deltas under the same versions (docs/deployment.md):
+ * - session changes (online, endpoints, disco keys) queue PeerChanges; the
+ *   first queued change arms one timer (at once after a quiet spell, else at
+ *   the end of the current window: ≥ 50 ms, stretched to the last flush's
+ *   duration under load); when it fires the window is coalesced and committed
+ *   to the feed as one version (Registry.commitWindow);
+ * - joins and removals commit their own version (Registry);
+ * - after any commit — this process's, or another replica's announced by the
+ *   store (LISTEN/NOTIFY), or found by the housekeeping poll — `follow` reads
+ *   the versions this replica hasn't sent, in order, applies them to the
+ *   registry's memory, encodes each once as bytes, and hands the same Buffer
+ *   to every ready session.
  * Work per change is proportional to the change plus one send per session —
  * never a rebuild of anyone's map.
  *
@@ -22,9 +30,11 @@
  * the cached one has grown long, so a connect storm (every connect is a
  * change) doesn't re-encode a 10,000-node map every window.
  *
- * Housekeeping (one Clock timer, every 30 s): ephemeral nodes offline past
- * their timeout are removed, and about once a minute the nodes with a live
- * session get their last-seen written, so a crash loses at most a minute.
+ * Housekeeping (one Clock timer, every 10 s): this replica stamps itself alive
+ * and marks offline the nodes of replicas that stopped doing so; ephemeral
+ * nodes offline past their timeout are removed; about once a minute the nodes
+ * with a live session get their last-seen written, so a crash loses at most a
+ * minute; the feed is polled in case a notification was lost, and trimmed.
  */
 import type { Clock, RandomBytes } from '../../shared/clock.js';
 import { defaultRandomBytes } from '../../shared/crypto/seal.js';
@@ -36,8 +46,9 @@ import {
   type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
-import type { Registry } from '../registry/registry.js';
-import { ChangeLog } from '../registry/changes.js';
+import { REPLICA_HEARTBEAT_MS, type Registry } from '../registry/registry.js';
+import { ChangeLog, coalesce } from '../registry/changes.js';
+import type { ChangeRow } from '../store/store.js';
 
 export interface SessionTransport {
   send(text: string): void;
@@ -81,8 +92,14 @@ export const HELLO_TIMEOUT_MS = 10_000;
 /** call-me-maybe is cheap to send and costs the target a punch burst: 10/s with bursts of 20. */
 const CMM_RATE_PER_S = 10;
 const CMM_BURST = 20;
-/** Housekeeping period: ephemeral expiry is checked this often, so a node goes at most 30 s late. */
-const HOUSEKEEPING_MS = 30_000;
+/** Housekeeping period: the replica heartbeat, and how late an ephemeral node may go. */
+const HOUSEKEEPING_MS = REPLICA_HEARTBEAT_MS;
+/** Versions kept in the store's feed: enough for agents that were away a while to resume with deltas. */
+const FEED_KEEP_VERSIONS = 16_384;
+/** How long a window that the store refused waits before it is tried again. */
+const STORE_RETRY_MS = 1000;
+/** Versions read from the feed per query while catching up. */
+const FOLLOW_BATCH = 512;
 export const LAST_SEEN_REFRESH_MS = 60_000;
 /**
  * How far a cached snapshot may lag before a new one is encoded: a client
@@ -145,11 +162,20 @@ export class ControlHub {
   private snapshot: { version: number; bytes: Buffer } | undefined;
   private readonly random: RandomBytes;
   private stopped = false;
+  /** A window is being committed (the next one waits for it: versions stay in order per replica). */
+  private flushing: Promise<void> | undefined;
+  /** A follow pass is running, and whether another was asked for meanwhile. */
+  private following: Promise<void> | undefined;
+  private followAgain = false;
+  /** When the changes of this replica's own committed versions were accepted (fan-out latency). */
+  private readonly acceptedAt = new Map<number, number>();
+  private readonly unsubscribe: () => void;
 
   constructor(private readonly o: HubOptions) {
     this.random = o.random ?? defaultRandomBytes;
-    this.log = new ChangeLog(o.registry.startVersion);
+    this.log = new ChangeLog(o.registry.startVersion, o.registry.history);
     this.lastSeenWrittenAt = o.clock.now();
+    this.unsubscribe = o.registry.store.onCommit(() => void this.follow());
     this.armHousekeeping();
   }
 
@@ -177,43 +203,103 @@ export class ControlHub {
     };
   }
 
-  /** Something outside a session (a join, an admin removal) queued changes: make sure a flush is coming. */
+  /** Session changes were queued: make sure a window commit is coming. */
   noteChanges(): void {
-    if (this.flushTimer !== undefined || this.stopped || !this.o.registry.hasPending) return;
-    // At most one delta per window: a change after a quiet spell goes out on the next turn of
+    if (this.flushTimer !== undefined || this.flushing || this.stopped || !this.o.registry.hasPending) return;
+    // At most one window per period: a change after a quiet spell goes out on the next turn of
     // the event loop (so a lone endpoint change isn't held back), one that follows a flush
     // waits until its window is over, and everything accepted meanwhile folds into it.
     const wait = Math.max(0, this.nextFlushAt - this.o.clock.now());
     this.flushTimer = this.o.clock.setTimeout(() => {
       this.flushTimer = undefined;
-      this.flush();
+      void this.flush();
     }, wait);
   }
 
-  /** Commits the pending window as one delta and sends it to every ready session. */
-  flush(): void {
+  /**
+   * Commits the pending window as one version of the feed, then sends it (and anything
+   * else new in the feed) to every ready session. Resolves when both are done.
+   */
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing.then(() => this.flush());
+    this.flushing = this.commitWindow().finally(() => {
+      this.flushing = undefined;
+      this.noteChanges(); // changes queued while this window committed
+    });
+    return this.flushing;
+  }
+
+  private async commitWindow(): Promise<void> {
     const startedAt = this.o.clock.now();
     const { changes, since } = this.o.registry.takePending();
-    const committed = this.log.commit(changes);
-    if (!committed) return;
+    const folded = coalesce(changes);
+    if (folded.length === 0) return;
     try {
-      this.o.registry.persistWindow(committed.msg.version);
+      const version = await this.o.registry.commitWindow(folded);
+      if (version !== undefined) this.acceptedAt.set(version, since);
     } catch (err) {
-      // Soft state only (endpoints, disco keys, last seen): the mesh keeps working from
-      // memory and agents re-report on reconnect, so a failing disk is logged, not fatal.
-      this.o.logger.error('could not write the peer map window', { version: committed.msg.version, err: (err as Error).message });
+      // The store is unreachable or failing: the window is kept and retried a second later,
+      // with whatever comes meanwhile (the mesh keeps working from memory; new changes wait).
+      this.o.registry.requeue(changes, since);
+      this.o.logger.error('could not commit the peer map window', { err: (err as Error).message });
+      this.nextFlushAt = this.o.clock.now() + STORE_RETRY_MS;
+      return;
     }
-    for (const s of this.ready.values()) sendShared(s, committed.bytes);
-    this.o.metrics.deltasSent += this.ready.size;
-    for (const l of this.changeListeners) l(committed.msg);
+    await this.follow();
     const now = this.o.clock.now();
     const took = Math.max(0, now - startedAt);
-    this.o.metrics.fanout.observe(Math.max(0, now - since) / 1000);
     this.o.metrics.flush.observe(took / 1000);
     // The next window lasts at least as long as this flush took: under a connect storm (every
     // connect is a change for every peer) fan-out gets at most about half the event loop, the
     // rest goes to handshakes, and more changes fold into each delta.
     this.nextFlushAt = now + Math.max(this.o.coalesceMs ?? 50, took);
+  }
+
+  /**
+   * Sends every version of the feed this replica hasn't sent yet, in order. One pass at a
+   * time; a call during a pass makes it read once more before it ends. Resolves when the
+   * replica has caught up with what the store had when the call was made.
+   */
+  follow(): Promise<void> {
+    if (this.following) {
+      this.followAgain = true;
+      return this.following;
+    }
+    this.following = (async () => {
+      try {
+        do {
+          this.followAgain = false;
+          for (;;) {
+            const rows = await this.o.registry.store.changesSince(this.log.version, FOLLOW_BATCH);
+            for (const row of rows) this.deliver(row);
+            if (rows.length < FOLLOW_BATCH) break;
+          }
+        } while (this.followAgain && !this.stopped);
+      } catch (err) {
+        this.o.logger.error('could not read the change feed', { err: (err as Error).message });
+      } finally {
+        this.following = undefined;
+      }
+    })();
+    return this.following;
+  }
+
+  /** One committed version: into memory, into the log, out to every ready session. */
+  private deliver(row: ChangeRow): void {
+    if (row.version <= this.log.version) return;
+    for (const c of row.changes) {
+      this.o.registry.applyChange(c);
+      if (c.op === 'remove') this.dropSession(c.id);
+    }
+    const { msg, bytes } = this.log.append(row.version, row.changes);
+    for (const s of this.ready.values()) sendShared(s, bytes);
+    this.o.metrics.deltasSent += this.ready.size;
+    for (const l of this.changeListeners) l(msg);
+    const since = this.acceptedAt.get(row.version);
+    if (since !== undefined) {
+      this.acceptedAt.delete(row.version);
+      this.o.metrics.fanout.observe(Math.max(0, this.o.clock.now() - since) / 1000);
+    }
   }
 
   /** Ends a node's session with an error frame and the error's close code. */
@@ -222,54 +308,76 @@ export class ControlHub {
     if (s) this.fail(s, err);
   }
 
-  /** Removes a node (admin or ephemeral expiry): delta to everyone, its own session closed for good (4404). */
-  removeNode(id: number): boolean {
+  /** A removed node (by this replica or another): its cached key and reports go, its session is closed for good. */
+  private dropSession(id: number): void {
+    for (const [key, _] of this.authKeys) if (this.o.registry.peerByKey(key) === undefined) this.authKeys.delete(key);
+    this.pathReports.delete(id);
+    // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
+    this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
+  }
+
+  /** Removes a node (admin or ephemeral expiry): committed to the feed, then sent to everyone. */
+  async removeNode(id: number): Promise<boolean> {
     const nodeKey = this.o.registry.peer(id)?.nodeKey;
-    const removed = this.o.registry.remove(id);
+    const removed = await this.o.registry.remove(id);
     if (removed) {
       if (nodeKey !== undefined) this.authKeys.delete(nodeKey);
-      this.pathReports.delete(id);
-      // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
-      this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
-      this.noteChanges();
+      this.dropSession(id);
+      await this.follow();
     }
     return removed;
   }
 
-  stop(): void {
+  /**
+   * Closes every session, commits the window that made them offline, and leaves the
+   * replica list, so other replicas see this one's nodes offline at once.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
+    this.unsubscribe();
     if (this.flushTimer !== undefined) this.o.clock.clearTimeout(this.flushTimer);
     if (this.housekeepingTimer !== undefined) this.o.clock.clearTimeout(this.housekeepingTimer);
     this.flushTimer = this.housekeepingTimer = undefined;
     for (const s of [...this.all]) this.close(s, 1001, 'coordinator shutting down');
-    // Closing marked every node offline: write that window (and its last-seen) before the store closes.
-    if (this.o.registry.hasPending) this.flush();
+    try {
+      await this.flushing;
+      if (this.o.registry.hasPending) await this.flush();
+      await this.following;
+      await this.o.registry.leave();
+    } catch (err) {
+      this.o.logger.error('could not record the shutdown in the store', { err: (err as Error).message });
+    }
   }
 
   private armHousekeeping(): void {
     this.housekeepingTimer = this.o.clock.setTimeout(() => {
       this.housekeepingTimer = undefined;
       if (this.stopped) return;
-      try {
-        this.housekeeping();
-      } catch (err) {
+      this.housekeeping().catch((err: unknown) => {
         this.o.logger.error('housekeeping failed', { err: (err as Error).message });
-      }
-      this.armHousekeeping();
+      }).finally(() => {
+        if (!this.stopped) this.armHousekeeping();
+      });
     }, HOUSEKEEPING_MS);
   }
 
-  private housekeeping(): void {
+  /** One housekeeping pass (exposed for tests that drive it with a manual clock). */
+  async housekeeping(): Promise<void> {
+    await this.o.registry.heartbeat();
+    await this.follow(); // a lost notification costs at most one period
+    await this.o.registry.learnEphemeral();
     if (this.o.ephemeralTimeoutMs !== undefined) {
       for (const id of this.o.registry.expiredEphemeral(this.o.ephemeralTimeoutMs)) {
         this.o.logger.info('ephemeral node expired', { node: id });
-        this.removeNode(id);
+        await this.removeNode(id);
       }
     }
     const now = this.o.clock.now();
     if (now - this.lastSeenWrittenAt >= (this.o.lastSeenRefreshMs ?? LAST_SEEN_REFRESH_MS)) {
       this.lastSeenWrittenAt = now;
-      this.o.registry.refreshLastSeen(this.ready.keys());
+      await this.o.registry.refreshLastSeen(this.ready.keys());
+      await this.o.registry.store.pruneChanges(FEED_KEEP_VERSIONS);
     }
   }
 

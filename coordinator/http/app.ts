@@ -139,7 +139,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const requireAdmin = async (req: FastifyRequest): Promise<void> => {
     const h = req.headers.authorization;
     const token = typeof h === 'string' && h.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
-    if (!deps.registry.verifyAdmin(token)) throw new KnitError('KNIT_ERR_ADMIN_UNAUTHORIZED');
+    if (!await deps.registry.verifyAdmin(token)) throw new KnitError('KNIT_ERR_ADMIN_UNAUTHORIZED');
   };
 
   app.setErrorHandler((err: Error & { validation?: unknown; statusCode?: number }, req, reply) => {
@@ -177,7 +177,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
         deps.metrics.joins++;
         deps.logger.info('node joined', { node: response.node.id, name: response.node.name, ip: response.node.addresses[0] });
       }
-      deps.hub.noteChanges();
       return response;
     } catch (err) {
       const code = isKnitError(err) ? err.code : 'KNIT_ERR_INTERNAL';
@@ -191,7 +190,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const b = (req.body ?? {}) as { reusable?: boolean; uses?: number; ephemeral?: boolean; expiresInS?: number; tags?: string[] };
     if (b.uses !== undefined && !b.reusable) throw new KnitError('KNIT_ERR_BAD_REQUEST', 'uses only applies to reusable tokens');
     if (b.tags && !b.tags.every(isValidTag)) throw new KnitError('KNIT_ERR_BAD_REQUEST', 'bad tag');
-    const { token, summary } = deps.registry.createToken({
+    const { token, summary } = await deps.registry.createToken({
       reusable: b.reusable, uses: b.uses, ephemeral: b.ephemeral, tags: b.tags,
       expiresInMs: b.expiresInS === undefined ? undefined : b.expiresInS * 1000,
     });
@@ -199,11 +198,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return { token, ...summary };
   });
 
-  app.get('/v1/admin/tokens', { preHandler: requireAdmin }, async () => ({ tokens: deps.registry.listTokens() }));
+  app.get('/v1/admin/tokens', { preHandler: requireAdmin }, async () => ({ tokens: await deps.registry.listTokens() }));
 
   app.delete('/v1/admin/tokens/:id', { preHandler: requireAdmin }, async (req) => {
     const { id } = req.params as { id: string };
-    if (!deps.registry.revokeToken(id)) throw new KnitError('KNIT_ERR_NOT_FOUND', 'no such token');
+    if (!await deps.registry.revokeToken(id)) throw new KnitError('KNIT_ERR_NOT_FOUND', 'no such token');
     return { revoked: id };
   });
 
@@ -215,7 +214,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.delete('/v1/admin/nodes/:id', { preHandler: requireAdmin }, async (req) => {
     const { id } = req.params as { id: string };
     if (!/^[0-9]{1,15}$/.test(id)) throw new KnitError('KNIT_ERR_BAD_REQUEST', 'node id must be a number');
-    if (!deps.hub.removeNode(Number(id))) throw new KnitError('KNIT_ERR_NODE_UNKNOWN');
+    if (!await deps.hub.removeNode(Number(id))) throw new KnitError('KNIT_ERR_NODE_UNKNOWN');
     deps.logger.info('node removed', { node: Number(id) });
     return { removed: Number(id) };
   });

@@ -4,13 +4,15 @@
  * Changes accepted during one coalescing window are folded per node (the
  * last endpoint list wins, a change to a node added in the same window is
  * folded into its upsert, a removal cancels everything before it), then
- * committed as ONE delta with the next version. A join storm therefore costs
- * one message per client per window, not one per join.
+ * committed to the store's change feed as ONE version, whose number the
+ * store assigns — the same on every replica. A join batch is one version
+ * too, so a join storm costs one message per client per batch, not per join.
  *
  * The change log keeps the encoded deltas of recent versions so a client that
- * reconnects with `lastVersion` gets only what it missed; older than the log
- * → the caller sends a snapshot instead. Each delta is encoded once, as UTF-8
- * bytes, and the same Buffer goes to every client: a send copies nothing.
+ * reconnects with `lastVersion` — to this replica or to another — gets only
+ * what it missed; older than the log → the caller sends a snapshot instead.
+ * Each delta is encoded once, as UTF-8 bytes, and the same Buffer goes to
+ * every client: a send copies nothing.
  */
 import type { DeltaMsg, PeerChange } from '../../shared/wire/control.js';
 
@@ -58,30 +60,48 @@ interface LogEntry {
   bytes: Buffer; // the encoded DeltaMsg, shared by every client
 }
 
+/** The delta message for one committed version, encoded once: identical bytes on every replica. */
+export function encodeDelta(version: number, changes: PeerChange[]): { msg: DeltaMsg; bytes: Buffer } {
+  const msg: DeltaMsg = { type: 'delta', from: version - 1, version, changes };
+  return { msg, bytes: Buffer.from(JSON.stringify(msg)) };
+}
+
 export class ChangeLog {
   private entries: LogEntry[] = [];
   private head = 0; // index of the oldest live entry (avoids shifting a long array)
+  private current: number;
 
-  constructor(private current: number, private readonly maxEntries = 4096) {}
+  /** Starts at `version`, knowing the versions in `history` (consecutive, newest last, ending at `version`). */
+  constructor(version: number, history: { version: number; changes: PeerChange[] }[] = [], private readonly maxEntries = 4096) {
+    this.current = version - history.length;
+    for (const h of history) this.append(h.version, h.changes);
+    this.current = version;
+  }
 
   get version(): number {
     return this.current;
   }
 
-  /** Commits a window's changes as the next version; returns the delta and its encoding. */
-  commit(changes: PeerChange[]): { msg: DeltaMsg; bytes: Buffer } | undefined {
-    const folded = coalesce(changes);
-    if (folded.length === 0) return undefined;
-    const msg: DeltaMsg = { type: 'delta', from: this.current, version: this.current + 1, changes: folded };
-    const bytes = Buffer.from(JSON.stringify(msg));
-    this.current = msg.version;
-    this.entries.push({ from: msg.from, version: msg.version, bytes });
+  /**
+   * Records the next committed version (the store assigns it) and returns its delta and
+   * encoding. A version that doesn't follow the current one means the log lost track
+   * (this replica fell behind more than the store keeps): the log restarts there, and
+   * clients further back get a snapshot.
+   */
+  append(version: number, changes: PeerChange[]): { msg: DeltaMsg; bytes: Buffer } {
+    const delta = encodeDelta(version, changes);
+    if (version !== this.current + 1) {
+      this.entries = [];
+      this.head = 0;
+    }
+    this.current = version;
+    this.entries.push({ from: delta.msg.from, version, bytes: delta.bytes });
     if (this.entries.length - this.head > this.maxEntries) this.head++;
     if (this.head > this.maxEntries) {
       this.entries = this.entries.slice(this.head);
       this.head = 0;
     }
-    return { msg, bytes };
+    return delta;
   }
 
   /**

@@ -1,14 +1,23 @@
 /**
  * The registry: the mesh's nodes, join tokens, admin credentials and address
- * pool, on top of the store. It keeps every node's public record in memory
- * (a 10,000-node map is a few MB) so that control sessions never touch SQLite
- * on the read path, and it turns each accepted mutation into a PeerChange for
- * the hub to fan out.
+ * pool, on top of the store (SQLite or PostgreSQL, store/store.ts). It keeps
+ * every node's public record in memory (a 10,000-node map is a few MB) so
+ * that control sessions never touch the database on the read path.
+ *
+ * Every accepted mutation becomes a PeerChange committed to the store's
+ * change feed under a version the store assigns, and the hub fans out what
+ * the feed says — the same versions on every replica sharing the store:
+ * - joins and removals commit their change in their own transaction
+ *   (acknowledged means on disk, and in the feed);
+ * - soft state from control sessions (online, endpoints, disco keys) is
+ *   queued and committed once per window by the hub (`commitWindow`);
+ * - changes committed by other replicas arrive through `applyChange`.
  *
  * Rules that matter for security live here: tokens are compared in constant
- * time on their hash; token consumption and address allocation happen in the
- * same BEGIN IMMEDIATE transaction, so a single-use token yields exactly one
- * node however many joins race for it.
+ * time on their hash; token consumption and address allocation happen in one
+ * write transaction under the store-wide write lock, so a single-use token
+ * yields exactly one node however many joins race for it, on however many
+ * replicas.
  */
 import { decodeKey, encodeKey, generateKeyPair, publicKeyOf } from '../../shared/crypto/keys.js';
 import { defaultRandomBytes, equalBytes, sha256Hex } from '../../shared/crypto/seal.js';
@@ -17,7 +26,7 @@ import { KnitError } from '../../shared/errors.js';
 import { intToIpv4, parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type Ipv4Prefix } from '../../shared/net/cidr.js';
 import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN, type ParsedToken } from '../../shared/token.js';
 import { joinProof, MAX_HOSTNAME_LEN, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
-import type { NodeRow, SqliteStore, TokenRow } from '../store/sqlite.js';
+import type { ChangeRow, NodeRow, Store, StoreTx, TokenRow } from '../store/store.js';
 
 /**
  * The default mesh prefix: a /16 in the middle of RFC 6598 shared space (as
@@ -39,7 +48,19 @@ export interface RegistryOptions {
   url: string; // the coordinator's public URL, written into tokens
   ipv4Prefix?: string; // fixed when the store is new; afterwards it must match (or be left out)
   random?: RandomBytes;
+  /** This process's replica id (default: random). Online nodes are recorded as held by it. */
+  replica?: string;
+  /**
+   * Whether this process is the store's only user (SQLite behind the data-dir lock): then
+   * every session recorded by an earlier run is gone, and its nodes start offline at once.
+   */
+  exclusive?: boolean;
+  /** False for a local admin command: it serves no sessions, so it neither stamps itself alive nor releases others. */
+  serves?: boolean;
 }
+
+/** How many committed versions a new registry loads for resuming agents (the hub's change log). */
+export const HISTORY_VERSIONS = 4096;
 
 export interface TokenOptions {
   reusable?: boolean;
@@ -64,8 +85,11 @@ export class Registry {
   readonly ipv4Prefix: Ipv4Prefix;
   readonly ipv4PrefixText: string;
   readonly ulaPrefix: string;
-  /** The version the peer map starts at this run (one past the last run's, so every resume gets a snapshot). */
+  /** This process's id among the replicas sharing the store. */
+  readonly replica: string;
+  /** The peer-map version the memory reflects at load, and the versions before it (newest last) for resumes. */
   readonly startVersion: number;
+  readonly history: ChangeRow[];
   private readonly byId = new Map<number, PeerInfo>();
   private readonly byKey = new Map<string, number>();
   private readonly ephemeral = new Set<number>();
@@ -83,46 +107,79 @@ export class Registry {
    */
   private readonly offlineSince = new Map<number, number>();
 
+  /** Nodes whose control session this replica holds (recorded as theirs in the store at the next window). */
+  private readonly held = new Set<number>();
+  /** Nodes registered by another replica whose ephemeral flag this one hasn't read yet. */
+  private readonly unlearned = new Set<number>();
+
   /** The public URL written into new tokens (settable: with port 0 it is known only after listen). */
   publicUrl: string;
 
-  constructor(readonly store: SqliteStore, private readonly options: RegistryOptions) {
+  private constructor(readonly store: Store, private readonly options: RegistryOptions, init: {
+    priv: Uint8Array; prefix: string; ula: string; replica: string; version: number; history: ChangeRow[];
+  }) {
     this.publicUrl = options.url;
     this.random = options.random ?? defaultRandomBytes;
-    const init = store.immediate(() => {
-      let priv = decodeKey(store.getMeta('coordinator_private_key'));
-      if (!priv) {
-        priv = generateKeyPair().privateKey;
-        store.setMeta('coordinator_private_key', encodeKey(priv));
-      }
-      const wanted = options.ipv4Prefix === undefined ? undefined : canonicalIpv4Prefix(options.ipv4Prefix);
-      if (options.ipv4Prefix !== undefined && !wanted) throw new KnitError('KNIT_ERR_USAGE', `${options.ipv4Prefix} is not an IPv4 prefix between /8 and /30`);
-      let prefix = store.getMeta('ipv4_prefix');
-      if (!prefix) {
-        prefix = wanted ?? DEFAULT_IPV4_PREFIX;
-        store.setMeta('ipv4_prefix', prefix);
-      } else if (wanted && wanted !== canonicalIpv4Prefix(prefix)) {
-        // Renumbering a live mesh would break every tunnel; say so instead of ignoring the flag.
-        throw new KnitError('KNIT_ERR_USAGE', `this mesh already uses ${prefix}; the IPv4 prefix is fixed when the data dir is created`);
-      }
-      let ula = store.getMeta('ula_prefix');
-      if (!ula) {
-        // RFC 4193: fd00::/8 + 40 random bits = a /48 unique to this mesh.
-        const r = this.random(5);
-        ula = `fd${hex(r.subarray(0, 1))}:${hex(r.subarray(1, 3))}:${hex(r.subarray(3, 5))}::/48`;
-        store.setMeta('ula_prefix', ula);
-      }
-      const version = Number(store.getMeta('version') ?? '0') + 1;
-      store.setMeta('version', String(version));
-      return { priv, prefix, ula, version };
-    });
     this.coordinatorPrivate = init.priv;
     this.coordinatorKey = encodeKey(publicKeyOf(init.priv));
     this.ipv4PrefixText = init.prefix;
     this.ipv4Prefix = parseIpv4Prefix(init.prefix)!;
     this.ulaPrefix = init.ula;
+    this.replica = init.replica;
     this.startVersion = init.version;
-    for (const row of store.nodes()) this.remember(row, false);
+    this.history = init.history;
+  }
+
+  /**
+   * Opens the mesh in `store`: creates the coordinator key and prefixes on first use,
+   * registers this replica, and loads every node plus the recent change history.
+   */
+  static async open(store: Store, options: RegistryOptions): Promise<Registry> {
+    const random = options.random ?? defaultRandomBytes;
+    const replica = options.replica ?? hex(random(8));
+    const wanted = options.ipv4Prefix === undefined ? undefined : canonicalIpv4Prefix(options.ipv4Prefix);
+    if (options.ipv4Prefix !== undefined && !wanted) throw new KnitError('KNIT_ERR_USAGE', `${options.ipv4Prefix} is not an IPv4 prefix between /8 and /30`);
+    const init = await store.write(async (tx) => {
+      let priv = decodeKey(await tx.getMeta('coordinator_private_key'));
+      if (!priv) {
+        priv = generateKeyPair().privateKey;
+        await tx.setMeta('coordinator_private_key', encodeKey(priv));
+      }
+      let prefix = await tx.getMeta('ipv4_prefix');
+      if (!prefix) {
+        prefix = wanted ?? DEFAULT_IPV4_PREFIX;
+        await tx.setMeta('ipv4_prefix', prefix);
+      } else if (wanted && wanted !== canonicalIpv4Prefix(prefix)) {
+        // Renumbering a live mesh would break every tunnel; say so instead of ignoring the flag.
+        throw new KnitError('KNIT_ERR_USAGE', `this mesh already uses ${prefix}; the IPv4 prefix is fixed when the data dir is created`);
+      }
+      let ula = await tx.getMeta('ula_prefix');
+      if (!ula) {
+        // RFC 4193: fd00::/8 + 40 random bits = a /48 unique to this mesh.
+        const r = random(5);
+        ula = `fd${hex(r.subarray(0, 1))}:${hex(r.subarray(1, 3))}:${hex(r.subarray(3, 5))}::/48`;
+        await tx.setMeta('ula_prefix', ula);
+      }
+      if (options.serves !== false) {
+        const wall = options.clock.wallNow();
+        // Sessions of an earlier run (or of a replica that died) are gone: say so in the feed.
+        const gone = options.exclusive ? await tx.staleReplicas(Infinity) : await tx.staleReplicas(wall - REPLICA_TIMEOUT_MS);
+        await releaseReplicas(tx, gone.filter((r) => r !== replica), Math.floor(wall));
+        await tx.heartbeat(replica, wall);
+      }
+      return { priv, prefix, ula };
+    });
+    // Memory is loaded outside the lock: the version first, then the rows (at least that new),
+    // then every change since the version replayed on top — each change is a "set", so
+    // replaying one the rows already show converges to the newest state.
+    const version = await store.latestVersion();
+    const rows = await store.nodes();
+    const history = await store.changesSince(Math.max(0, version - HISTORY_VERSIONS), HISTORY_VERSIONS);
+    const tail = await store.changesSince(version, 100_000);
+    const registry = new Registry(store, options, { ...init, replica, version: version + tail.length, history: [...history, ...tail] });
+    for (const row of rows) registry.remember(row);
+    for (const c of tail.flatMap((r) => r.changes)) registry.applyChange(c);
+    return registry;
   }
 
   // ---- reads (memory only) ---------------------------------------------------
@@ -154,24 +211,71 @@ export class Registry {
     return this.pending.length > 0;
   }
 
+  /** Puts back a window that could not be committed, ahead of anything queued since. */
+  requeue(changes: PeerChange[], since: number): void {
+    this.pendingSince = this.pending.length === 0 ? since : Math.min(since, this.pendingSince);
+    this.pending = [...changes, ...this.pending];
+  }
+
   private push(c: PeerChange): void {
     if (this.pending.length === 0) this.pendingSince = this.options.clock.now();
     this.pending.push(c);
   }
 
-  private remember(row: NodeRow, online: boolean): PeerInfo {
-    const peer: PeerInfo = {
-      id: row.id, name: row.name, nodeKey: row.nodeKey, discoKey: row.discoKey,
-      addresses: [`${row.ipv4}/32`, `${row.ipv6}/128`], endpoints: row.endpoints, natType: row.natType,
-      online, lastSeen: row.lastSeen, tags: row.tags,
-    };
-    this.byId.set(row.id, peer);
-    this.byKey.set(row.nodeKey, row.id);
-    if (row.ephemeral) {
-      this.ephemeral.add(row.id);
-      if (!online) this.offlineSince.set(row.id, this.options.clock.now());
-    }
+  private remember(row: NodeRow): PeerInfo {
+    const peer = toPeer(row);
+    this.put(peer, row.ephemeral);
     return peer;
+  }
+
+  private put(peer: PeerInfo, ephemeral: boolean): void {
+    const old = this.byId.get(peer.id);
+    if (old && old.nodeKey !== peer.nodeKey) this.byKey.delete(old.nodeKey);
+    this.byId.set(peer.id, peer);
+    this.byKey.set(peer.nodeKey, peer.id);
+    if (ephemeral) this.ephemeral.add(peer.id);
+    this.trackOffline(peer);
+  }
+
+  /** Ephemeral expiry counts from when this registry saw the node go (or found it) offline. */
+  private trackOffline(peer: PeerInfo): void {
+    if (!this.ephemeral.has(peer.id)) return;
+    if (peer.online) this.offlineSince.delete(peer.id);
+    else if (!this.offlineSince.has(peer.id)) this.offlineSince.set(peer.id, this.options.clock.now());
+  }
+
+  private forget(id: number): void {
+    const p = this.byId.get(id);
+    if (!p) return;
+    this.byId.delete(id);
+    this.byKey.delete(p.nodeKey);
+    this.dirty.delete(id);
+    this.held.delete(id);
+    this.unlearned.delete(id);
+    this.ephemeral.delete(id);
+    this.offlineSince.delete(id);
+  }
+
+  /**
+   * Applies a committed change from the feed to memory. Idempotent: the feed also
+   * carries this replica's own changes, which memory already shows.
+   */
+  applyChange(c: PeerChange): void {
+    if (c.op === 'remove') return this.forget(c.id);
+    if (c.op === 'upsert') {
+      // "Ephemeral" comes from the join token and doesn't travel in PeerInfo: a node another
+      // replica registered is looked up in the store at the next housekeeping (learnEphemeral).
+      if (!this.byId.has(c.peer.id)) this.unlearned.add(c.peer.id);
+      return this.put(c.peer, this.ephemeral.has(c.peer.id));
+    }
+    const p = this.byId.get(c.id);
+    if (!p) return;
+    let next: PeerInfo;
+    if (c.op === 'endpoints') next = { ...p, endpoints: c.endpoints, natType: c.natType };
+    else if (c.op === 'online') next = { ...p, online: c.online, lastSeen: c.lastSeen };
+    else next = { ...p, discoKey: c.discoKey };
+    this.byId.set(c.id, next);
+    this.trackOffline(next);
   }
 
   // ---- admin credential and tokens ---------------------------------------------
@@ -184,24 +288,24 @@ export class Registry {
   }
 
   /** Creates the admin credential on first start; returns the token text exactly once, else undefined. */
-  ensureAdmin(): string | undefined {
+  ensureAdmin(): Promise<string | undefined> {
     const now = this.options.clock.wallNow();
-    return this.store.immediate(() => {
-      if (this.store.adminCount() > 0) return undefined;
+    return this.store.write(async (tx) => {
+      if (await tx.adminCount() > 0) return undefined;
       const t = this.mint('admin');
-      this.store.insertAdmin(t.id, t.secretHash, now);
+      await tx.insertAdmin(t.id, t.secretHash, now);
       return t.text;
     });
   }
 
-  verifyAdmin(tokenText: string | undefined): boolean {
+  async verifyAdmin(tokenText: string | undefined): Promise<boolean> {
     const t = parseToken(tokenText);
     if (!t || t.kind !== 'admin') return false;
-    const hash = this.store.adminHash(t.id);
+    const hash = await this.store.adminHash(t.id);
     return hash !== undefined && equalBytes(Buffer.from(hash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'));
   }
 
-  createToken(opts: TokenOptions): { token: string; summary: TokenSummary } {
+  async createToken(opts: TokenOptions): Promise<{ token: string; summary: TokenSummary }> {
     const now = this.options.clock.wallNow();
     const tags = opts.tags ?? [];
     const t = this.mint('join');
@@ -210,41 +314,40 @@ export class Registry {
       usesLeft: opts.reusable ? (opts.uses ?? null) : 1, ephemeral: opts.ephemeral === true,
       expires: opts.expiresInMs === undefined ? null : now + opts.expiresInMs, tags, created: now,
     };
-    this.store.insertToken(row);
+    await this.store.write((tx) => tx.insertToken(row));
     const { secretHash: _omit, ...summary } = { ...row, revoked: false, joins: 0 };
     return { token: t.text, summary };
   }
 
-  listTokens(): TokenSummary[] {
-    return this.store.tokens().map(({ secretHash: _omit, ...rest }) => rest);
+  async listTokens(): Promise<TokenSummary[]> {
+    return (await this.store.tokens()).map(({ secretHash: _omit, ...rest }) => rest);
   }
 
-  revokeToken(id: string): boolean {
-    return /^[0-9a-f]{16}$/.test(id) && this.store.revokeToken(id);
+  async revokeToken(id: string): Promise<boolean> {
+    return /^[0-9a-f]{16}$/.test(id) && this.store.write((tx) => tx.revokeToken(id));
   }
 
   // ---- join -------------------------------------------------------------------
 
   /** The hostname, or hostname-2, -3, … when taken; names stay valid hostnames (≤ 63 characters). */
-  private uniqueName(hostname: string): string {
+  private async uniqueName(tx: StoreTx, hostname: string): Promise<string> {
     const base = hostname.toLowerCase();
-    if (!this.store.nameTaken(base)) return base;
+    if (!await tx.nameTaken(base)) return base;
     for (let i = this.nameHints.get(base) ?? 2; ; i++) {
       const suffix = `-${i}`;
       const name = base.slice(0, MAX_HOSTNAME_LEN - suffix.length) + suffix;
-      if (!this.store.nameTaken(name)) {
+      if (!await tx.nameTaken(name)) {
         this.nameHints.set(base, i + 1);
         return name;
       }
     }
   }
 
-  private allocateIpIndex(): number {
-    const reused = this.store.takeFreeIpIndex();
+  private async allocateIpIndex(tx: StoreTx): Promise<number> {
+    const reused = await tx.takeFreeIpIndex();
     if (reused !== undefined) return reused;
-    const next = Number(this.store.getMeta('next_ip_index') ?? '0');
+    const next = await tx.bumpMeta('next_ip_index');
     if (next >= prefixHostCount(this.ipv4Prefix)) throw new KnitError('KNIT_ERR_ADDRESS_EXHAUSTED');
-    this.store.setMeta('next_ip_index', String(next + 1));
     return next;
   }
 
@@ -254,21 +357,22 @@ export class Registry {
    * and consumes no use (an agent re-running `up` must not burn tokens), but
    * the token must still be valid: a revoked or expired token proves nothing.
    */
-  join(req: JoinRequest): { response: JoinResponse; created: boolean } {
-    const [r] = this.joinMany([req]);
+  async join(req: JoinRequest): Promise<{ response: JoinResponse; created: boolean }> {
+    const [r] = await this.joinMany([req]);
     if (!r!.ok) throw r!.error;
     return r!;
   }
 
   /**
-   * Group commit: several joins in ONE transaction, so a join storm costs one
+   * Group commit: several joins in ONE write transaction, so a join storm costs one
    * fsync per batch instead of one per node (on a disk where a commit takes
    * ~3 ms that is the difference between ~250 and ~1,000 joins a second).
    * Each join runs in its own savepoint: a refused one (token used, expired …)
-   * changes nothing and doesn't disturb the others. Nothing is answered, and
-   * nothing enters the in-memory map, before the batch is committed.
+   * changes nothing and doesn't disturb the others. The new nodes go into the
+   * change feed in the same transaction, as one version. Nothing is answered,
+   * and nothing enters the in-memory map, before the batch is committed.
    */
-  joinMany(reqs: JoinRequest[]): JoinResult[] {
+  async joinMany(reqs: JoinRequest[]): Promise<JoinResult[]> {
     const now = this.options.clock.wallNow();
     type Row = { ok: true; row: NodeRow; created: boolean; req: JoinRequest };
     // A token that doesn't parse, or names another coordinator, is refused before any transaction.
@@ -279,28 +383,33 @@ export class Registry {
       return { ok: true, token, req };
     });
     if (results.some((r) => 'token' in r)) {
+      const hints = new Map(this.nameHints);
       try {
-        this.store.immediate(() => {
+        await this.store.write(async (tx) => {
+          const upserts: PeerChange[] = [];
           for (const [i, r] of results.entries()) {
             if (!('token' in r)) continue;
             try {
-              results[i] = { ok: true, ...this.store.immediate(() => this.joinRow(r.req, r.token, now)), req: r.req };
+              const joined = await tx.savepoint(() => this.joinRow(tx, r.req, r.token, now));
+              results[i] = { ok: true, ...joined, req: r.req };
+              if (joined.created) upserts.push({ op: 'upsert', peer: toPeer(joined.row) });
             } catch (error) {
+              if (!(error instanceof KnitError)) throw error; // the store failed: the whole batch fails
               results[i] = { ok: false, error };
             }
           }
+          if (upserts.length > 0) await tx.appendChange(upserts);
         });
       } catch (error) {
+        this.nameHints.clear();
+        for (const [k, v] of hints) this.nameHints.set(k, v);
         return reqs.map(() => ({ ok: false, error })); // the commit failed: none of them joined
       }
     }
     return results.map((r) => {
       if (!r.ok || !('row' in r)) return r as JoinResult;
       let peer = this.byId.get(r.row.id);
-      if (r.created || !peer) {
-        peer = this.remember(r.row, false);
-        this.push({ op: 'upsert', peer });
-      }
+      if (r.created || !peer) peer = this.remember(r.row);
       const proof = joinProof(this.coordinatorPrivate, r.req.nodeKey, r.req.nodeKey, peer.id, peer.addresses);
       if (!proof) return { ok: false, error: new KnitError('KNIT_ERR_BAD_REQUEST', 'nodeKey is not a usable X25519 public key') };
       return {
@@ -316,35 +425,42 @@ export class Registry {
   }
 
   /** One join's rows (inside the caller's transaction): the token checked and used, the node inserted or found. */
-  private joinRow(req: JoinRequest, t: ParsedToken, now: number): { row: NodeRow; created: boolean } {
-    const tok = this.store.token(t.id);
+  private async joinRow(tx: StoreTx, req: JoinRequest, t: ParsedToken, now: number): Promise<{ row: NodeRow; created: boolean }> {
+    const tok = await tx.token(t.id);
     if (!tok || tok.revoked || !equalBytes(Buffer.from(tok.secretHash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'))) {
       throw new KnitError('KNIT_ERR_TOKEN_INVALID');
     }
     if (tok.expires !== null && now >= tok.expires) throw new KnitError('KNIT_ERR_TOKEN_EXPIRED');
-    const existing = this.store.nodeByKey(req.nodeKey);
+    const existing = await tx.nodeByKey(req.nodeKey);
     if (existing) return { row: existing, created: false };
-    if (tok.usesLeft !== null && tok.usesLeft <= 0) throw new KnitError('KNIT_ERR_TOKEN_USED');
-    const ipIndex = this.allocateIpIndex();
+    // The use is taken by one conditional update: the database, not this process, says who got it.
+    if (!await tx.useToken(tok.id)) throw new KnitError('KNIT_ERR_TOKEN_USED');
+    const ipIndex = await this.allocateIpIndex(tx);
     const fields = {
-      nodeKey: req.nodeKey, discoKey: req.discoKey ?? '', name: this.uniqueName(req.hostname), ipIndex,
+      nodeKey: req.nodeKey, discoKey: req.discoKey ?? '', name: await this.uniqueName(tx, req.hostname), ipIndex,
       ipv4: prefixHost(this.ipv4Prefix, ipIndex), ipv6: ulaHost(this.ulaPrefix, ipIndex + 1), tags: tok.tags,
       ephemeral: tok.ephemeral, created: now, lastSeen: Math.floor(now), tokenId: tok.id,
     };
-    const id = this.store.insertNode(fields);
-    this.store.useToken(tok.id);
-    return { row: { ...fields, id, endpoints: [], natType: 'unknown' as NatType }, created: true };
+    const id = await tx.insertNode(fields);
+    return { row: { ...fields, id, endpoints: [], natType: 'unknown' as NatType, onlineReplica: null }, created: true };
   }
 
   // ---- mutations from control sessions and admins ------------------------------------
 
   setOnline(id: number, online: boolean): void {
     const p = this.byId.get(id);
-    if (!p || p.online === online) return;
+    if (!p) return;
+    // Recorded even when memory already says so: the node may have moved here from another replica.
+    if (online) this.held.add(id);
+    else this.held.delete(id);
+    if (p.online === online) {
+      this.dirty.add(id);
+      return;
+    }
     const lastSeen = Math.floor(this.options.clock.wallNow());
-    this.byId.set(id, { ...p, online, lastSeen });
-    if (online) this.offlineSince.delete(id);
-    else if (this.ephemeral.has(id)) this.offlineSince.set(id, this.options.clock.now());
+    const next = { ...p, online, lastSeen };
+    this.byId.set(id, next);
+    this.trackOffline(next);
     this.dirty.add(id);
     this.push({ op: 'online', id, online, lastSeen });
   }
@@ -367,21 +483,29 @@ export class Registry {
   }
 
   /** Removes a node; its address goes back to the pool. Returns false if there was no such node. */
-  remove(id: number): boolean {
-    const p = this.byId.get(id);
-    if (!p) return false;
-    const row = this.store.nodeById(id);
-    this.store.immediate(() => {
-      this.store.deleteNode(id);
-      if (row) this.store.freeIpIndex(row.ipIndex);
+  async remove(id: number): Promise<boolean> {
+    const removed = await this.store.write(async (tx) => {
+      const row = await tx.nodeById(id);
+      if (!row || !await tx.deleteNode(id)) return false;
+      await tx.freeIpIndex(row.ipIndex);
+      await tx.appendChange([{ op: 'remove', id }]);
+      return true;
     });
-    this.byId.delete(id);
-    this.dirty.delete(id);
-    this.byKey.delete(p.nodeKey);
-    this.ephemeral.delete(id);
-    this.offlineSince.delete(id);
-    this.push({ op: 'remove', id });
-    return true;
+    if (removed) this.forget(id);
+    return removed;
+  }
+
+  /** Reads the ephemeral flag of nodes other replicas registered (one store read, only when there are any). */
+  async learnEphemeral(): Promise<void> {
+    if (this.unlearned.size === 0) return;
+    const ids = new Set(this.unlearned);
+    this.unlearned.clear();
+    for (const row of await this.store.nodes()) {
+      const p = ids.has(row.id) && row.ephemeral ? this.byId.get(row.id) : undefined;
+      if (!p) continue;
+      this.ephemeral.add(row.id);
+      this.trackOffline(p);
+    }
   }
 
   /**
@@ -406,7 +530,7 @@ export class Registry {
    * transaction, without a delta (peers learn nothing from it). Called about
    * once a minute, so last-seen on disk is at most that stale after a crash.
    */
-  refreshLastSeen(ids: Iterable<number>): void {
+  async refreshLastSeen(ids: Iterable<number>): Promise<void> {
     const lastSeen = Math.floor(this.options.clock.wallNow());
     const touched: number[] = [];
     for (const id of ids) {
@@ -417,29 +541,87 @@ export class Registry {
       touched.push(id);
     }
     if (touched.length === 0) return;
-    this.store.immediate(() => {
-      for (const id of touched) this.store.setLastSeen(id, lastSeen);
+    await this.store.write(async (tx) => {
+      for (const id of touched) await tx.setLastSeen(id, lastSeen);
     });
   }
 
   /**
-   * Writes the window's soft state (endpoints, disco keys, last seen) and the
-   * new peer-map version in one transaction. Batched because a reconnect
-   * storm would otherwise cost one fsync per node; none of this state is
-   * acknowledged to anyone, and agents report it again on reconnect.
+   * Commits one window of soft state (coalesced changes from control sessions) as the
+   * next version, with the nodes' endpoints, disco keys, last seen and session holder, in
+   * one transaction. Batched because a reconnect storm would otherwise cost one fsync per
+   * node; none of this is acknowledged to anyone, and agents report it again on reconnect.
+   *
+   * A node whose session ended here but that another replica now serves keeps its
+   * "online": that change is dropped (and memory put back) rather than committed.
+   * Returns the version, or undefined when nothing was left to commit.
    */
-  persistWindow(version: number): void {
+  async commitWindow(changes: PeerChange[]): Promise<number | undefined> {
     const ids = [...this.dirty];
     this.dirty.clear();
-    this.store.immediate(() => {
-      for (const id of ids) {
+    try {
+      const { version, movedAway } = await this.store.write(async (tx) => {
+        const movedAway = new Set<number>();
+        for (const id of ids) {
+          const p = this.byId.get(id);
+          if (!p) continue;
+          if (this.held.has(id)) await tx.setOnlineReplica(id, this.replica);
+          else if (!await tx.setOnlineReplica(id, null, this.replica) && (await tx.nodeById(id))?.onlineReplica) movedAway.add(id);
+          await tx.setEndpoints(id, p.endpoints, p.natType);
+          await tx.setDiscoKey(id, p.discoKey);
+          await tx.setLastSeen(id, p.lastSeen);
+        }
+        const kept = changes.filter((c) => !(c.op === 'online' && !c.online && movedAway.has(c.id)));
+        return { version: kept.length > 0 ? await tx.appendChange(kept) : undefined, movedAway };
+      });
+      for (const id of movedAway) {
         const p = this.byId.get(id);
-        if (!p) continue;
-        this.store.setEndpoints(id, p.endpoints, p.natType);
-        this.store.setDiscoKey(id, p.discoKey);
-        this.store.setLastSeen(id, p.lastSeen);
+        if (p && !p.online) this.byId.set(id, { ...p, online: true });
       }
-      this.store.setMeta('version', String(version));
+      return version;
+    } catch (err) {
+      for (const id of ids) this.dirty.add(id);
+      throw err;
+    }
+  }
+
+  /**
+   * Replica liveness, from the hub's housekeeping: stamps this replica alive and marks
+   * offline, in the feed, the nodes of replicas that stopped stamping (killed, or cut
+   * off from the store) — their agents have reconnected elsewhere or are gone too.
+   */
+  async heartbeat(): Promise<void> {
+    const wall = this.options.clock.wallNow();
+    await this.store.write(async (tx) => {
+      await tx.heartbeat(this.replica, wall);
+      const stale = (await tx.staleReplicas(wall - REPLICA_TIMEOUT_MS)).filter((r) => r !== this.replica);
+      await releaseReplicas(tx, stale, Math.floor(wall));
     });
   }
+
+  /** Graceful stop: this replica leaves the store's list (its sessions were closed and committed first). */
+  async leave(): Promise<void> {
+    await this.store.write((tx) => tx.dropReplica(this.replica));
+  }
+}
+
+/** A replica that hasn't stamped itself alive for this long is taken for dead. */
+export const REPLICA_TIMEOUT_MS = 30_000;
+/** How often a replica stamps itself alive (a third of the timeout). */
+export const REPLICA_HEARTBEAT_MS = 10_000;
+
+/** Marks offline (in rows and in the feed) every node held by the given dead replicas, and forgets the replicas. */
+async function releaseReplicas(tx: StoreTx, replicas: string[], lastSeen: number): Promise<void> {
+  if (replicas.length === 0) return;
+  const ids = await tx.releaseReplicas(replicas);
+  for (const r of replicas) await tx.dropReplica(r);
+  if (ids.length > 0) await tx.appendChange(ids.map((id) => ({ op: 'online', id, online: false, lastSeen })));
+}
+
+function toPeer(row: NodeRow): PeerInfo {
+  return {
+    id: row.id, name: row.name, nodeKey: row.nodeKey, discoKey: row.discoKey,
+    addresses: [`${row.ipv4}/32`, `${row.ipv6}/128`], endpoints: row.endpoints, natType: row.natType,
+    online: row.onlineReplica !== null, lastSeen: row.lastSeen, tags: row.tags,
+  };
 }

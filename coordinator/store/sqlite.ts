@@ -1,9 +1,12 @@
 /**
- * The coordinator's store on SQLite (better-sqlite3): WAL journal and
- * synchronous=FULL, so a write that returned is on disk and survives kill -9.
- * better-sqlite3 is synchronous; every multi-row change runs in one
- * `BEGIN IMMEDIATE` transaction (`immediate()`), which also serialises
- * writers across processes (the admin CLI opens the same file).
+ * The coordinator's store on SQLite (better-sqlite3), the embedded default:
+ * WAL journal and synchronous=FULL, so a write that resolved is on disk and
+ * survives kill -9. Implements the async Store interface (store.ts) over a
+ * synchronous driver: every operation, read or write, runs in turn on one
+ * in-process queue, so a reader never sees a write transaction half done
+ * (the connection is shared) and `write()` can await between statements.
+ * `write()` is one BEGIN IMMEDIATE transaction, which also serialises writers
+ * across processes (the admin CLI opens the same file).
  *
  * This module knows rows, not rules: token checks and address allocation
  * live in registry/.
@@ -12,38 +15,11 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { KnitError } from '../../shared/errors.js';
-import type { NatType } from '../../shared/wire/control.js';
+import type { NatType, PeerChange } from '../../shared/wire/control.js';
 import { MIGRATIONS } from './schema.js';
+import type { ChangeRow, NewNode, NewToken, NodeRow, Store, StoreTx, TokenRow } from './store.js';
 
-export interface TokenRow {
-  id: string;
-  secretHash: string;
-  reusable: boolean;
-  usesLeft: number | null;
-  ephemeral: boolean;
-  expires: number | null;
-  tags: string[];
-  created: number;
-  revoked: boolean;
-  joins: number;
-}
-
-export interface NodeRow {
-  id: number;
-  nodeKey: string;
-  discoKey: string;
-  name: string;
-  ipIndex: number;
-  ipv4: string;
-  ipv6: string;
-  tags: string[];
-  ephemeral: boolean;
-  created: number;
-  lastSeen: number;
-  endpoints: string[];
-  natType: NatType;
-  tokenId: string | null;
-}
+export type { NodeRow, TokenRow } from './store.js';
 
 type Raw = Record<string, unknown>;
 
@@ -61,6 +37,7 @@ function toNode(r: Raw): NodeRow {
     ipIndex: r.ip_index as number, ipv4: r.ipv4 as string, ipv6: r.ipv6 as string, tags: JSON.parse(r.tags as string) as string[],
     ephemeral: r.ephemeral === 1, created: r.created as number, lastSeen: r.last_seen as number,
     endpoints: JSON.parse(r.endpoints as string) as string[], natType: r.nat_type as NatType, tokenId: r.token_id as string | null,
+    onlineReplica: (r.online_replica as string | null) ?? null,
   };
 }
 
@@ -76,9 +53,15 @@ export function storeError(err: unknown, path: string): KnitError {
   return new KnitError('KNIT_ERR_STORE', `the database ${path} failed: ${(err as Error).message}`, { cause: err });
 }
 
-export class SqliteStore {
+export class SqliteStore implements Store {
+  readonly engine = 'sqlite';
   private readonly db: Database.Database;
   private readonly stmts;
+  private readonly tx: StoreTx;
+  /** The tail of the operation queue: each operation starts when the previous one settled. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly commitListeners = new Set<() => void>();
+  private savepoints = 0;
 
   /**
    * Opens (and migrates) the store; `:memory:` for the simulator and unit tests.
@@ -102,6 +85,8 @@ export class SqliteStore {
     this.stmts = {
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
+      bumpMeta: db.prepare(`INSERT INTO meta(key, value) VALUES (?, '1')
+        ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) RETURNING value`),
       insertAdmin: db.prepare('INSERT INTO admin_credentials(id, secret_hash, created) VALUES (?, ?, ?)'),
       getAdmin: db.prepare('SELECT secret_hash FROM admin_credentials WHERE id = ?'),
       countAdmins: db.prepare('SELECT COUNT(*) AS n FROM admin_credentials'),
@@ -110,7 +95,8 @@ export class SqliteStore {
       getToken: db.prepare('SELECT * FROM join_tokens WHERE id = ?'),
       listTokens: db.prepare('SELECT * FROM join_tokens ORDER BY created'),
       revokeToken: db.prepare('UPDATE join_tokens SET revoked = 1 WHERE id = ?'),
-      useToken: db.prepare('UPDATE join_tokens SET joins = joins + 1, uses_left = CASE WHEN uses_left IS NULL THEN NULL ELSE uses_left - 1 END WHERE id = ?'),
+      useToken: db.prepare(`UPDATE join_tokens SET joins = joins + 1, uses_left = CASE WHEN uses_left IS NULL THEN NULL ELSE uses_left - 1 END
+        WHERE id = ? AND revoked = 0 AND (uses_left IS NULL OR uses_left > 0)`),
       insertNode: db.prepare(`INSERT INTO nodes(node_key, disco_key, name, ip_index, ipv4, ipv6, tags, ephemeral, created, last_seen, endpoints, nat_type, token_id)
         VALUES (@nodeKey, @discoKey, @name, @ipIndex, @ipv4, @ipv6, @tags, @ephemeral, @created, @lastSeen, '[]', 'unknown', @tokenId)`),
       nodeByKey: db.prepare('SELECT * FROM nodes WHERE node_key = ?'),
@@ -121,10 +107,23 @@ export class SqliteStore {
       setEndpoints: db.prepare('UPDATE nodes SET endpoints = ?, nat_type = ? WHERE id = ?'),
       setDisco: db.prepare('UPDATE nodes SET disco_key = ? WHERE id = ?'),
       setLastSeen: db.prepare('UPDATE nodes SET last_seen = ? WHERE id = ?'),
-      takeFreeIp: db.prepare('SELECT ip_index FROM free_ip_indexes ORDER BY ip_index LIMIT 1'),
-      dropFreeIp: db.prepare('DELETE FROM free_ip_indexes WHERE ip_index = ?'),
+      setOnline: db.prepare('UPDATE nodes SET online_replica = ? WHERE id = ?'),
+      setOnlineIf: db.prepare('UPDATE nodes SET online_replica = ? WHERE id = ? AND online_replica = ?'),
+      release: db.prepare('UPDATE nodes SET online_replica = NULL WHERE online_replica = ? RETURNING id'),
+      takeFreeIp: db.prepare('DELETE FROM free_ip_indexes WHERE ip_index = (SELECT MIN(ip_index) FROM free_ip_indexes) RETURNING ip_index'),
       addFreeIp: db.prepare('INSERT OR IGNORE INTO free_ip_indexes(ip_index) VALUES (?)'),
+      insertChange: db.prepare('INSERT INTO peer_changes(version, changes) VALUES (?, ?)'),
+      changesSince: db.prepare('SELECT version, changes FROM peer_changes WHERE version > ? ORDER BY version LIMIT ?'),
+      pruneChanges: db.prepare('DELETE FROM peer_changes WHERE version <= ?'),
+      heartbeat: db.prepare('INSERT INTO replicas(id, seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET seen = excluded.seen'),
+      staleReplicas: db.prepare('SELECT id FROM replicas WHERE seen < ? ORDER BY id'),
+      dropReplica: db.prepare('DELETE FROM replicas WHERE id = ?'),
     };
+    this.tx = this.makeTx();
+  }
+
+  get where(): string {
+    return this.path;
   }
 
   private migrate(): void {
@@ -140,100 +139,141 @@ export class SqliteStore {
     }
   }
 
-  /** Runs `fn` in one BEGIN IMMEDIATE transaction; SQLite errors become KnitErrors. */
-  immediate<T>(fn: () => T): T {
-    try {
-      return this.db.transaction(fn).immediate();
-    } catch (err) {
-      if (err instanceof KnitError) throw err;
-      throw storeError(err, this.path);
+  /** SQLite's own failures become KnitErrors; anything else (a caller's error inside write) passes through. */
+  private driverError(err: unknown): unknown {
+    return err instanceof Database.SqliteError ? storeError(err, this.path) : err;
+  }
+
+  /** Queues `job` after every operation before it; SQLite errors become KnitErrors. */
+  private enqueue<T>(job: () => T | Promise<T>): Promise<T> {
+    const run = this.queue.then(async () => {
+      try {
+        return await job();
+      } catch (err) {
+        throw this.driverError(err);
+      }
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  write<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
+    return this.enqueue(async () => {
+      const before = this.latestVersionNow();
+      this.db.exec('BEGIN IMMEDIATE');
+      let result: T;
+      try {
+        result = await fn(this.tx);
+        this.db.exec('COMMIT');
+      } catch (err) {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        throw err;
+      }
+      if (this.latestVersionNow() !== before) for (const l of this.commitListeners) l();
+      return result;
+    });
+  }
+
+  private latestVersionNow(): number {
+    return Number((this.stmts.getMeta.get('version') as { value: string } | undefined)?.value ?? '0');
+  }
+
+  /** The transaction handle; each method turns SQLite's failures (a unique constraint …) into KnitErrors. */
+  private makeTx(): StoreTx {
+    const tx = this.txMethods();
+    for (const [name, fn] of Object.entries(tx) as [keyof StoreTx, (...a: unknown[]) => Promise<unknown>][]) {
+      if (name === 'savepoint') continue;
+      (tx as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+        try {
+          return await fn(...args);
+        } catch (err) {
+          throw this.driverError(err);
+        }
+      };
     }
+    return tx;
   }
 
-  private run<T>(fn: () => T): T {
-    try {
-      return fn();
-    } catch (err) {
-      throw storeError(err, this.path);
-    }
+  private txMethods(): StoreTx {
+    const s = this.stmts;
+    return {
+      getMeta: async (key) => (s.getMeta.get(key) as { value: string } | undefined)?.value,
+      setMeta: async (key, value) => { s.setMeta.run(key, value); },
+      bumpMeta: async (key) => Number((s.bumpMeta.get(key) as { value: string }).value) - 1,
+      insertAdmin: async (id, secretHash, now) => { s.insertAdmin.run(id, secretHash, now); },
+      adminCount: async () => (s.countAdmins.get() as { n: number }).n,
+      insertToken: async (t: NewToken) => {
+        s.insertToken.run({ ...t, reusable: t.reusable ? 1 : 0, ephemeral: t.ephemeral ? 1 : 0, tags: JSON.stringify(t.tags) });
+      },
+      token: async (id) => { const r = s.getToken.get(id) as Raw | undefined; return r && toToken(r); },
+      revokeToken: async (id) => s.revokeToken.run(id).changes === 1,
+      useToken: async (id) => s.useToken.run(id).changes === 1,
+      insertNode: async (n: NewNode) => Number(s.insertNode.run({ ...n, tags: JSON.stringify(n.tags), ephemeral: n.ephemeral ? 1 : 0 }).lastInsertRowid),
+      nodeByKey: async (k) => { const r = s.nodeByKey.get(k) as Raw | undefined; return r && toNode(r); },
+      nodeById: async (id) => { const r = s.nodeById.get(id) as Raw | undefined; return r && toNode(r); },
+      nameTaken: async (name) => s.nameTaken.get(name) !== undefined,
+      deleteNode: async (id) => s.deleteNode.run(id).changes === 1,
+      setEndpoints: async (id, endpoints, natType) => { s.setEndpoints.run(JSON.stringify(endpoints), natType, id); },
+      setDiscoKey: async (id, discoKey) => { s.setDisco.run(discoKey, id); },
+      setLastSeen: async (id, when) => { s.setLastSeen.run(when, id); },
+      setOnlineReplica: async (id, replica, onlyIf) =>
+        (onlyIf === undefined ? s.setOnline.run(replica, id) : s.setOnlineIf.run(replica, id, onlyIf)).changes === 1,
+      releaseReplicas: async (replicas) => replicas.flatMap((r) => (s.release.all(r) as { id: number }[]).map((x) => x.id)),
+      takeFreeIpIndex: async () => (s.takeFreeIp.get() as { ip_index: number } | undefined)?.ip_index,
+      freeIpIndex: async (index) => { s.addFreeIp.run(index); },
+      appendChange: async (changes: PeerChange[]) => {
+        const version = Number((s.bumpMeta.get('version') as { value: string }).value);
+        s.insertChange.run(version, JSON.stringify(changes));
+        return version;
+      },
+      heartbeat: async (replica, now) => { s.heartbeat.run(replica, now); },
+      staleReplicas: async (before) => (s.staleReplicas.all(before) as { id: string }[]).map((r) => r.id),
+      dropReplica: async (replica) => { s.dropReplica.run(replica); },
+      savepoint: async <T>(fn: () => Promise<T>): Promise<T> => {
+        const name = `sp${++this.savepoints}`;
+        this.db.exec(`SAVEPOINT ${name}`);
+        try {
+          const r = await fn();
+          this.db.exec(`RELEASE ${name}`);
+          return r;
+        } catch (err) {
+          this.db.exec(`ROLLBACK TO ${name}`);
+          this.db.exec(`RELEASE ${name}`);
+          throw err;
+        }
+      },
+    };
   }
 
-  getMeta(key: string): string | undefined {
-    return this.run(() => (this.stmts.getMeta.get(key) as { value: string } | undefined)?.value);
+  getMeta(key: string): Promise<string | undefined> {
+    return this.enqueue(() => (this.stmts.getMeta.get(key) as { value: string } | undefined)?.value);
   }
-  setMeta(key: string, value: string): void {
-    this.run(() => this.stmts.setMeta.run(key, value));
+  adminHash(id: string): Promise<string | undefined> {
+    return this.enqueue(() => (this.stmts.getAdmin.get(id) as { secret_hash: string } | undefined)?.secret_hash);
   }
-
-  insertAdmin(id: string, secretHash: string, now: number): void {
-    this.run(() => this.stmts.insertAdmin.run(id, secretHash, now));
+  tokens(): Promise<TokenRow[]> {
+    return this.enqueue(() => (this.stmts.listTokens.all() as Raw[]).map(toToken));
   }
-  adminHash(id: string): string | undefined {
-    return this.run(() => (this.stmts.getAdmin.get(id) as { secret_hash: string } | undefined)?.secret_hash);
+  nodes(): Promise<NodeRow[]> {
+    return this.enqueue(() => (this.stmts.allNodes.all() as Raw[]).map(toNode));
   }
-  adminCount(): number {
-    return this.run(() => (this.stmts.countAdmins.get() as { n: number }).n);
+  latestVersion(): Promise<number> {
+    return this.enqueue(() => this.latestVersionNow());
   }
-
-  insertToken(t: Omit<TokenRow, 'revoked' | 'joins'>): void {
-    this.run(() => this.stmts.insertToken.run({
-      ...t, reusable: t.reusable ? 1 : 0, ephemeral: t.ephemeral ? 1 : 0, tags: JSON.stringify(t.tags),
-    }));
+  changesSince(version: number, limit: number): Promise<ChangeRow[]> {
+    return this.enqueue(() => (this.stmts.changesSince.all(version, limit) as { version: number; changes: string }[])
+      .map((r) => ({ version: r.version, changes: JSON.parse(r.changes) as PeerChange[] })));
   }
-  token(id: string): TokenRow | undefined {
-    return this.run(() => { const r = this.stmts.getToken.get(id) as Raw | undefined; return r && toToken(r); });
-  }
-  tokens(): TokenRow[] {
-    return this.run(() => (this.stmts.listTokens.all() as Raw[]).map(toToken));
-  }
-  revokeToken(id: string): boolean {
-    return this.run(() => this.stmts.revokeToken.run(id).changes === 1);
-  }
-  useToken(id: string): void {
-    this.run(() => this.stmts.useToken.run(id));
+  pruneChanges(keep: number): Promise<void> {
+    return this.enqueue(() => { this.stmts.pruneChanges.run(this.latestVersionNow() - keep); });
   }
 
-  insertNode(n: Omit<NodeRow, 'id' | 'endpoints' | 'natType'>): number {
-    return this.run(() => Number(this.stmts.insertNode.run({
-      ...n, tags: JSON.stringify(n.tags), ephemeral: n.ephemeral ? 1 : 0,
-    }).lastInsertRowid));
-  }
-  nodeByKey(nodeKey: string): NodeRow | undefined {
-    return this.run(() => { const r = this.stmts.nodeByKey.get(nodeKey) as Raw | undefined; return r && toNode(r); });
-  }
-  nodeById(id: number): NodeRow | undefined {
-    return this.run(() => { const r = this.stmts.nodeById.get(id) as Raw | undefined; return r && toNode(r); });
-  }
-  nameTaken(name: string): boolean {
-    return this.run(() => this.stmts.nameTaken.get(name) !== undefined);
-  }
-  nodes(): NodeRow[] {
-    return this.run(() => (this.stmts.allNodes.all() as Raw[]).map(toNode));
-  }
-  deleteNode(id: number): void {
-    this.run(() => this.stmts.deleteNode.run(id));
-  }
-  setEndpoints(id: number, endpoints: string[], natType: NatType): void {
-    this.run(() => this.stmts.setEndpoints.run(JSON.stringify(endpoints), natType, id));
-  }
-  setDiscoKey(id: number, discoKey: string): void {
-    this.run(() => this.stmts.setDisco.run(discoKey, id));
-  }
-  setLastSeen(id: number, when: number): void {
-    this.run(() => this.stmts.setLastSeen.run(when, id));
+  onCommit(fn: () => void): () => void {
+    this.commitListeners.add(fn);
+    return () => this.commitListeners.delete(fn);
   }
 
-  /** A freed address index to reuse, or undefined (then the caller takes the next fresh one). */
-  takeFreeIpIndex(): number | undefined {
-    const r = this.stmts.takeFreeIp.get() as { ip_index: number } | undefined;
-    if (r) this.stmts.dropFreeIp.run(r.ip_index);
-    return r?.ip_index;
-  }
-  freeIpIndex(index: number): void {
-    this.stmts.addFreeIp.run(index);
-  }
-
-  close(): void {
-    if (this.db.open) this.db.close();
+  close(): Promise<void> {
+    return this.enqueue(() => { if (this.db.open) this.db.close(); });
   }
 }

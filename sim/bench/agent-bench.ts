@@ -39,19 +39,18 @@ function percentile(sorted: number[], p: number): number {
 export async function benchAgents(n = 8, idleWindowMs = 5000): Promise<AgentBenchResult> {
   if (n < 2 || n > 32) throw new RangeError('agents must be 2..32');
   const dir = mkdtempSync(join(tmpdir(), 'knit-bench-'));
-  const coord = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], allowLoopbackEndpoints: true }, { logger: silentLogger });
+  const coord = await createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], allowLoopbackEndpoints: true }, { logger: silentLogger });
   const agents: Agent[] = [];
   try {
-    coord.ensureAdmin();
     const ports = await coord.start();
-    const token = coord.registry.createToken({ reusable: true }).token;
+    await coord.ensureAdmin();
+    const token = (await coord.registry.createToken({ reusable: true })).token;
     const appeared = new Map<string, number>(); // "a|b" → when a's map first held b
     const connected = new Map<string, number>();
     for (let i = 0; i < n; i++) {
       const kp = generateKeyPair();
       const nodeKey = encodeKey(kp.publicKey);
-      const res = coord.registry.join({ token, nodeKey, hostname: `bench-${i}` }).response;
-      coord.hub.noteChanges();
+      const res = (await coord.registry.join({ token, nodeKey, hostname: `bench-${i}` })).response;
       const udp = await openUdpSocket({ port: 0, host: '127.0.0.1' });
       const agent: Agent = new Agent(
         {

@@ -20,12 +20,12 @@ if (!config.dataDir || !gc) {
   process.exit(2);
 }
 
-const c = createCoordinator(
+const c = await createCoordinator(
   { dataDir: config.dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 1_000_000_000 },
   { logger: silentLogger },
 );
 const { httpPort } = await c.start();
-const admin = c.ensureAdmin();
+const admin = await c.ensureAdmin();
 
 serveIpc({
   /** Heap and RSS after full collections, so what is counted is what stays. */

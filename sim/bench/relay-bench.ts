@@ -53,13 +53,13 @@ function wgPacket(size: number): Uint8Array {
 export async function benchFirstRelayedPacket(n = 4): Promise<RelayBenchResult['firstPacket']> {
   if (n < 2 || n > 16) throw new RangeError('agents must be 2..16');
   const dir = mkdtempSync(join(tmpdir(), 'knit-relay-bench-'));
-  const coord = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], relay: { udp: { host: '127.0.0.1', port: 0 } }, allowLoopbackEndpoints: true }, { logger: silentLogger });
+  const coord = await createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], relay: { udp: { host: '127.0.0.1', port: 0 } }, allowLoopbackEndpoints: true }, { logger: silentLogger });
   const agents: Agent[] = [];
   let stopped = false;
   try {
-    coord.ensureAdmin();
     const ports = await coord.start();
-    const token = coord.registry.createToken({ reusable: true }).token;
+    await coord.ensureAdmin();
+    const token = (await coord.registry.createToken({ reusable: true })).token;
     const appeared = new Map<string, number>();
     const arrived = new Map<string, number>();
     const keys: string[] = [];
@@ -67,8 +67,7 @@ export async function benchFirstRelayedPacket(n = 4): Promise<RelayBenchResult['
       const kp = generateKeyPair();
       const nodeKey = encodeKey(kp.publicKey);
       keys.push(nodeKey);
-      const res = coord.registry.join({ token, nodeKey, hostname: `relay-bench-${i}` }).response;
-      coord.hub.noteChanges();
+      const res = (await coord.registry.join({ token, nodeKey, hostname: `relay-bench-${i}` })).response;
       const real = await openUdpSocket({ port: 0, host: '127.0.0.1' });
       // Symmetric NATs on every side, in effect: no disco packet ever arrives, so only the relay connects.
       const udp: UdpSocket = { ...real, onMessage: (h) => real.onMessage((b, f) => { if (process.env.KNIT_BENCH_DEBUG && b[4] === 0xf0 && b[5] === 0xb0) console.error(i, 'in', f.port, b.length, Math.round(performance.now())); if (!isDiscoPacket(b)) h(b, f); }),

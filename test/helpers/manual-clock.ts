@@ -40,6 +40,25 @@ export class ManualClock implements Clock {
     this.t = end;
   }
 
+  /**
+   * Like advance, for code whose timers start asynchronous work (a store write): after each
+   * timer fires, `settle` runs before time moves on, so that work ends at the time it started.
+   */
+  async advanceAsync(ms: number, settle: () => Promise<void>): Promise<void> {
+    const end = this.t + ms;
+    await settle();
+    for (;;) {
+      let next: [number, { at: number; seq: number; fn: () => void }] | undefined;
+      for (const e of this.timers) if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].seq < next[1].seq))) next = e;
+      if (!next) break;
+      this.timers.delete(next[0]);
+      this.t = next[1].at;
+      next[1].fn();
+      await settle();
+    }
+    this.t = end;
+  }
+
   get pending(): number { return this.timers.size; }
 }
 

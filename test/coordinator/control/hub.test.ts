@@ -9,19 +9,31 @@ import { Registry } from '../../../coordinator/registry/registry.js';
 import { SqliteStore } from '../../../coordinator/store/sqlite.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
 
-function setup(opts: { allowLoopbackEndpoints?: boolean } = {}) {
+/** Lets the store's promise chains (and the hub's follow of the feed) run to the end. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+/** Moves a manual clock timer by timer, letting the work each timer starts finish before time moves on. */
+function advance(clock: ManualClock, ms: number): Promise<void> {
+  return clock.advanceAsync(ms, settle);
+}
+
+async function setup(opts: { allowLoopbackEndpoints?: boolean } = {}) {
   const clock = new ManualClock();
-  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const reg = await Registry.open(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1', exclusive: true });
   const metrics = new CoordinatorMetrics();
   const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics, stunPorts: [3478], coalesceMs: 50, ...opts });
-  const token = reg.createToken({ reusable: true }).token;
-  const join = (name: string) => {
+  const token = (await reg.createToken({ reusable: true })).token;
+  const join = async (name: string) => {
     const kp = generateKeyPair();
-    reg.join({ token, nodeKey: encodeKey(kp.publicKey), hostname: name });
-    hub.noteChanges();
+    await reg.join({ token, nodeKey: encodeKey(kp.publicKey), hostname: name });
+    await settle();
     return kp;
   };
-  return { clock, reg, hub, metrics, join };
+  /** Moves the manual clock, then lets what its timers started finish. */
+  const tick = (ms: number) => advance(clock, ms);
+  return { clock, reg, hub, metrics, join, tick };
 }
 
 /** A minimal agent speaking the protocol by hand, recording what the hub sends. */
@@ -44,10 +56,10 @@ function client(hub: ControlHub) {
   };
 }
 
-test('hello with the right key: welcome proves the coordinator key, then a snapshot that includes every node', () => {
-  const { hub, join } = setup();
-  const a = join('a');
-  join('b');
+test('hello with the right key: welcome proves the coordinator key, then a snapshot that includes every node', async () => {
+  const { hub, join } = await setup();
+  const a = await join('a');
+  await join('b');
   const c = client(hub);
   const { k, clientNonce, challenge } = c.hello(a);
   const welcome = c.sent.find((m) => m.type === 'welcome');
@@ -58,9 +70,9 @@ test('hello with the right key: welcome proves the coordinator key, then a snaps
   assert.equal(c.closed, undefined);
 });
 
-test('proof made with the wrong private key is refused with 4403 and changes nothing', () => {
-  const { hub, join, reg, metrics } = setup();
-  const a = join('a');
+test('proof made with the wrong private key is refused with 4403 and changes nothing', async () => {
+  const { hub, join, reg, metrics } = await setup();
+  const a = await join('a');
   const c = client(hub);
   c.hello(a, { proofKey: generateKeyPair().privateKey });
   assert.equal(c.closed?.code, 4403);
@@ -69,58 +81,79 @@ test('proof made with the wrong private key is refused with 4403 and changes not
   assert.equal(metrics.authFailures, 1);
 });
 
-test('an unknown node key is refused with 4404 (the agent stops retrying)', () => {
-  const { hub } = setup();
+test('an unknown node key is refused with 4404 (the agent stops retrying)', async () => {
+  const { hub } = await setup();
   const c = client(hub);
   c.hello(generateKeyPair());
   assert.equal(c.closed?.code, 4404);
 });
 
-test('malformed frames close with 4400; silence before hello closes with 4408', () => {
-  const { hub, clock } = setup();
+test('malformed frames close with 4400; silence before hello closes with 4408', async () => {
+  const { hub, tick } = await setup();
   for (const frame of ['not json', '{"type":"bogus"}', '{"type":"endpoints","endpoints":"x"}', JSON.stringify({ type: 'hello', v: 1 })]) {
     const c = client(hub);
     c.h.receive(frame);
     assert.equal(c.closed?.code, 4400, frame);
   }
   const quiet = client(hub);
-  clock.advance(10_000);
+  await tick(10_000);
   assert.equal(quiet.closed?.code, 4408);
 });
 
-test('deltas: a change after a quiet spell goes out at once; what follows a delta folds into one at the end of its window', () => {
-  const { hub, join, clock } = setup();
-  const a = join('a');
-  const c = client(hub);
-  c.hello(a);
-  clock.advance(100); // quiet since: the joins' and a's own online window are long gone
-  const before = c.sent.length;
-  join('b');
-  clock.advance(0); // the next turn of the event loop
-  assert.equal(c.sent.length, before + 1, 'a lone change is not held back');
-  assert.deepEqual(c.sent.at(-1).changes.map((x: any) => [x.op, x.peer?.name]), [['upsert', 'b']]);
-  clock.advance(10);
-  join('c');
-  join('d');
-  clock.advance(39);
-  assert.equal(c.sent.length, before + 1, 'nothing more until 50 ms after the last delta');
-  clock.advance(1);
-  const delta = c.sent.at(-1);
+test('deltas: a change after a quiet spell goes out at once; what follows a delta folds into one at the end of its window', async () => {
+  const { hub, join, tick } = await setup();
+  const [a, b, c] = [await join('a'), await join('b'), await join('c')];
+  const ca = client(hub);
+  ca.hello(a);
+  const cb = client(hub);
+  cb.hello(b);
+  const cc = client(hub);
+  cc.hello(c);
+  await tick(100); // quiet since: the connects' window is long gone
+  const before = ca.sent.length;
+  const report = (x: typeof cb, port: number) => x.h.receive(JSON.stringify({ type: 'endpoints', endpoints: [`198.18.0.9:${port}`], natType: 'none' }));
+  report(cb, 1);
+  await tick(0); // the next turn of the event loop
+  assert.equal(ca.sent.length, before + 1, 'a lone change is not held back');
+  assert.deepEqual(ca.sent.at(-1).changes.map((x: any) => [x.op, x.endpoints]), [['endpoints', ['198.18.0.9:1']]]);
+  await tick(10);
+  report(cb, 2);
+  report(cc, 3);
+  report(cb, 4);
+  await tick(39);
+  assert.equal(ca.sent.length, before + 1, 'nothing more until 50 ms after the last delta');
+  await tick(1);
+  const delta = ca.sent.at(-1);
   assert.equal(delta.type, 'delta');
-  assert.deepEqual(delta.changes.map((x: any) => [x.op, x.peer?.name]), [['upsert', 'c'], ['upsert', 'd']]);
+  assert.deepEqual(delta.changes.map((x: any) => x.endpoints), [['198.18.0.9:4'], ['198.18.0.9:3']], 'one delta, the last report per node');
 });
 
-test('reconnecting with the last version gets only the missed deltas, not a snapshot', () => {
-  const { hub, join, clock } = setup();
-  const a = join('a');
+test('joins commit their own version at once, one per batch, without waiting for a window', async () => {
+  const { hub, join, reg } = await setup();
+  const a = await join('a');
+  const c = client(hub);
+  c.hello(a);
+  await settle();
+  const before = c.sent.length;
+  const token = (await reg.createToken({ reusable: true })).token;
+  await reg.joinMany(['x', 'y'].map((hostname) => ({ token, nodeKey: encodeKey(generateKeyPair().publicKey), hostname })));
+  await settle();
+  assert.equal(c.sent.length, before + 1);
+  assert.deepEqual(c.sent.at(-1).changes.map((x: any) => [x.op, x.peer.name]), [['upsert', 'x'], ['upsert', 'y']]);
+  assert.equal(c.sent.at(-1).version, hub.log.version);
+});
+
+test('reconnecting with the last version gets only the missed deltas, not a snapshot', async () => {
+  const { hub, join, tick } = await setup();
+  const a = await join('a');
   const c1 = client(hub);
   c1.hello(a);
-  clock.advance(50);
+  await tick(50);
   const version = c1.sent.filter((m) => m.type === 'delta' || m.type === 'snapshot').at(-1).version;
   c1.h.closed();
-  clock.advance(50);
-  join('b');
-  clock.advance(50);
+  await tick(50);
+  await join('b');
+  await tick(50);
   const c2 = client(hub);
   c2.hello(a, { lastVersion: version });
   assert.equal(c2.sent.some((m) => m.type === 'snapshot'), false);
@@ -129,28 +162,28 @@ test('reconnecting with the last version gets only the missed deltas, not a snap
   assert.ok(deltas.some((d: any) => d.changes.some((x: any) => x.peer?.name === 'b')));
 });
 
-test('endpoint reports: loopback refused unless allowed; accepted ones fan out', () => {
-  const strict = setup();
-  const a = strict.join('a');
+test('endpoint reports: loopback refused unless allowed; accepted ones fan out', async () => {
+  const strict = await setup();
+  const a = await strict.join('a');
   const c = client(strict.hub);
   c.hello(a);
   c.h.receive(JSON.stringify({ type: 'endpoints', endpoints: ['127.0.0.1:41641'], natType: 'none' }));
   assert.equal(c.closed?.code, 4400);
   assert.deepEqual([...strict.reg.peers()][0]!.endpoints, [], 'nothing half-applied');
 
-  const lax = setup({ allowLoopbackEndpoints: true });
-  const b = lax.join('b');
+  const lax = await setup({ allowLoopbackEndpoints: true });
+  const b = await lax.join('b');
   const c2 = client(lax.hub);
   c2.hello(b);
   c2.h.receive(JSON.stringify({ type: 'endpoints', endpoints: ['127.0.0.1:41641', '198.18.0.2:41641'], natType: 'endpoint-independent' }));
-  lax.clock.advance(50);
+  await lax.tick(50);
   assert.deepEqual([...lax.reg.peers()][0]!.endpoints, ['127.0.0.1:41641', '198.18.0.2:41641']);
 });
 
-test('call-me-maybe is relayed with the sender proven by its session, never a claimed key', () => {
-  const { hub, join } = setup();
-  const a = join('a');
-  const b = join('b');
+test('call-me-maybe is relayed with the sender proven by its session, never a claimed key', async () => {
+  const { hub, join } = await setup();
+  const a = await join('a');
+  const b = await join('b');
   const ca = client(hub);
   ca.hello(a);
   const cb = client(hub);
@@ -161,75 +194,76 @@ test('call-me-maybe is relayed with the sender proven by its session, never a cl
   assert.equal(got[0].from, encodeKey(a.publicKey));
 });
 
-test('a new session of the same node replaces the old one without marking it offline', () => {
-  const { hub, join, reg, clock } = setup();
-  const a = join('a');
+test('a new session of the same node replaces the old one without marking it offline', async () => {
+  const { hub, join, reg, tick } = await setup();
+  const a = await join('a');
   const c1 = client(hub);
   c1.hello(a);
   const c2 = client(hub);
   c2.hello(a);
   assert.equal(c1.closed?.code, 4409);
-  clock.advance(50);
+  await tick(50);
   assert.equal([...reg.peers()][0]!.online, true);
   assert.equal(hub.onlineCount, 1);
 });
 
-test('removing a node closes its session with 4404 and tells the others', () => {
-  const { hub, join, clock } = setup();
-  const a = join('a');
-  const b = join('b');
+test('removing a node closes its session with 4404 and tells the others', async () => {
+  const { hub, join, tick } = await setup();
+  const a = await join('a');
+  const b = await join('b');
   const ca = client(hub);
   ca.hello(a);
   const cb = client(hub);
   cb.hello(b);
-  clock.advance(50);
+  await tick(50);
   const idB = cb.sent.find((m) => m.type === 'welcome').node.id;
-  assert.ok(hub.removeNode(idB));
+  assert.ok(await hub.removeNode(idB));
   assert.equal(cb.closed?.code, 4404);
   assert.equal(cb.sent.at(-1).code, 'KNIT_ERR_NODE_UNKNOWN');
-  clock.advance(50);
+  await tick(50);
   assert.ok(ca.sent.filter((m) => m.type === 'delta').some((d: any) => d.changes.some((x: any) => x.op === 'remove' && x.id === idB)));
 });
 
-test('ephemeral nodes are swept after being offline for the timeout; others stay', () => {
+test('ephemeral nodes are swept after being offline for the timeout; others stay', async () => {
   const clock = new ManualClock();
-  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const reg = await Registry.open(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1', exclusive: true });
   const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: [], ephemeralTimeoutMs: 600_000 });
-  const eph = reg.createToken({ ephemeral: true }).token;
-  const keep = reg.createToken({}).token;
+  const eph = (await reg.createToken({ ephemeral: true })).token;
+  const keep = (await reg.createToken({})).token;
   const e = generateKeyPair();
-  reg.join({ token: eph, nodeKey: encodeKey(e.publicKey), hostname: 'ci-runner' });
-  reg.join({ token: keep, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'server' });
+  await reg.join({ token: eph, nodeKey: encodeKey(e.publicKey), hostname: 'ci-runner' });
+  await reg.join({ token: keep, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'server' });
   const c = client(hub);
   c.hello(e);
-  clock.advance(3_600_000);
+  const tick = (ms: number) => advance(clock, ms);
+  await tick(3_600_000);
   assert.equal(reg.nodeCount, 2, 'online ephemeral nodes are kept');
   c.h.closed();
-  clock.advance(599_000);
+  await tick(590_000);
   assert.equal(reg.nodeCount, 2);
-  clock.advance(60_000); // past the timeout, at the next sweep
+  await tick(20_000); // past the timeout, at the next sweep
   assert.deepEqual([...reg.peers()].map((p) => p.name), ['server']);
-  hub.stop();
+  await hub.stop();
 });
 
-test('an unregistered key with a bad proof learns nothing: 4403, not 4404', () => {
-  const { hub } = setup();
+test('an unregistered key with a bad proof learns nothing: 4403, not 4404', async () => {
+  const { hub } = await setup();
   const c = client(hub);
   c.hello(generateKeyPair(), { proofKey: generateKeyPair().privateKey });
   assert.equal(c.closed?.code, 4403);
   assert.equal(c.sent.at(-1).code, 'KNIT_ERR_AUTH_FAILED');
 });
 
-test('a hello for another protocol version is refused with 4400', () => {
-  const { hub, join } = setup();
-  const a = join('a');
+test('a hello for another protocol version is refused with 4400', async () => {
+  const { hub, join } = await setup();
+  const a = await join('a');
   const c = client(hub);
   c.h.receive(JSON.stringify({ type: 'hello', v: 2, nodeKey: encodeKey(a.publicKey), discoKey: encodeKey(a.publicKey), clientNonce: 'AAAA', proof: 'AAAA', lastVersion: 0 }));
   assert.equal(c.closed?.code, 4400);
   assert.equal(c.sent.at(-1).code, 'KNIT_ERR_PROTOCOL');
 });
 
-test('call-me-maybe: endpoints a peer must never be sent to are refused (4400) and nothing is relayed', () => {
+test('call-me-maybe: endpoints a peer must never be sent to are refused (4400) and nothing is relayed', async () => {
   for (const [allowLoopbackEndpoints, endpoints, refused] of [
     [false, ['127.0.0.1:41641'], true],
     [true, ['127.0.0.1:41641'], false],
@@ -239,9 +273,9 @@ test('call-me-maybe: endpoints a peer must never be sent to are refused (4400) a
     [false, ['198.18.0.3:41641', '[ff02::1]:41641'], true],
     [false, ['198.18.0.3:41641', '10.0.0.2:41641'], false],
   ] as const) {
-    const { hub, join } = setup({ allowLoopbackEndpoints });
-    const a = join('a');
-    const b = join('b');
+    const { hub, join } = await setup({ allowLoopbackEndpoints });
+    const a = await join('a');
+    const b = await join('b');
     const ca = client(hub);
     ca.hello(a);
     const cb = client(hub);
@@ -253,10 +287,10 @@ test('call-me-maybe: endpoints a peer must never be sent to are refused (4400) a
   }
 });
 
-test('call-me-maybe is rate-limited per session: a burst of 20, then 10 per second', () => {
-  const { hub, join, clock } = setup();
-  const a = join('a');
-  const b = join('b');
+test('call-me-maybe is rate-limited per session: a burst of 20, then 10 per second', async () => {
+  const { hub, join, tick } = await setup();
+  const a = await join('a');
+  const b = await join('b');
   const ca = client(hub);
   ca.hello(a);
   const cb = client(hub);
@@ -272,7 +306,7 @@ test('call-me-maybe is rate-limited per session: a burst of 20, then 10 per seco
   ];
   let now = 0;
   for (const s of steps) {
-    clock.advance(s.at - now);
+    await tick(s.at - now);
     now = s.at;
     send(s.send);
     assert.equal(relayed(), s.relayedTotal, `at ${s.at} ms`);
@@ -280,49 +314,64 @@ test('call-me-maybe is rate-limited per session: a burst of 20, then 10 per seco
   assert.equal(ca.closed, undefined, 'over the rate is dropped, not a protocol error');
 });
 
-test('online nodes get their last-seen written about once a minute, and peers get no delta for it', () => {
-  const { hub, join, clock, reg } = setup();
-  const a = join('a');
+test('online nodes get their last-seen written about once a minute, and peers get no delta for it', async () => {
+  const { hub, join, tick, reg } = await setup();
+  const a = await join('a');
   const c = client(hub);
   c.hello(a);
-  clock.advance(50);
+  await tick(50);
   const id = c.sent.find((m) => m.type === 'welcome').node.id;
-  const connectedAt = reg.store.nodeById(id)!.lastSeen;
+  const lastSeen = async () => (await reg.store.nodes()).find((n) => n.id === id)!.lastSeen;
+  const connectedAt = await lastSeen();
   const framesBefore = c.sent.length;
-  clock.advance(60_000);
-  assert.equal(reg.store.nodeById(id)!.lastSeen, connectedAt + 60_000);
-  clock.advance(30_000);
-  assert.equal(reg.store.nodeById(id)!.lastSeen, connectedAt + 60_000, 'not on every housekeeping tick');
-  clock.advance(30_000);
-  assert.equal(reg.store.nodeById(id)!.lastSeen, connectedAt + 120_000);
+  await tick(60_000);
+  assert.equal(await lastSeen(), connectedAt + 60_000);
+  await tick(30_000);
+  assert.equal(await lastSeen(), connectedAt + 60_000, 'not on every housekeeping tick');
+  await tick(30_000);
+  assert.equal(await lastSeen(), connectedAt + 120_000);
   assert.equal(c.sent.length, framesBefore);
 });
 
-test('a store failure while writing a window is logged, not fatal: the delta still goes out', () => {
+test('a store failure while committing a window is logged, not fatal: the change waits and goes out once the store is back', async () => {
   const clock = new ManualClock();
-  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const sqlite = new SqliteStore(':memory:');
+  let broken = false;
+  // The database goes away under a running coordinator (PostgreSQL restarting, a full disk), then comes back.
+  const store = new Proxy(sqlite, {
+    get: (t, k) => (k === 'write' && broken ? async () => { throw new Error('connection lost'); } : Reflect.get(t, k, t)),
+  });
+  const reg = await Registry.open(store, { clock, url: 'http://127.0.0.1:1', exclusive: true });
   const errors: string[] = [];
   const logger = { ...silentLogger, error: (msg: string) => { errors.push(msg); }, child: () => logger };
   const hub = new ControlHub({ registry: reg, clock, logger, metrics: new CoordinatorMetrics(), stunPorts: [] });
-  const token = reg.createToken({ reusable: true }).token;
+  const token = (await reg.createToken({ reusable: true })).token;
   const a = generateKeyPair();
-  reg.join({ token, nodeKey: encodeKey(a.publicKey), hostname: 'a' });
+  await reg.join({ token, nodeKey: encodeKey(a.publicKey), hostname: 'a' });
   const c = client(hub);
   c.hello(a);
-  clock.advance(50);
-  reg.store.close(); // the disk goes away under a running coordinator
+  await advance(clock, 50);
+  const framesBefore = c.sent.length;
+  broken = true;
   c.h.receive(JSON.stringify({ type: 'endpoints', endpoints: ['198.18.0.5:41641'], natType: 'none' }));
-  assert.doesNotThrow(() => clock.advance(50));
+  await advance(clock, 50);
+  assert.equal(c.sent.length, framesBefore, 'nothing is sent that the store did not commit');
+  assert.deepEqual(errors, ['could not commit the peer map window']);
+  await advance(clock, 500);
+  assert.equal(errors.length, 1, 'retried a second later, not every window');
+  broken = false;
+  await advance(clock, 1000);
   const last = c.sent.at(-1);
   assert.equal(last.type, 'delta');
   assert.deepEqual(last.changes, [{ op: 'endpoints', id: last.changes[0].id, endpoints: ['198.18.0.5:41641'], natType: 'none' }]);
-  assert.deepEqual(errors, ['could not write the peer map window']);
+  assert.equal(last.version, hub.log.version);
+  await hub.stop();
 });
 
-test('every ready session receives the same encoded delta; a stopped hub closes sessions with 1001', () => {
-  const { hub, join, clock } = setup();
+test('every ready session receives the same encoded delta; a stopped hub closes sessions with 1001', async () => {
+  const { hub, join, tick } = await setup();
   const raw: string[][] = [[], []];
-  const keys = [join('a'), join('b')];
+  const keys = [await join('a'), await join('b')];
   const closes: number[] = [];
   for (const [i, kp] of keys.entries()) {
     const h = hub.connect({ send: (t) => raw[i]!.push(t), close: (code) => closes.push(code), remoteAddress: '127.0.0.1' });
@@ -331,18 +380,18 @@ test('every ready session receives the same encoded delta; a stopped hub closes 
     const k = controlAuthKey(kp.privateKey, challenge.coordinatorKey)!;
     h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
   }
-  clock.advance(50);
-  join('c');
-  clock.advance(50);
+  await tick(50);
+  await join('c');
+  await tick(50);
   assert.equal(raw[0]!.at(-1), raw[1]!.at(-1));
   assert.equal(JSON.parse(raw[0]!.at(-1)!).changes[0].peer.name, 'c');
-  hub.stop();
+  await hub.stop();
   assert.deepEqual(closes, [1001, 1001]);
 });
 
-test('after stop, a late connection is closed at once and leaves no timer behind', () => {
-  const { hub, clock } = setup();
-  hub.stop();
+test('after stop, a late connection is closed at once and leaves no timer behind', async () => {
+  const { hub, clock } = await setup();
+  await hub.stop();
   const pendingBefore = clock.pending;
   const c = client(hub);
   assert.equal(c.closed?.code, 1001);
@@ -350,11 +399,11 @@ test('after stop, a late connection is closed at once and leaves no timer behind
   assert.equal(clock.pending, pendingBefore);
 });
 
-test('a snapshot is encoded once per version and shared; later clients get it plus the short tail of deltas since', () => {
-  const { hub, join, clock, metrics } = setup();
-  const [a, b, c, d] = [join('a'), join('b'), join('c'), join('d')];
-  for (let i = 0; i < 20; i++) join(`idle${i}`); // a map big enough that a two-node delta is a short tail (< 1/8 of it)
-  clock.advance(50); // the joins' window: version +1
+test('a snapshot is encoded once per version and shared; later clients get it plus the short tail of deltas since', async () => {
+  const { hub, join, tick, metrics } = await setup();
+  const [a, b, c, d] = [await join('a'), await join('b'), await join('c'), await join('d')];
+  for (let i = 0; i < 20; i++) await join(`idle${i}`); // a map big enough that a two-node delta is a short tail (< 1/8 of it)
+  await tick(50);
   const raw = (kp: KeyPair) => {
     const frames: (string | Buffer)[] = [];
     const h = hub.connect({ send: (f) => frames.push(f), sendEncoded: (b) => frames.push(b), close: () => {}, remoteAddress: '127.0.0.1' });
@@ -369,7 +418,7 @@ test('a snapshot is encoded once per version and shared; later clients get it pl
   assert.equal(metrics.snapshotsEncoded, 1, 'two clients at one version: one encoding');
   assert.ok(Buffer.isBuffer(ca.frames[2]) && ca.frames[2] === cb.frames[2], 'the very same bytes go to both');
 
-  clock.advance(50); // a and b online: a new version
+  await tick(50); // a and b online: a new version
   const cc = raw(c);
   assert.equal(metrics.snapshotsEncoded, 1, 'one version later the cached snapshot is still good');
   assert.equal(cc.frames[2], ca.frames[2]);
@@ -381,7 +430,7 @@ test('a snapshot is encoded once per version and shared; later clients get it pl
   // A long tail (more than 64 versions behind) is worth a fresh snapshot.
   for (let i = 0; i < 70; i++) {
     ca.h.receive(JSON.stringify({ type: 'endpoints', endpoints: [`198.18.0.5:${1000 + i}`], natType: 'none' }));
-    clock.advance(50);
+    await tick(50);
   }
   const cd = raw(d);
   assert.equal(metrics.snapshotsEncoded, 2);
@@ -389,10 +438,11 @@ test('a snapshot is encoded once per version and shared; later clients get it pl
   assert.deepEqual(cd.map()[0].peers.find((p: any) => p.name === 'a').endpoints, ['198.18.0.5:1069']);
 });
 
-test('an endpoint change costs one small delta, encoded once, whatever the mesh size', () => {
-  const { hub, join, clock, metrics } = setup();
-  const keys = Array.from({ length: 50 }, (_, i) => join(`n${i}`));
-  clock.advance(50);
+test('an endpoint change costs one small delta, encoded once, whatever the mesh size', async () => {
+  const { hub, join, tick, metrics } = await setup();
+  const keys: KeyPair[] = [];
+  for (let i = 0; i < 50; i++) keys.push(await join(`n${i}`));
+  await tick(50);
   const frames: (string | Buffer)[][] = keys.map(() => []);
   const handles = keys.map((kp, i) => {
     const h = hub.connect({ send: (f) => frames[i]!.push(f), sendEncoded: (b) => frames[i]!.push(b), close: () => {}, remoteAddress: '127.0.0.1' });
@@ -402,20 +452,20 @@ test('an endpoint change costs one small delta, encoded once, whatever the mesh 
     h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
     return h;
   });
-  clock.advance(50);
+  await tick(50);
   const sentBefore = metrics.deltasSent;
   handles[7]!.receive(JSON.stringify({ type: 'endpoints', endpoints: ['192.168.1.10:41641', '198.18.0.7:41641'], natType: 'endpoint-independent' }));
-  clock.advance(50);
+  await tick(50);
   assert.equal(metrics.deltasSent - sentBefore, 50, 'one frame per connected peer');
   const last = frames.map((f) => f.at(-1)!);
   assert.ok(last.every((f) => f === last[0]), 'every peer gets the same Buffer');
   assert.ok(last[0]!.length <= 200, `an endpoint change is small (${last[0]!.length} bytes)`);
 });
 
-test('path reports: stored by node id, strangers and self skipped, one per second, gone with the node', () => {
-  const { hub, join, reg, clock } = setup();
-  const a = join('a');
-  const b = join('b');
+test('path reports: stored by node id, strangers and self skipped, one per second, gone with the node', async () => {
+  const { hub, join, reg, tick } = await setup();
+  const a = await join('a');
+  const b = await join('b');
   const ca = client(hub);
   ca.hello(a);
   const idOf = (kp: KeyPair) => reg.peerByKey(encodeKey(kp.publicKey))!.id;
@@ -430,16 +480,16 @@ test('path reports: stored by node id, strangers and self skipped, one per secon
   assert.deepEqual(seen, [idOf(a)]);
   ca.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: encodeKey(b.publicKey), kind: 'none', lastHandshake: 0 }] }));
   assert.equal(hub.pathEdges()[0]!.kind, 'direct', 'a second report within a second is dropped');
-  clock.advance(1000);
+  await tick(1000);
   ca.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: encodeKey(b.publicKey), kind: 'relay', lastHandshake: 0 }] }));
   assert.equal(hub.pathEdges()[0]!.kind, 'relay');
-  hub.removeNode(idOf(a));
+  await hub.removeNode(idOf(a));
   assert.deepEqual(hub.pathEdges(), []);
 });
 
-test('a malformed path report closes the session with 4400 and stores nothing', () => {
-  const { hub, join } = setup();
-  const a = join('a');
+test('a malformed path report closes the session with 4400 and stores nothing', async () => {
+  const { hub, join } = await setup();
+  const a = await join('a');
   const c = client(hub);
   c.hello(a);
   c.h.receive(JSON.stringify({ type: 'paths', paths: [{ peer: 'nope', kind: 'warp', lastHandshake: -1 }] }));
@@ -447,9 +497,9 @@ test('a malformed path report closes the session with 4400 and stores nothing', 
   assert.deepEqual(hub.pathEdges(), []);
 });
 
-test('a node reconnecting reuses its proven auth key, and a wrong proof is still refused', () => {
-  const { hub, join } = setup();
-  const a = join('a');
+test('a node reconnecting reuses its proven auth key, and a wrong proof is still refused', async () => {
+  const { hub, join } = await setup();
+  const a = await join('a');
   const first = client(hub);
   first.hello(a);
   assert.equal(first.sent.at(-1).type, 'snapshot');
@@ -462,16 +512,18 @@ test('a node reconnecting reuses its proven auth key, and a wrong proof is still
   assert.equal(first.closed?.code, 4409, 'the newer session replaced the first');
 });
 
-test('under load a window lasts as long as the last flush took, so fan-out leaves the event loop to handshakes', () => {
+test('under load a window lasts as long as the last flush took, so fan-out leaves the event loop to handshakes', async () => {
   const manual = new ManualClock();
   let spent = 0; // time the sends "take", seen by the hub through now()
   const clock = { ...manual, now: () => manual.now() + spent, wallNow: () => manual.wallNow(), setTimeout: manual.setTimeout.bind(manual), clearTimeout: manual.clearTimeout.bind(manual) };
-  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
+  const reg = await Registry.open(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1', exclusive: true });
   const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: [], coalesceMs: 50 });
-  const token = reg.createToken({ reusable: true }).token;
+  const token = (await reg.createToken({ reusable: true })).token;
   const deltas: number[] = [];
-  const handles = [generateKeyPair(), generateKeyPair()].map((kp, i) => {
-    reg.join({ token, nodeKey: encodeKey(kp.publicKey), hostname: `n${i}` });
+  const keys = [generateKeyPair(), generateKeyPair()];
+  for (const [i, kp] of keys.entries()) await reg.join({ token, nodeKey: encodeKey(kp.publicKey), hostname: `n${i}` });
+  await settle();
+  const handles = keys.map((kp, i) => {
     const frames: string[] = [];
     const h = hub.connect({
       send: (t) => frames.push(t),
@@ -484,15 +536,15 @@ test('under load a window lasts as long as the last flush took, so fan-out leave
     h.receive(JSON.stringify({ type: 'hello', v: 1, nodeKey, discoKey: nodeKey, clientNonce: 'AAAA', proof: helloProof(k, challenge.serverNonce, 'AAAA', nodeKey, nodeKey), lastVersion: 0 }));
     return h;
   });
-  manual.advance(1000); // connect windows done; each flush to two sessions "took" 200 ms
+  await advance(manual, 1000); // connect windows done; each flush to two sessions "took" 200 ms
   deltas.length = 0;
   const start = manual.now();
   handles[0]!.receive(JSON.stringify({ type: 'endpoints', endpoints: ['198.18.0.5:1'], natType: 'none' }));
-  manual.advance(0);
+  await advance(manual, 0);
   assert.deepEqual(deltas.map((t) => t - start), [0], 'after a quiet spell: at once');
   handles[1]!.receive(JSON.stringify({ type: 'endpoints', endpoints: ['198.18.0.6:1'], natType: 'none' }));
-  manual.advance(150);
+  await advance(manual, 150);
   assert.equal(deltas.length, 1, 'not while the window stretched to the 200 ms the last flush took is open');
-  manual.advance(60);
+  await advance(manual, 60);
   assert.equal(deltas.length, 2);
 });

@@ -35,8 +35,14 @@ test('coalesce: a table of windows and what each becomes', () => {
   for (const r of rows) assert.deepEqual(coalesce(r.window), r.want, r.name);
 });
 
+/** What the hub and the store do with a window: coalesce it, and commit it as the next version if anything is left. */
+function commit(log: ChangeLog, window: PeerChange[]) {
+  const folded = coalesce(window);
+  return folded.length === 0 ? undefined : log.append(log.version + 1, folded);
+}
+
 test('change log: versions step by one per committed window; since() serves what a client missed', () => {
-  const log = new ChangeLog(10, 3);
+  const log = new ChangeLog(10, [], 3);
   const steps: { commit: PeerChange[]; version: number }[] = [
     { commit: [], version: 10 }, // nothing to say: no version
     { commit: [{ op: 'remove', id: 1 }], version: 11 },
@@ -45,7 +51,7 @@ test('change log: versions step by one per committed window; since() serves what
     { commit: [{ op: 'remove', id: 4 }], version: 14 },
   ];
   for (const s of steps) {
-    const c = log.commit(s.commit);
+    const c = commit(log, s.commit);
     assert.equal(log.version, s.version);
     if (c) assert.deepEqual(JSON.parse(c.bytes.toString()), c.msg);
   }
@@ -79,7 +85,7 @@ test('delta computation as steps: each window becomes (from, version, changes); 
   ];
   const encoded: Buffer[] = [];
   for (const [i, s] of steps.entries()) {
-    const c = log.commit(s.window);
+    const c = commit(log, s.window);
     assert.deepEqual(c && { from: c.msg.from, version: c.msg.version, changes: c.msg.changes }, s.want, `step ${i}`);
     if (c) encoded.push(c.bytes);
   }
@@ -89,4 +95,25 @@ test('delta computation as steps: each window becomes (from, version, changes); 
     assert.equal(got.length, encoded.length - i, `resume from ${v}`);
     got.forEach((b, j) => assert.equal(b, encoded[i + j], `resume from ${v}: delta ${j} is the shared encoding`));
   }
+});
+
+test('change log from history: a replica that loaded the feed serves resumes with the same bytes as the one that wrote it', () => {
+  const writer = new ChangeLog(0);
+  const windows: PeerChange[][] = [[{ op: 'upsert', peer: peer(1) }], [{ op: 'remove', id: 1 }], [{ op: 'disco', id: 2, discoKey: 'k' }]];
+  for (const w of windows) commit(writer, w);
+  const loaded = new ChangeLog(3, windows.map((changes, i) => ({ version: i + 1, changes })));
+  assert.equal(loaded.version, 3);
+  for (const v of [0, 1, 2, 3]) {
+    assert.deepEqual(loaded.since(v)?.map(String), writer.since(v)?.map(String), `resume from ${v}`);
+  }
+});
+
+test('change log: a version that skips ahead (the replica fell behind the feed) restarts the log; older clients get a snapshot', () => {
+  const log = new ChangeLog(5, [{ version: 5, changes: [{ op: 'remove', id: 1 }] }]);
+  assert.deepEqual(log.since(4)?.length, 1);
+  log.append(9, [{ op: 'remove', id: 2 }]);
+  assert.equal(log.version, 9);
+  assert.equal(log.since(4), undefined);
+  assert.equal(log.since(5), undefined, 'versions 6-8 were never seen here');
+  assert.deepEqual(log.since(8)?.length, 1);
 });
