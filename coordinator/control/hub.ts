@@ -287,8 +287,9 @@ export class ControlHub {
   /** One committed version: into memory, into the log, out to every ready session. */
   private deliver(row: ChangeRow): void {
     if (row.version <= this.log.version) return;
+    const foreign = row.origin !== this.o.registry.replica;
     for (const c of row.changes) {
-      this.o.registry.applyChange(c);
+      if (foreign) this.o.registry.applyChange(c);
       if (c.op === 'remove') this.dropSession(c.id);
     }
     const { msg, bytes } = this.log.append(row.version, row.changes);

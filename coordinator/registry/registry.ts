@@ -109,6 +109,8 @@ export class Registry {
 
   /** Nodes whose control session this replica holds (recorded as theirs in the store at the next window). */
   private readonly held = new Set<number>();
+  /** Other replicas' beat counts, and since when (monotonic ms) each has stood still. */
+  private readonly beats = new Map<string, { beat: number; since: number }>();
   /** Nodes registered by another replica whose ephemeral flag this one hasn't read yet. */
   private readonly unlearned = new Set<number>();
 
@@ -161,11 +163,13 @@ export class Registry {
         await tx.setMeta('ula_prefix', ula);
       }
       if (options.serves !== false) {
-        const wall = options.clock.wallNow();
-        // Sessions of an earlier run (or of a replica that died) are gone: say so in the feed.
-        const gone = options.exclusive ? await tx.staleReplicas(Infinity) : await tx.staleReplicas(wall - REPLICA_TIMEOUT_MS);
-        await releaseReplicas(tx, gone.filter((r) => r !== replica), Math.floor(wall));
-        await tx.heartbeat(replica, wall);
+        // Alone on the store, every session an earlier run recorded is gone: say so in the feed.
+        // (With other replicas, the dead are told from the living by heartbeats, later.)
+        if (options.exclusive) {
+          const gone = (await tx.replicaBeats()).map((r) => r.id).filter((r) => r !== replica);
+          await releaseReplicas(tx, gone, Math.floor(options.clock.wallNow()), replica);
+        }
+        await tx.heartbeat(replica);
       }
       return { priv, prefix, ula };
     });
@@ -257,8 +261,10 @@ export class Registry {
   }
 
   /**
-   * Applies a committed change from the feed to memory. Idempotent: the feed also
-   * carries this replica's own changes, which memory already shows.
+   * Applies a change another replica committed to memory. Never this replica's own: memory
+   * showed those before they were committed, and may since hold newer state that isn't
+   * committed yet (a session that closed while its window was being written), which
+   * replaying the older change would undo.
    */
   applyChange(c: PeerChange): void {
     if (c.op === 'remove') return this.forget(c.id);
@@ -398,7 +404,7 @@ export class Registry {
               results[i] = { ok: false, error };
             }
           }
-          if (upserts.length > 0) await tx.appendChange(upserts);
+          if (upserts.length > 0) await tx.appendChange(upserts, this.replica);
         });
       } catch (error) {
         this.nameHints.clear();
@@ -488,7 +494,7 @@ export class Registry {
       const row = await tx.nodeById(id);
       if (!row || !await tx.deleteNode(id)) return false;
       await tx.freeIpIndex(row.ipIndex);
-      await tx.appendChange([{ op: 'remove', id }]);
+      await tx.appendChange([{ op: 'remove', id }], this.replica);
       return true;
     });
     if (removed) this.forget(id);
@@ -572,7 +578,7 @@ export class Registry {
           await tx.setLastSeen(id, p.lastSeen);
         }
         const kept = changes.filter((c) => !(c.op === 'online' && !c.online && movedAway.has(c.id)));
-        return { version: kept.length > 0 ? await tx.appendChange(kept) : undefined, movedAway };
+        return { version: kept.length > 0 ? await tx.appendChange(kept, this.replica) : undefined, movedAway };
       });
       for (const id of movedAway) {
         const p = this.byId.get(id);
@@ -591,12 +597,23 @@ export class Registry {
    * off from the store) — their agents have reconnected elsewhere or are gone too.
    */
   async heartbeat(): Promise<void> {
-    const wall = this.options.clock.wallNow();
-    await this.store.write(async (tx) => {
-      await tx.heartbeat(this.replica, wall);
-      const stale = (await tx.staleReplicas(wall - REPLICA_TIMEOUT_MS)).filter((r) => r !== this.replica);
-      await releaseReplicas(tx, stale, Math.floor(wall));
+    const released = await this.store.write(async (tx) => {
+      await tx.heartbeat(this.replica);
+      const now = this.options.clock.now();
+      const stale: string[] = [];
+      const present = new Set<string>();
+      for (const { id, beat } of await tx.replicaBeats()) {
+        if (id === this.replica) continue;
+        present.add(id);
+        const seen = this.beats.get(id);
+        if (!seen || seen.beat !== beat) this.beats.set(id, { beat, since: now });
+        else if (now - seen.since >= REPLICA_TIMEOUT_MS) stale.push(id);
+      }
+      for (const id of this.beats.keys()) if (!present.has(id)) this.beats.delete(id);
+      for (const id of stale) this.beats.delete(id);
+      return releaseReplicas(tx, stale, Math.floor(this.options.clock.wallNow()), this.replica);
     });
+    for (const c of released) this.applyChange(c);
   }
 
   /** Graceful stop: this replica leaves the store's list (its sessions were closed and committed first). */
@@ -605,17 +622,22 @@ export class Registry {
   }
 }
 
-/** A replica that hasn't stamped itself alive for this long is taken for dead. */
+/** A replica whose beat count stood still this long (on the observer's monotonic clock) is taken for dead. */
 export const REPLICA_TIMEOUT_MS = 30_000;
 /** How often a replica stamps itself alive (a third of the timeout). */
 export const REPLICA_HEARTBEAT_MS = 10_000;
 
-/** Marks offline (in rows and in the feed) every node held by the given dead replicas, and forgets the replicas. */
-async function releaseReplicas(tx: StoreTx, replicas: string[], lastSeen: number): Promise<void> {
-  if (replicas.length === 0) return;
+/**
+ * Marks offline (in rows and in the feed, as made by `origin`) every node held by the given
+ * dead replicas, and forgets the replicas. Returns the changes, for the caller's memory.
+ */
+async function releaseReplicas(tx: StoreTx, replicas: string[], lastSeen: number, origin: string): Promise<PeerChange[]> {
+  if (replicas.length === 0) return [];
   const ids = await tx.releaseReplicas(replicas);
   for (const r of replicas) await tx.dropReplica(r);
-  if (ids.length > 0) await tx.appendChange(ids.map((id) => ({ op: 'online', id, online: false, lastSeen })));
+  const changes: PeerChange[] = ids.map((id) => ({ op: 'online', id, online: false, lastSeen }));
+  if (changes.length > 0) await tx.appendChange(changes, origin);
+  return changes;
 }
 
 function toPeer(row: NodeRow): PeerInfo {

@@ -51,8 +51,8 @@ export const PG_MIGRATIONS: string[] = [
   -- releaseReplicas looks nodes up by holder when a replica dies.
   CREATE INDEX nodes_online_replica ON nodes (online_replica) WHERE online_replica IS NOT NULL;
   CREATE TABLE free_ip_indexes (ip_index INTEGER PRIMARY KEY);
-  CREATE TABLE peer_changes (version BIGINT PRIMARY KEY, changes TEXT NOT NULL);  -- JSON array of PeerChange
-  CREATE TABLE replicas (id TEXT PRIMARY KEY, seen BIGINT NOT NULL);               -- seen: wall ms
+  CREATE TABLE peer_changes (version BIGINT PRIMARY KEY, changes TEXT NOT NULL, origin TEXT NOT NULL DEFAULT '');  -- JSON array of PeerChange
+  CREATE TABLE replicas (id TEXT PRIMARY KEY, beat BIGINT NOT NULL);               -- beat: a count, see Store.heartbeat
   `,
 ];
 

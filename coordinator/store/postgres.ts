@@ -224,8 +224,8 @@ export class PostgresStore implements Store {
     return v === undefined ? 0 : Number(v);
   }
   async changesSince(version: number, limit: number): Promise<ChangeRow[]> {
-    const rows = await this.query('SELECT version, changes FROM peer_changes WHERE version > $1 ORDER BY version LIMIT $2', [version, limit]);
-    return rows.map((r) => ({ version: num(r.version), changes: JSON.parse(r.changes as string) as PeerChange[] }));
+    const rows = await this.query('SELECT version, changes, origin FROM peer_changes WHERE version > $1 ORDER BY version LIMIT $2', [version, limit]);
+    return rows.map((r) => ({ version: num(r.version), changes: JSON.parse(r.changes as string) as PeerChange[], origin: r.origin as string }));
   }
 
   write<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
@@ -479,7 +479,7 @@ class PgTx implements StoreTx {
     await this.q('INSERT INTO free_ip_indexes(ip_index) VALUES ($1) ON CONFLICT DO NOTHING', [index]);
   }
 
-  async appendChange(changes: PeerChange[]): Promise<number> {
+  async appendChange(changes: PeerChange[], origin = ''): Promise<number> {
     // One round trip: bump the counter, store the version, and queue its NOTIFY (sent at commit).
     const r = await this.q(
       `WITH v AS (
@@ -487,19 +487,19 @@ class PgTx implements StoreTx {
          ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text
          RETURNING value::bigint AS version
        ), c AS (
-         INSERT INTO peer_changes(version, changes) SELECT version, $1 FROM v RETURNING version
+         INSERT INTO peer_changes(version, changes, origin) SELECT version, $1, $2 FROM v RETURNING version
        )
        SELECT version, pg_notify('${CHANGES_CHANNEL}', version::text) FROM c`,
-      [JSON.stringify(changes)],
+      [JSON.stringify(changes), origin],
     );
     return num(r.rows[0]!.version);
   }
 
-  async heartbeat(replica: string, now: number): Promise<void> {
-    await this.q('INSERT INTO replicas(id, seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET seen = excluded.seen', [replica, now]);
+  async heartbeat(replica: string): Promise<void> {
+    await this.q('INSERT INTO replicas(id, beat) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET beat = replicas.beat + 1', [replica]);
   }
-  async staleReplicas(before: number): Promise<string[]> {
-    return (await this.q('SELECT id FROM replicas WHERE seen < $1 ORDER BY id', [before])).rows.map((r) => r.id as string);
+  async replicaBeats(): Promise<{ id: string; beat: number }[]> {
+    return (await this.q('SELECT id, beat FROM replicas ORDER BY id')).rows.map((r) => ({ id: r.id as string, beat: num(r.beat) }));
   }
   async dropReplica(replica: string): Promise<void> {
     await this.q('DELETE FROM replicas WHERE id = $1', [replica]);

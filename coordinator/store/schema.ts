@@ -44,8 +44,8 @@ export const MIGRATIONS: string[] = [
   // replicas) and session ownership (which coordinator process serves each online node).
   `
   ALTER TABLE nodes ADD COLUMN online_replica TEXT;
-  CREATE TABLE peer_changes (version INTEGER PRIMARY KEY, changes TEXT NOT NULL);
-  CREATE TABLE replicas (id TEXT PRIMARY KEY, seen INTEGER NOT NULL);
+  CREATE TABLE peer_changes (version INTEGER PRIMARY KEY, changes TEXT NOT NULL, origin TEXT NOT NULL DEFAULT '');
+  CREATE TABLE replicas (id TEXT PRIMARY KEY, beat INTEGER NOT NULL);
   -- Nothing says which nodes were online before this schema: move the version on, so every
   -- agent resuming from an older one gets a snapshot.
   UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'version';

@@ -112,11 +112,11 @@ export class SqliteStore implements Store {
       release: db.prepare('UPDATE nodes SET online_replica = NULL WHERE online_replica = ? RETURNING id'),
       takeFreeIp: db.prepare('DELETE FROM free_ip_indexes WHERE ip_index = (SELECT MIN(ip_index) FROM free_ip_indexes) RETURNING ip_index'),
       addFreeIp: db.prepare('INSERT OR IGNORE INTO free_ip_indexes(ip_index) VALUES (?)'),
-      insertChange: db.prepare('INSERT INTO peer_changes(version, changes) VALUES (?, ?)'),
-      changesSince: db.prepare('SELECT version, changes FROM peer_changes WHERE version > ? ORDER BY version LIMIT ?'),
+      insertChange: db.prepare('INSERT INTO peer_changes(version, changes, origin) VALUES (?, ?, ?)'),
+      changesSince: db.prepare('SELECT version, changes, origin FROM peer_changes WHERE version > ? ORDER BY version LIMIT ?'),
       pruneChanges: db.prepare('DELETE FROM peer_changes WHERE version <= ?'),
-      heartbeat: db.prepare('INSERT INTO replicas(id, seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET seen = excluded.seen'),
-      staleReplicas: db.prepare('SELECT id FROM replicas WHERE seen < ? ORDER BY id'),
+      heartbeat: db.prepare('INSERT INTO replicas(id, beat) VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET beat = beat + 1'),
+      replicaBeats: db.prepare('SELECT id, beat FROM replicas ORDER BY id'),
       dropReplica: db.prepare('DELETE FROM replicas WHERE id = ?'),
     };
     this.tx = this.makeTx();
@@ -221,13 +221,13 @@ export class SqliteStore implements Store {
       releaseReplicas: async (replicas) => replicas.flatMap((r) => (s.release.all(r) as { id: number }[]).map((x) => x.id)),
       takeFreeIpIndex: async () => (s.takeFreeIp.get() as { ip_index: number } | undefined)?.ip_index,
       freeIpIndex: async (index) => { s.addFreeIp.run(index); },
-      appendChange: async (changes: PeerChange[]) => {
+      appendChange: async (changes: PeerChange[], origin = '') => {
         const version = Number((s.bumpMeta.get('version') as { value: string }).value);
-        s.insertChange.run(version, JSON.stringify(changes));
+        s.insertChange.run(version, JSON.stringify(changes), origin);
         return version;
       },
-      heartbeat: async (replica, now) => { s.heartbeat.run(replica, now); },
-      staleReplicas: async (before) => (s.staleReplicas.all(before) as { id: string }[]).map((r) => r.id),
+      heartbeat: async (replica) => { s.heartbeat.run(replica); },
+      replicaBeats: async () => s.replicaBeats.all() as { id: string; beat: number }[],
       dropReplica: async (replica) => { s.dropReplica.run(replica); },
       savepoint: async <T>(fn: () => Promise<T>): Promise<T> => {
         const name = `sp${++this.savepoints}`;
@@ -261,8 +261,8 @@ export class SqliteStore implements Store {
     return this.enqueue(() => this.latestVersionNow());
   }
   changesSince(version: number, limit: number): Promise<ChangeRow[]> {
-    return this.enqueue(() => (this.stmts.changesSince.all(version, limit) as { version: number; changes: string }[])
-      .map((r) => ({ version: r.version, changes: JSON.parse(r.changes) as PeerChange[] })));
+    return this.enqueue(() => (this.stmts.changesSince.all(version, limit) as { version: number; changes: string; origin: string }[])
+      .map((r) => ({ version: r.version, changes: JSON.parse(r.changes) as PeerChange[], origin: r.origin })));
   }
   pruneChanges(keep: number): Promise<void> {
     return this.enqueue(() => { this.stmts.pruneChanges.run(this.latestVersionNow() - keep); });

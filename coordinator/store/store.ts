@@ -63,10 +63,12 @@ export interface NodeRow {
 export type NewNode = Omit<NodeRow, 'id' | 'endpoints' | 'natType' | 'onlineReplica'>;
 export type NewToken = Omit<TokenRow, 'revoked' | 'joins'>;
 
-/** One committed version of the peer map: the (coalesced) changes that made it. */
+/** One committed version of the peer map: the (coalesced) changes that made it, and which replica made them. */
 export interface ChangeRow {
   version: number;
   changes: PeerChange[];
+  /** The replica that committed it ('' when none said: an admin command). Its own memory already shows it. */
+  origin: string;
 }
 
 /** What a write transaction may do. Every method runs inside the caller's transaction. */
@@ -112,13 +114,18 @@ export interface StoreTx {
   takeFreeIpIndex(): Promise<number | undefined>;
   freeIpIndex(index: number): Promise<void>;
 
-  /** Commits `changes` as the next peer-map version (one past the newest) and returns it. */
-  appendChange(changes: PeerChange[]): Promise<number>;
+  /** Commits `changes` as the next peer-map version (one past the newest), made by replica `origin`, and returns it. */
+  appendChange(changes: PeerChange[], origin?: string): Promise<number>;
 
-  /** Replica liveness: stamps this replica as alive now (wall ms). */
-  heartbeat(replica: string, now: number): Promise<void>;
-  /** Replicas whose last heartbeat is older than `before` (wall ms), excluding none. */
-  staleReplicas(before: number): Promise<string[]>;
+  /**
+   * Replica liveness: adds one to this replica's beat count (registering it). Counts,
+   * not timestamps: each replica judges the others by whether their count moves on
+   * its own monotonic clock, so neither clock skew between machines nor a step of
+   * a wall clock can declare a live replica dead.
+   */
+  heartbeat(replica: string): Promise<void>;
+  /** Every registered replica and its beat count, ordered by id. */
+  replicaBeats(): Promise<{ id: string; beat: number }[]>;
   dropReplica(replica: string): Promise<void>;
 
   /**

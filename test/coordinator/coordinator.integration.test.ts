@@ -40,9 +40,9 @@ function tmp(): string {
 }
 
 async function startCoordinator(options: Partial<CoordinatorOptions> = {}, clock = systemClock as ManualClock | typeof systemClock) {
-  const c = createCoordinator({ dataDir: tmp(), listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], ...options }, { logger: silentLogger, clock });
+  const c = await createCoordinator({ dataDir: tmp(), listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], ...options }, { logger: silentLogger, clock });
   const ports = await c.start();
-  const admin = c.ensureAdmin()!;
+  const admin = (await c.ensureAdmin())!;
   const base = `http://127.0.0.1:${ports.httpPort}`;
   const auth = { authorization: `Bearer ${admin}` };
   const newToken = async (body: object = {}) => {

@@ -50,7 +50,7 @@ async function busyTcpPort(): Promise<{ port: number; server: Server }> {
 }
 
 test('start is idempotent (even concurrently), stop is idempotent, and a stopped coordinator stays stopped', async () => {
-  const c = make(tmp());
+  const c = await make(tmp());
   const [p1, p2] = await Promise.all([c.start(), c.start()]);
   assert.deepEqual(p1, p2);
   assert.equal(p1.stunPorts.length, 1);
@@ -62,12 +62,12 @@ test('start is idempotent (even concurrently), stop is idempotent, and a stopped
 
 test('one coordinator per data dir; after it stops, the next one has the same identity', async () => {
   const dir = tmp();
-  const first = make(dir);
+  const first = await make(dir);
   await first.start();
   await rejectsWith(() => make(dir), 'KNIT_ERR_STORE_LOCKED');
   const key = first.registry.coordinatorKey;
   await first.stop();
-  const second = make(dir);
+  const second = await make(dir);
   assert.equal(second.registry.coordinatorKey, key);
   await second.stop();
 });
@@ -80,7 +80,7 @@ test('a busy HTTP port is KNIT_ERR_LISTEN, and the failed start releases its STU
   const stunPort = udp.address().port;
   await new Promise<void>((r) => udp.close(() => r())); // free again: the coordinator takes it
   try {
-    const c = make(dir, { listen: loopback(busy.port), stun: [loopback(stunPort)] });
+    const c = await make(dir, { listen: loopback(busy.port), stun: [loopback(stunPort)] });
     const e = await rejectsWith(c.start(), 'KNIT_ERR_LISTEN');
     assert.match(e.message, /in use/);
     assert.equal(existsSync(join(dir, 'coordinator.pid')), false, 'the data dir is released');
@@ -88,7 +88,7 @@ test('a busy HTTP port is KNIT_ERR_LISTEN, and the failed start releases its STU
     await new Promise<void>((resolve, reject) => { again.once('error', reject); again.bind(stunPort, '127.0.0.1', () => resolve()); });
     await new Promise<void>((r) => again.close(() => r()));
     await c.stop(); // still fine to call
-    const next = make(dir);
+    const next = await make(dir);
     await next.start();
     await next.stop();
   } finally {
@@ -100,7 +100,7 @@ test('a busy STUN port is KNIT_ERR_LISTEN too', async () => {
   const udp = createSocket('udp4');
   await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
   try {
-    const c = make(tmp(), { stun: [loopback(udp.address().port)] });
+    const c = await make(tmp(), { stun: [loopback(udp.address().port)] });
     const e = await rejectsWith(c.start(), 'KNIT_ERR_LISTEN');
     assert.match(e.message, /udp 127\.0\.0\.1:\d+ \(STUN\)/);
   } finally {
@@ -118,9 +118,9 @@ test('a corrupt database is KNIT_ERR_STORE at creation, with the data dir releas
 test('stopping closes sessions and writes them offline with their last-seen', async () => {
   const dir = tmp();
   const clock = new ManualClock(Date.now());
-  const c = createCoordinator({ dataDir: dir, listen: loopback(), stun: [] }, { logger: silentLogger, clock });
+  const c = await createCoordinator({ dataDir: dir, listen: loopback(), stun: [] }, { logger: silentLogger, clock });
   const { httpPort } = await c.start();
-  const admin = c.ensureAdmin()!;
+  const admin = (await c.ensureAdmin())!;
   const base = `http://127.0.0.1:${httpPort}`;
   const token = ((await (await fetch(`${base}/v1/admin/tokens`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string }).token;
   const kp = generateKeyPair();
@@ -132,8 +132,9 @@ test('stopping closes sessions and writes them offline with their last-seen', as
   const closed = await m.closed;
   assert.ok([1001, 1006].includes(closed.code), String(closed.code));
   const store = new SqliteStore(databasePath(dir));
-  const row = store.nodeById(joined.node.id)!;
+  const row = (await store.nodes()).find((n) => n.id === joined.node.id)!;
+  assert.equal(row.onlineReplica, null, 'written offline by stop()');
   assert.equal(row.lastSeen, clock.wallNow(), 'last-seen is the moment it went offline, written by stop()');
   assert.ok(row.discoKey.length > 0, 'the disco key from its hello was written');
-  store.close();
+  await store.close();
 });

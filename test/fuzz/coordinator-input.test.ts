@@ -29,8 +29,8 @@ async function setup() {
   const dataDir = mkdtempSync(join(tmpdir(), 'knit-fuzz-'));
   dirs.push(dataDir);
   const clock = new ManualClock();
-  const c = createCoordinator({ dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 1e9 }, { clock, logger: silentLogger });
-  const admin = c.ensureAdmin()!;
+  const c = await createCoordinator({ dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 1e9 }, { clock, logger: silentLogger });
+  const admin = (await c.ensureAdmin())!;
   const token = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: { authorization: `Bearer ${admin}` }, payload: { reusable: true } })).json().token as string;
   const kp = generateKeyPair();
   await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: encodeKey(kp.publicKey), hostname: 'fuzzed' } });
@@ -62,8 +62,8 @@ function hostile(depth = 0): unknown {
 
 test('control frames: hostile frames into sessions (before and after hello) never throw, close with 44xx, change nothing', async () => {
   const { c, clock, kp } = await setup();
-  const state = () => JSON.stringify({ nodes: [...c.registry.peers()].map((p) => ({ ...p, online: undefined, lastSeen: undefined })), stored: c.store.nodes().length });
-  const before = state();
+  const state = async () => JSON.stringify({ nodes: [...c.registry.peers()].map((p) => ({ ...p, online: undefined, lastSeen: undefined })), stored: (await c.store.nodes()).length });
+  const before = await state();
   let closedWith = 0;
   for (let i = 0; i < fuzzIterations(1500); i++) {
     const sent: string[] = [];
@@ -93,7 +93,7 @@ test('control frames: hostile frames into sessions (before and after hello) neve
   }
   assert.ok(closedWith > 0);
   // Only the fuzzed node's soft state may have moved (an accepted endpoint report); nothing else.
-  const after = JSON.parse(state()) as { nodes: { endpoints: unknown; natType: unknown; discoKey: unknown }[]; stored: number };
+  const after = JSON.parse(await state()) as { nodes: { endpoints: unknown; natType: unknown; discoKey: unknown }[]; stored: number };
   const was = JSON.parse(before) as typeof after;
   assert.equal(after.stored, was.stored);
   assert.deepEqual(after.nodes.map((n) => ({ ...n, endpoints: 0, natType: 0, discoKey: 0 })), was.nodes.map((n) => ({ ...n, endpoints: 0, natType: 0, discoKey: 0 })));
@@ -102,8 +102,8 @@ test('control frames: hostile frames into sessions (before and after hello) neve
 
 test('HTTP: hostile requests to every route never get a 5xx; refusals have the common error body and change nothing', async () => {
   const { c, admin, token } = await setup();
-  const state = () => JSON.stringify({ nodes: c.store.nodes(), tokens: c.registry.listTokens() });
-  const before = state();
+  const state = async () => JSON.stringify({ nodes: await c.store.nodes(), tokens: await c.registry.listTokens() });
+  const before = await state();
   const routes = ['/v1/join', '/v1/admin/tokens', '/v1/admin/tokens/0011223344556677', '/v1/admin/nodes', '/v1/admin/nodes/1', '/healthz', '/metrics', '/v1/control', '/%00', '/v1/admin/nodes/99999999999999999999'];
   const methods = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'OPTIONS'] as const;
   for (let i = 0; i < fuzzIterations(600); i++) {
@@ -124,7 +124,7 @@ test('HTTP: hostile requests to every route never get a 5xx; refusals have the c
       assert.ok(!r.body.includes(token.slice(5, 40)) && !r.body.includes(admin.slice(5, 40)), 'no token echoed');
     }
   }
-  assert.equal(state(), before);
+  assert.equal(await state(), before);
   await c.stop();
 });
 

@@ -28,10 +28,10 @@ function tmp(): string {
   return d;
 }
 
-function setup(dataDir = tmp()) {
+async function setup(dataDir = tmp()) {
   const clock = new ManualClock();
-  const c = createCoordinator({ dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 100_000 }, { clock, logger: silentLogger });
-  const admin = c.ensureAdmin();
+  const c = await createCoordinator({ dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin: 100_000 }, { clock, logger: silentLogger });
+  const admin = await c.ensureAdmin();
   return { c, clock, admin, dataDir };
 }
 
@@ -39,8 +39,8 @@ const key = () => encodeKey(generateKeyPair().publicKey);
 const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
 
 /** Everything an attacker could change: the store's rows and the in-memory map. */
-function snapshot(c: ReturnType<typeof setup>['c']): string {
-  return JSON.stringify({ nodes: [...c.registry.peers()], tokens: c.registry.listTokens(), stored: c.store.nodes() });
+async function snapshot(c: Awaited<ReturnType<typeof setup>>['c']): Promise<string> {
+  return JSON.stringify({ nodes: [...c.registry.peers()], tokens: await c.registry.listTokens(), stored: await c.store.nodes() });
 }
 
 function errorOf(r: { statusCode: number; json(): unknown }): { status: number; code: string; message: string } {
@@ -51,7 +51,7 @@ function errorOf(r: { statusCode: number; json(): unknown }): { status: number; 
 }
 
 test('every admin route refuses every wrong credential with 401 KNIT_ERR_ADMIN_UNAUTHORIZED and changes nothing', async () => {
-  const { c, admin } = setup();
+  const { c, admin } = await setup();
   const good = bearer(admin!);
   const joinToken = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: good, payload: { reusable: true } })).json().token as string;
   const node = await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token: joinToken, nodeKey: key(), hostname: 'victim' } });
@@ -59,7 +59,7 @@ test('every admin route refuses every wrong credential with 401 KNIT_ERR_ADMIN_U
   const tokenId = parseToken(joinToken)!.id;
   const adminParsed = parseToken(admin)!;
   const rnd = seededBytes(5);
-  const other = setup(); // another coordinator's admin token
+  const other = await setup(); // another coordinator's admin token
   await other.c.stop();
   const credentials: [string, Record<string, string>][] = [
     ['missing', {}],
@@ -81,7 +81,7 @@ test('every admin route refuses every wrong credential with 401 KNIT_ERR_ADMIN_U
     ['GET', '/v1/admin/nodes'],
     ['DELETE', `/v1/admin/nodes/${node.json().node.id}`],
   ];
-  const before = snapshot(c);
+  const before = await snapshot(c);
   for (const [method, url, payload] of routes) {
     for (const [what, headers] of credentials) {
       const r = await c.app.inject({ method: method as 'GET', url, headers, payload: payload as object });
@@ -90,7 +90,7 @@ test('every admin route refuses every wrong credential with 401 KNIT_ERR_ADMIN_U
       assert.ok(!r.body.includes('knit_'), 'a refusal never echoes a token');
     }
   }
-  assert.equal(snapshot(c), before, 'nothing changed');
+  assert.equal(await snapshot(c), before, 'nothing changed');
   // The real credential still works on every route (so the table above tested refusals, not broken routes).
   for (const [method, url, payload] of routes) {
     const r = await c.app.inject({ method: method as 'GET', url, headers: good, payload: payload as object });
@@ -100,14 +100,14 @@ test('every admin route refuses every wrong credential with 401 KNIT_ERR_ADMIN_U
 });
 
 test('a rotated admin credential (the row deleted, a new one made) is refused at once', async () => {
-  const first = setup();
+  const first = await setup();
   const oldAdmin = first.admin!;
   await first.c.stop();
   // Admin tokens don't expire; rotating is how one is retired (docs/coordinator.md).
   const db = new Database(join(first.dataDir, 'knit.db'));
   db.exec('DELETE FROM admin_credentials');
   db.close();
-  const second = setup(first.dataDir);
+  const second = await setup(first.dataDir);
   assert.match(second.admin!, /^knit_/, 'a new admin token is printed');
   const r = await second.c.app.inject({ method: 'GET', url: '/v1/admin/nodes', headers: bearer(oldAdmin) });
   assert.deepEqual([r.statusCode, errorOf(r).code], [401, 'KNIT_ERR_ADMIN_UNAUTHORIZED']);
@@ -116,7 +116,7 @@ test('a rotated admin credential (the row deleted, a new one made) is refused at
 });
 
 test('join refuses every unusable token with its code, changes nothing, and never echoes the token', async () => {
-  const { c, admin, clock } = setup();
+  const { c, admin, clock } = await setup();
   const good = bearer(admin!);
   const mk = async (payload: object) => (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: good, payload })).json().token as string;
   const single = await mk({});
@@ -125,7 +125,7 @@ test('join refuses every unusable token with its code, changes nothing, and neve
   const revoked = await mk({ reusable: true });
   await c.app.inject({ method: 'DELETE', url: `/v1/admin/tokens/${parseToken(revoked)!.id}`, headers: good });
   const valid = parseToken(await mk({ reusable: true }))!;
-  const foreign = setup();
+  const foreign = await setup();
   const foreignToken = (await foreign.c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: bearer(foreign.admin!), payload: {} })).json().token as string;
   await foreign.c.stop();
   clock.advance(61_000);
@@ -139,13 +139,13 @@ test('join refuses every unusable token with its code, changes nothing, and neve
     ['another coordinator\'s token', foreignToken, 400, 'KNIT_ERR_TOKEN_WRONG_COORDINATOR'],
     ['not a token', 'knit_AAAA', 401, 'KNIT_ERR_TOKEN_INVALID'],
   ];
-  const before = snapshot(c);
+  const before = await snapshot(c);
   for (const [what, token, status, code] of cases) {
     const r = await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'intruder' } });
     assert.deepEqual([r.statusCode, errorOf(r).code], [status, code], what);
     assert.ok(!r.body.includes(token.slice(5, 30)), `${what}: the answer doesn't echo the token`);
   }
-  assert.equal(snapshot(c), before, 'no refused join left a trace');
+  assert.equal(await snapshot(c), before, 'no refused join left a trace');
   await c.stop();
 });
 
@@ -172,7 +172,7 @@ function session(hub: ControlHub) {
 }
 
 async function mesh() {
-  const s = setup();
+  const s = await setup();
   const token = (await s.c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: bearer(s.admin!), payload: { reusable: true } })).json().token as string;
   const enroll = async (name: string) => {
     const kp = generateKeyPair();
@@ -191,7 +191,7 @@ async function mesh() {
 
 test('the node key must be proven: wrong key, claimed key, replayed hello and a second hello are all refused and change nothing', async () => {
   const { c, clock, victim, mallory, v } = await mesh();
-  const before = snapshot(c);
+  const before = await snapshot(c);
   const cases: [string, (s: ReturnType<typeof session>) => void, number, string][] = [
     ['the victim\'s key, proof made with mallory\'s private key', (s) => s.send(s.helloFrame(victim.kp, { proofKey: mallory.kp.privateKey })), 4403, 'KNIT_ERR_AUTH_FAILED'],
     ['mallory\'s proof, the victim\'s key claimed', (s) => { const f = s.helloFrame(mallory.kp); s.send({ ...f, nodeKey: victim.key }); }, 4403, 'KNIT_ERR_AUTH_FAILED'],
@@ -211,7 +211,7 @@ test('the node key must be proven: wrong key, claimed key, replayed hello and a 
     clock.advance(100);
   }
   assert.equal(v.closed, undefined, 'the victim\'s own session was never replaced');
-  const after = JSON.parse(snapshot(c)) as { nodes: { id: number; online: boolean; discoKey: string; endpoints: string[] }[] };
+  const after = JSON.parse(await snapshot(c)) as { nodes: { id: number; online: boolean; discoKey: string; endpoints: string[] }[] };
   const was = JSON.parse(before) as typeof after;
   const vNow = after.nodes.find((n) => n.id === victim.id)!;
   const vWas = was.nodes.find((n) => n.id === victim.id)!;
@@ -289,7 +289,7 @@ test('a removed node can neither reconnect nor re-join with its spent or revoked
 });
 
 test('public routes reveal no secrets: /healthz and /metrics carry counts only; unknown routes are 404 in the common shape', async () => {
-  const { c, admin } = setup();
+  const { c, admin } = await setup();
   const token = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: bearer(admin!), payload: {} })).json().token as string;
   await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'a' } });
   for (const url of ['/healthz', '/metrics']) {

@@ -25,7 +25,8 @@ class SteppingClock implements Clock {
   wallNow(): number { return this.mono.now() + this.wallOffset; }
   setTimeout(fn: () => void, ms: number): TimerHandle { return this.mono.setTimeout(fn, ms); }
   clearTimeout(h: TimerHandle): void { this.mono.clearTimeout(h); }
-  advance(ms: number): void { this.mono.advance(ms); }
+  /** Moves monotonic time timer by timer, letting the (asynchronous) work each timer starts finish. */
+  advance(ms: number): Promise<void> { return this.mono.advanceAsync(ms, settle); }
   /** The wall clock steps; monotonic time doesn't move. */
   stepWall(ms: number): void { this.wallOffset += ms; }
 }
@@ -34,13 +35,17 @@ const MIN = 60_000;
 const DAY = 24 * 60 * MIN;
 const TIMEOUT = 10 * MIN;
 
-function setup() {
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+async function setup() {
   const clock = new SteppingClock();
   const store = new SqliteStore(':memory:');
-  const reg = new Registry(store, { clock, url: 'http://127.0.0.1:1' });
+  const reg = await Registry.open(store, { clock, url: 'http://127.0.0.1:1', exclusive: true });
   const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: [], ephemeralTimeoutMs: TIMEOUT });
-  const eph = reg.createToken({ reusable: true, ephemeral: true }).token;
-  const join = (name: string) => reg.join({ token: eph, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: name }).response.node.id;
+  const eph = (await reg.createToken({ reusable: true, ephemeral: true })).token;
+  const join = async (name: string) => (await reg.join({ token: eph, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: name })).response.node.id;
   return { clock, reg, hub, join };
 }
 
@@ -54,66 +59,67 @@ const cases: { name: string; steps: { advance?: number; stepWall?: number }[]; r
 ];
 
 for (const c of cases) {
-  test(`ephemeral expiry on the monotonic clock: ${c.name}`, () => {
-    const { clock, reg, hub, join } = setup();
-    const id = join('e');
+  test(`ephemeral expiry on the monotonic clock: ${c.name}`, async () => {
+    const { clock, reg, hub, join } = await setup();
+    const id = await join('e');
     for (const s of c.steps) {
       if (s.stepWall) clock.stepWall(s.stepWall);
-      if (s.advance) clock.advance(s.advance);
+      if (s.advance) await clock.advance(s.advance);
     }
-    clock.advance(30_000); // one more housekeeping round
+    await clock.advance(30_000); // one more housekeeping round
     assert.equal(reg.peer(id) !== undefined, c.remain);
-    hub.stop();
+    await hub.stop();
   });
 }
 
-test('a wall jump forward does not wipe a fleet: ten offline ephemeral nodes stay until their own timeout', () => {
-  const { clock, reg, hub, join } = setup();
-  const ids = Array.from({ length: 10 }, (_, i) => join(`n${i}`));
-  clock.advance(MIN);
+test('a wall jump forward does not wipe a fleet: ten offline ephemeral nodes stay until their own timeout', async () => {
+  const { clock, reg, hub, join } = await setup();
+  const ids: number[] = [];
+  for (let i = 0; i < 10; i++) ids.push(await join(`n${i}`));
+  await clock.advance(MIN);
   clock.stepWall(7 * DAY);
-  clock.advance(MIN);
+  await clock.advance(MIN);
   assert.equal(ids.filter((id) => reg.peer(id)).length, 10, 'none expired by the jump');
-  clock.advance(TIMEOUT);
+  await clock.advance(TIMEOUT);
   assert.equal(ids.filter((id) => reg.peer(id)).length, 0, 'all expired on time');
-  hub.stop();
+  await hub.stop();
 });
 
-test('an online node is never expired by a jump, and its timeout starts when it goes offline', () => {
-  const { clock, reg, hub, join } = setup();
-  const id = join('o');
+test('an online node is never expired by a jump, and its timeout starts when it goes offline', async () => {
+  const { clock, reg, hub, join } = await setup();
+  const id = await join('o');
   reg.setOnline(id, true);
   clock.stepWall(30 * DAY);
-  clock.advance(TIMEOUT * 3);
+  await clock.advance(TIMEOUT * 3);
   assert.ok(reg.peer(id), 'online: kept');
   reg.setOnline(id, false);
   clock.stepWall(-60 * DAY);
-  clock.advance(TIMEOUT - MIN);
+  await clock.advance(TIMEOUT - MIN);
   assert.ok(reg.peer(id), 'offline for less than the timeout');
-  clock.advance(2 * MIN);
+  await clock.advance(2 * MIN);
   assert.equal(reg.peer(id), undefined, 'offline past the timeout, whatever the wall clock did');
-  hub.stop();
+  await hub.stop();
 });
 
-test('token expiry is wall time by design: a jump past it expires the token, a jump back makes it usable again', () => {
-  const { clock, reg, hub } = setup();
-  const t = reg.createToken({ expiresInMs: 60 * MIN }).token;
+test('token expiry is wall time by design: a jump past it expires the token, a jump back makes it usable again', async () => {
+  const { clock, reg, hub } = await setup();
+  const t = (await reg.createToken({ expiresInMs: 60 * MIN })).token;
   clock.stepWall(2 * 60 * MIN);
-  assert.throws(() => reg.join({ token: t, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'x' }), { code: 'KNIT_ERR_TOKEN_EXPIRED' });
+  await assert.rejects(reg.join({ token: t, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'x' }), { code: 'KNIT_ERR_TOKEN_EXPIRED' });
   clock.stepWall(-2 * 60 * MIN);
-  assert.equal(reg.join({ token: t, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'x' }).created, true);
-  hub.stop();
+  assert.equal((await reg.join({ token: t, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: 'x' })).created, true);
+  await hub.stop();
 });
 
-test('the hello deadline is monotonic: a wall jump neither cuts a session early nor keeps a silent one', () => {
-  const { clock, hub } = setup();
+test('the hello deadline is monotonic: a wall jump neither cuts a session early nor keeps a silent one', async () => {
+  const { clock, hub } = await setup();
   const closes: number[] = [];
   hub.connect({ send() {}, close: (code) => closes.push(code), remoteAddress: '127.0.0.1' });
   clock.stepWall(DAY);
-  clock.advance(1000);
+  await clock.advance(1000);
   assert.deepEqual(closes, []);
   clock.stepWall(-2 * DAY);
-  clock.advance(10_000);
+  await clock.advance(10_000);
   assert.deepEqual(closes, [4408]);
-  hub.stop();
+  await hub.stop();
 });

@@ -22,12 +22,12 @@ import { registerSecret } from './log-secrets.js';
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function setup(joinRatePerMin?: number) {
+async function setup(joinRatePerMin?: number) {
   const dataDir = mkdtempSync(join(tmpdir(), 'knit-tok-'));
   dirs.push(dataDir);
   const clock = new ManualClock();
-  const c = createCoordinator({ dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin }, { clock, logger: silentLogger });
-  const admin = c.ensureAdmin()!;
+  const c = await createCoordinator({ dataDir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin }, { clock, logger: silentLogger });
+  const admin = (await c.ensureAdmin())!;
   registerSecret(admin);
   const auth = { authorization: `Bearer ${admin}` };
   const mint = async (payload: object = {}) => {
@@ -42,7 +42,7 @@ const key = () => encodeKey(generateKeyPair().publicKey);
 
 test('secrets are 256 random bits (≥ 128 required): distinct, and the bits look uniform', async () => {
   assert.ok(TOKEN_SECRET_LEN * 8 >= 128);
-  const { c, mint } = setup();
+  const { c, mint } = await setup();
   const secrets = new Set<string>();
   const ids = new Set<string>();
   let ones = 0;
@@ -63,7 +63,7 @@ test('secrets are 256 random bits (≥ 128 required): distinct, and the bits loo
 });
 
 test('only sha256(secret) is at rest: no file in the data dir holds a secret in any encoding', async () => {
-  const { c, mint, admin, dataDir } = setup();
+  const { c, mint, admin, dataDir } = await setup();
   const tokens = [admin, await mint(), await mint({ reusable: true })];
   await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token: tokens[1], nodeKey: key(), hostname: 'a' } });
   await c.stop();
@@ -80,8 +80,8 @@ test('only sha256(secret) is at rest: no file in the data dir holds a secret in 
 });
 
 test('a token is shown once: the admin token at first start only; lists and answers never carry a secret or its hash', async () => {
-  const { c, mint, auth } = setup();
-  assert.equal(c.ensureAdmin(), undefined, 'no second admin token');
+  const { c, mint, auth } = await setup();
+  assert.equal(await c.ensureAdmin(), undefined, 'no second admin token');
   const t = await mint({ reusable: true });
   const secret = Buffer.from(parseToken(t)!.secret);
   const hash = createHash('sha256').update(secret).digest('hex');
@@ -99,7 +99,7 @@ test('a token is shown once: the admin token at first start only; lists and answ
 });
 
 test('a secret differing in one bit (first, middle or last byte) is refused: the whole digest is compared', async () => {
-  const { c, mint, auth } = setup();
+  const { c, mint, auth } = await setup();
   const t = parseToken(await mint({ reusable: true }))!;
   for (const i of [0, 15, 31]) {
     const secret = new Uint8Array(t.secret);
@@ -114,18 +114,18 @@ test('a secret differing in one bit (first, middle or last byte) is refused: the
 });
 
 test('100 joins racing one single-use token through the HTTP layer: exactly one node, 99 told "used"', async () => {
-  const { c, mint } = setup(100_000);
+  const { c, mint } = await setup(100_000);
   const t = await mint();
   const rs = await Promise.all(Array.from({ length: 100 }, (_, i) => c.app.inject({ method: 'POST', url: '/v1/join', payload: { token: t, nodeKey: key(), hostname: `r${i}` } })));
   assert.equal(rs.filter((r) => r.statusCode === 200).length, 1);
   assert.ok(rs.filter((r) => r.statusCode !== 200).every((r) => r.json().error.code === 'KNIT_ERR_TOKEN_USED'));
   assert.equal(c.registry.nodeCount, 1);
-  assert.equal(c.registry.listTokens()[0]!.usesLeft, 0);
+  assert.equal((await c.registry.listTokens())[0]!.usesLeft, 0);
   await c.stop();
 });
 
 test('guessing backs off per source: free tries, then 1 s, 2 s, 4 s … capped at 15 min, with Retry-After (step table)', async () => {
-  const { c, clock, mint } = setup(100_000);
+  const { c, clock, mint } = await setup(100_000);
   const good = await mint({ reusable: true });
   const guess = parseToken(good)!;
   const wrong = encodeToken({ kind: 'join', id: Buffer.from(guess.id, 'hex'), secret: new Uint8Array(32).fill(7), coordinatorKey: Buffer.from(guess.coordinatorKey, 'base64'), url: guess.url });
@@ -172,7 +172,7 @@ test('guessing backs off per source: free tries, then 1 s, 2 s, 4 s … capped a
 });
 
 test('the per-source rate holds for valid tokens too: 30 a minute, burst 60, then 429 with Retry-After', async () => {
-  const { c, clock, mint } = setup();
+  const { c, clock, mint } = await setup();
   const good = await mint({ reusable: true });
   const attempt = () => c.app.inject({ method: 'POST', url: '/v1/join', remoteAddress: '198.18.7.7', payload: { token: good, nodeKey: key(), hostname: 'b' } });
   for (let i = 0; i < 60; i++) assert.equal((await attempt()).statusCode, 200, `burst ${i}`);

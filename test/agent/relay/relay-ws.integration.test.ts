@@ -52,22 +52,21 @@ function packet(tag: number, size = 96): Uint8Array {
 
 test('relay over WebSocket when UDP to the relay is blocked: packets both ways, back to UDP when it opens', { timeout: 90_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'knit-relay-ws-'));
-  const coord = createCoordinator({
+  const coord = await createCoordinator({
     dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }],
     relay: { udp: { host: '127.0.0.1', port: 0 }, ws: { host: '127.0.0.1', port: 0 } }, allowLoopbackEndpoints: true,
   }, { logger: silentLogger });
   const agents: TestAgent[] = [];
   const closers: (() => void)[] = [];
   try {
-    coord.ensureAdmin();
+    await coord.ensureAdmin();
     const ports = await coord.start();
-    const token = coord.registry.createToken({ reusable: true }).token;
+    const token = (await coord.registry.createToken({ reusable: true })).token;
     const t0 = Date.now();
     for (const name of ['wsa', 'wsb']) {
       const kp = generateKeyPair();
       const nodeKey = encodeKey(kp.publicKey);
-      const res = coord.registry.join({ token, nodeKey, hostname: name }).response;
-      coord.hub.noteChanges();
+      const res = (await coord.registry.join({ token, nodeKey, hostname: name })).response;
       const real = await openUdpSocket({ port: 0, host: '127.0.0.1' });
       const wg = await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false });
       closers.push(() => wg.close());

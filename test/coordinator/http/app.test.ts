@@ -11,12 +11,12 @@ import { ManualClock } from '../../helpers/manual-clock.js';
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function setup(joinRatePerMin?: number) {
+async function setup(joinRatePerMin?: number) {
   const dir = mkdtempSync(join(tmpdir(), 'knit-app-'));
   dirs.push(dir);
   const clock = new ManualClock();
-  const c = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin }, { clock, logger: silentLogger });
-  const admin = c.ensureAdmin()!;
+  const c = await createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [], joinRatePerMin }, { clock, logger: silentLogger });
+  const admin = (await c.ensureAdmin())!;
   return { c, admin, clock, auth: { authorization: `Bearer ${admin}` } };
 }
 
@@ -26,13 +26,13 @@ const flipSecret = (h: string) => { const i = 'Bearer knit_'.length + 20; return
 const key = () => encodeKey(generateKeyPair().publicKey);
 
 test('the admin token is shown once: a second ensureAdmin returns nothing', async () => {
-  const { c } = setup();
-  assert.equal(c.ensureAdmin(), undefined);
+  const { c } = await setup();
+  assert.equal(await c.ensureAdmin(), undefined);
   await c.stop();
 });
 
 test('admin routes refuse missing, wrong and non-admin credentials with 401 KNIT_ERR_ADMIN_UNAUTHORIZED', async () => {
-  const { c, auth } = setup();
+  const { c, auth } = await setup();
   const joinToken = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: {} })).json().token;
   const routes = [['POST', '/v1/admin/tokens'], ['GET', '/v1/admin/tokens'], ['DELETE', '/v1/admin/tokens/0011223344556677'], ['GET', '/v1/admin/nodes'], ['DELETE', '/v1/admin/nodes/1']] as const;
   for (const [method, url] of routes) {
@@ -46,7 +46,7 @@ test('admin routes refuse missing, wrong and non-admin credentials with 401 KNIT
 });
 
 test('join: happy path, then bad bodies get 400 with a stable code and change nothing', async () => {
-  const { c, auth } = setup();
+  const { c, auth } = await setup();
   const token = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true, tags: ['web'] } })).json().token;
   const ok = await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'web-1' } });
   assert.equal(ok.statusCode, 200);
@@ -66,7 +66,7 @@ test('join: happy path, then bad bodies get 400 with a stable code and change no
 });
 
 test('join errors carry token codes; failures are counted by reason in /metrics', async () => {
-  const { c, auth } = setup();
+  const { c, auth } = await setup();
   const single = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: {} })).json().token;
   assert.equal((await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token: single, nodeKey: key(), hostname: 'a' } })).statusCode, 200);
   const used = await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token: single, nodeKey: key(), hostname: 'b' } });
@@ -80,7 +80,7 @@ test('join errors carry token codes; failures are counted by reason in /metrics'
 });
 
 test('joins are rate-limited per source address (429), and the bucket refills with time', async () => {
-  const { c, auth, clock } = setup(1); // 1/min, burst 2
+  const { c, auth, clock } = await setup(1); // 1/min, burst 2
   const token = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true } })).json().token;
   const attempt = () => c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'r' } });
   assert.equal((await attempt()).statusCode, 200);
@@ -94,7 +94,7 @@ test('joins are rate-limited per source address (429), and the bucket refills wi
 });
 
 test('token options are validated; tokens list and revoke; nodes list and remove', async () => {
-  const { c, auth } = setup();
+  const { c, auth } = await setup();
   for (const payload of [{ uses: 0, reusable: true }, { uses: 3 }, { tags: ['Bad Tag'] }, { expiresInS: -1 }, { extra: 1 }]) {
     const r = await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload });
     assert.equal(r.statusCode, 400, JSON.stringify(payload));
@@ -118,7 +118,7 @@ test('token options are validated; tokens list and revoke; nodes list and remove
 });
 
 test('unknown routes answer 404 in the common error shape; /healthz answers', async () => {
-  const { c } = setup();
+  const { c } = await setup();
   const r = await c.app.inject({ url: '/nope' });
   assert.equal(r.statusCode, 404);
   assert.equal(r.json().error.code, 'KNIT_ERR_NOT_FOUND');
@@ -127,8 +127,8 @@ test('unknown routes answer 404 in the common error shape; /healthz answers', as
 });
 
 test('join refusals by token state: wrong coordinator, expired (test clock), revoked', async () => {
-  const { c, auth, clock } = setup();
-  const other = setup();
+  const { c, auth, clock } = await setup();
+  const other = await setup();
   const foreign = (await other.c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: other.auth, payload: {} })).json().token;
   const expiring = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true, expiresInS: 60 } })).json().token;
   const revoked = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true } })).json();
@@ -152,7 +152,7 @@ test('join refusals by token state: wrong coordinator, expired (test clock), rev
 });
 
 test('a created token comes back with its id and settings; its expiry is absolute wall time', async () => {
-  const { c, auth, clock } = setup();
+  const { c, auth, clock } = await setup();
   const r = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: { reusable: true, uses: 5, ephemeral: true, expiresInS: 3600, tags: ['ci', 'build_1'] } })).json();
   assert.match(r.token, /^knit_/);
   assert.match(r.id, /^[0-9a-f]{16}$/);
@@ -162,7 +162,7 @@ test('a created token comes back with its id and settings; its expiry is absolut
 });
 
 test('bodies that are too large, not JSON, or of the wrong type get the common 400 error shape', async () => {
-  const { c } = setup();
+  const { c } = await setup();
   const cases = [
     { payload: JSON.stringify({ token: 'x'.repeat(20_000), nodeKey: key(), hostname: 'a' }), headers: { 'content-type': 'application/json' } },
     { payload: '{"token":', headers: { 'content-type': 'application/json' } },
@@ -179,7 +179,7 @@ test('bodies that are too large, not JSON, or of the wrong type get the common 4
 });
 
 test('/metrics speaks Prometheus text with every metric the issue names', async () => {
-  const { c } = setup();
+  const { c } = await setup();
   const r = await c.app.inject({ url: '/metrics' });
   assert.match(r.headers['content-type'] as string, /^text\/plain; version=0\.0\.4/);
   for (const [name, type] of [
@@ -195,8 +195,8 @@ test('logs never carry a token: joins, token creation and refusals', async () =>
   dirs.push(dir);
   const lines: string[] = [];
   const logger = createLogger({ level: 'debug', write: (l) => lines.push(l) });
-  const c = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [] }, { clock: new ManualClock(), logger });
-  const admin = c.ensureAdmin()!;
+  const c = await createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [] }, { clock: new ManualClock(), logger });
+  const admin = (await c.ensureAdmin())!;
   const auth = { authorization: `Bearer ${admin}` };
   const token = (await c.app.inject({ method: 'POST', url: '/v1/admin/tokens', headers: auth, payload: {} })).json().token;
   await c.app.inject({ method: 'POST', url: '/v1/join', payload: { token, nodeKey: key(), hostname: 'a' } });

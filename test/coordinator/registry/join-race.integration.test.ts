@@ -24,9 +24,9 @@ async function race(tokenOptions: TokenOptions, workers: number, joinsEach: numb
   const dir = mkdtempSync(join(tmpdir(), 'knit-race-'));
   dirs.push(dir);
   const dbPath = join(dir, 'knit.db');
-  const registry = new Registry(new SqliteStore(dbPath), { clock: new ManualClock(Date.now()), url: 'http://127.0.0.1:1' });
-  const token = registry.createToken(tokenOptions).token;
-  const reopen = () => new Registry(new SqliteStore(dbPath), { clock: new ManualClock(Date.now()), url: 'http://127.0.0.1:1' });
+  const registry = await Registry.open(new SqliteStore(dbPath), { clock: new ManualClock(Date.now()), url: 'http://127.0.0.1:1', serves: false });
+  const token = (await registry.createToken(tokenOptions)).token;
+  const reopen = () => Registry.open(new SqliteStore(dbPath), { clock: new ManualClock(Date.now()), url: 'http://127.0.0.1:1', serves: false });
   const barrier = new SharedArrayBuffer(4);
   const url = new URL('../fixtures/join-worker.js', import.meta.url);
   const threads = Array.from({ length: workers }, () => new Worker(url, { workerData: { dbPath, token, joins: joinsEach, barrier, name: 'racer' } }));
@@ -44,13 +44,13 @@ async function race(tokenOptions: TokenOptions, workers: number, joinsEach: numb
     Atomics.store(flag, 0, 1);
     Atomics.notify(flag, 0);
     const results = (await done).flat();
-    return { results, registry: reopen() };
+    return { results, registry: await reopen() };
   } finally {
     // Whatever happened, no worker is left blocked on the barrier (it would keep the test alive).
     Atomics.store(new Int32Array(barrier), 0, 1);
     Atomics.notify(new Int32Array(barrier), 0);
     await Promise.all(threads.map((w) => w.terminate()));
-    registry.store.close();
+    await registry.store.close();
   }
 }
 
@@ -60,7 +60,7 @@ test('threads racing one single-use token on separate connections: exactly one n
   assert.equal(ok.length, 1);
   assert.deepEqual(new Set(results.filter((r) => !r.ok).map((r) => (r as { code: string }).code)), new Set(['KNIT_ERR_TOKEN_USED']));
   assert.equal(registry.nodeCount, 1);
-  registry.store.close();
+  await registry.store.close();
 });
 
 test('threads racing a 5-use token: exactly five nodes, each with its own address and name', async () => {
@@ -70,6 +70,6 @@ test('threads racing a 5-use token: exactly five nodes, each with its own addres
   assert.equal(new Set(ok.map((r) => r.ip)).size, 5, 'no address handed out twice');
   assert.equal(new Set(ok.map((r) => r.name)).size, 5, 'no name handed out twice');
   assert.equal(registry.nodeCount, 5);
-  assert.equal(registry.listTokens()[0]!.usesLeft, 0);
-  registry.store.close();
+  assert.equal((await registry.listTokens())[0]!.usesLeft, 0);
+  await registry.store.close();
 });

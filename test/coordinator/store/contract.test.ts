@@ -255,7 +255,7 @@ function contract(engine: Engine): void {
         await tx.setMeta('k', 'v');
         await tx.insertNode(node());
         await tx.insertToken(token());
-        await tx.heartbeat('r1', 1);
+        await tx.heartbeat('r1');
         await tx.freeIpIndex(9);
         await tx.appendChange(change(2));
         throw boom;
@@ -265,7 +265,7 @@ function contract(engine: Engine): void {
       assert.deepEqual(await store.nodes(), []);
       assert.deepEqual(await store.tokens(), []);
       assert.equal(await store.latestVersion(), 1);
-      assert.deepEqual(await store.write(async (tx) => [await tx.staleReplicas(Number.MAX_SAFE_INTEGER), await tx.takeFreeIpIndex()]), [[], undefined]);
+      assert.deepEqual(await store.write(async (tx) => [await tx.replicaBeats(), await tx.takeFreeIpIndex()]), [[], undefined]);
       // The rolled-back version was not used up.
       assert.equal(await store.write((tx) => tx.appendChange(change(3))), 2);
     });
@@ -282,11 +282,13 @@ function contract(engine: Engine): void {
       const versions = await Promise.all(changes.map((c) => store.write((tx) => tx.appendChange(c))));
       assert.deepEqual(versions, [1, 2, 3]);
       assert.equal(await store.latestVersion(), 3);
-      assert.deepEqual(await store.changesSince(0, 10), changes.map((c, i) => ({ version: i + 1, changes: c })));
-      assert.deepEqual(await store.changesSince(1, 1), [{ version: 2, changes: changes[1] }]);
+      assert.deepEqual(await store.changesSince(0, 10), changes.map((c, i) => ({ version: i + 1, changes: c, origin: '' })));
+      assert.deepEqual(await store.changesSince(1, 1), [{ version: 2, changes: changes[1], origin: '' }]);
       assert.deepEqual(await store.changesSince(3, 10), []);
+      await store.write((tx) => tx.appendChange(change(9), 'replica-a'));
+      assert.equal((await store.changesSince(3, 1))[0]!.origin, 'replica-a', 'the row says which replica made it');
       // Two in one write: two versions.
-      assert.deepEqual(await store.write(async (tx) => [await tx.appendChange(change(4)), await tx.appendChange(change(5))]), [4, 5]);
+      assert.deepEqual(await store.write(async (tx) => [await tx.appendChange(change(4)), await tx.appendChange(change(5))]), [5, 6]);
     });
 
     test('onCommit: listeners hear a committed version; the remover stops them', async (t) => {
@@ -303,19 +305,24 @@ function contract(engine: Engine): void {
       assert.equal(heard, before);
     });
 
-    test('replicas: heartbeat, staleReplicas, dropReplica', async (t) => {
+    test('replicas: heartbeat counts beats per replica; dropReplica forgets one', async (t) => {
       const { store } = await engine.open(t);
-      const stale = await store.write(async (tx) => {
-        await tx.heartbeat('r1', 1000);
-        await tx.heartbeat('r2', 2000);
-        const first = await tx.staleReplicas(1500);
-        await tx.heartbeat('r1', 3000);
-        const second = await tx.staleReplicas(2500);
+      const seen = await store.write(async (tx) => {
+        await tx.heartbeat('r2');
+        await tx.heartbeat('r1');
+        const first = await tx.replicaBeats();
+        await tx.heartbeat('r1');
+        await tx.heartbeat('r1');
+        const second = await tx.replicaBeats();
         await tx.dropReplica('r2');
         await tx.dropReplica('never-seen');
-        return [first, second, await tx.staleReplicas(10_000), await tx.staleReplicas(3000)];
+        return [first, second, await tx.replicaBeats()];
       });
-      assert.deepEqual(stale, [['r1'], ['r2'], ['r1'], []]);
+      assert.deepEqual(seen, [
+        [{ id: 'r1', beat: 1 }, { id: 'r2', beat: 1 }],
+        [{ id: 'r1', beat: 3 }, { id: 'r2', beat: 1 }],
+        [{ id: 'r1', beat: 3 }],
+      ]);
     });
 
     test('setOnlineReplica: sets and clears the holder; onlyIf guards against a replica that lost the session', async (t) => {

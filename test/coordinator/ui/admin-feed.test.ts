@@ -23,20 +23,26 @@ import { createCoordinator } from '../../../coordinator/index.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
 import { until } from '../../helpers/until.js';
 
-function setup(opts: { maxConnections?: number; maxBufferedBytes?: number } = {}) {
+/** Lets the store's promise chains (and the hub's follow of the feed) run to the end. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+async function setup(opts: { maxConnections?: number; maxBufferedBytes?: number } = {}) {
   const clock = new ManualClock();
-  const reg = new Registry(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1' });
-  const admin = reg.ensureAdmin()!;
+  const reg = await Registry.open(new SqliteStore(':memory:'), { clock, url: 'http://127.0.0.1:1', exclusive: true });
+  const admin = (await reg.ensureAdmin())!;
   const hub = new ControlHub({ registry: reg, clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: [], coalesceMs: 50 });
   const feed = new AdminFeed({ registry: reg, hub, clock, logger: silentLogger, ...opts });
-  const joinToken = reg.createToken({ reusable: true }).token;
-  const joinNode = (name: string) => {
+  const joinToken = (await reg.createToken({ reusable: true })).token;
+  const joinNode = async (name: string) => {
     const kp = generateKeyPair();
-    reg.join({ token: joinToken, nodeKey: encodeKey(kp.publicKey), hostname: name });
-    hub.noteChanges();
+    await reg.join({ token: joinToken, nodeKey: encodeKey(kp.publicKey), hostname: name });
+    await settle();
     return kp;
   };
-  return { clock, reg, hub, feed, admin, joinToken, joinNode };
+  const advance = (ms: number) => clock.advanceAsync(ms, settle);
+  return { clock, advance, reg, hub, feed, admin, joinToken, joinNode };
 }
 
 /** A console as the feed sees it: what it was sent, how it was closed. */
@@ -45,7 +51,9 @@ function consoleOf(feed: AdminFeed, buffered = () => 0) {
   const raw: string[] = [];
   let closed: { code: number; reason: string } | undefined;
   const s = feed.connect({ send: (t) => { raw.push(t); sent.push(JSON.parse(t)); }, close: (code, reason) => { closed = { code, reason }; }, get buffered() { return buffered(); } });
-  return { s, sent, raw, get closed() { return closed; }, auth: (token: unknown) => s.receive(JSON.stringify({ type: 'auth', token })) };
+  // The token is checked against the store (asynchronously): auth resolves once the answer is in.
+  const auth = async (token: unknown) => { s.receive(JSON.stringify({ type: 'auth', token })); await settle(); };
+  return { s, sent, raw, get closed() { return closed; }, auth };
 }
 
 /** An agent session on the hub, by hand (as in hub.test.ts), to produce path reports. */
@@ -61,8 +69,8 @@ function agentSession(hub: ControlHub, kp: KeyPair) {
   return h;
 }
 
-test('refusals: each with an error frame and its close code, and no frame or reason carries the token', () => {
-  const { feed, joinToken, admin } = setup();
+test('refusals: each with an error frame and its close code, and no frame or reason carries the token', async () => {
+  const { feed, joinToken, admin } = await setup();
   const cases: { frame: string; code: number; err: string }[] = [
     { frame: 'not json', code: ADMIN_FEED_CLOSE.protocol, err: 'KNIT_ERR_PROTOCOL' },
     { frame: JSON.stringify({ type: 'hello', token: admin }), code: ADMIN_FEED_CLOSE.protocol, err: 'KNIT_ERR_PROTOCOL' },
@@ -76,6 +84,7 @@ test('refusals: each with an error frame and its close code, and no frame or rea
   for (const c of cases) {
     const con = consoleOf(feed);
     con.s.receive(c.frame);
+    await settle();
     assert.equal(con.closed?.code, c.code, c.frame);
     assert.equal(con.sent.length, 1, c.frame);
     assert.equal(con.sent[0].type, 'error');
@@ -87,40 +96,40 @@ test('refusals: each with an error frame and its close code, and no frame or rea
   assert.equal(feed.size, 0, 'refused consoles are forgotten');
 });
 
-test('no auth frame within 10 s: closed with 4408', () => {
-  const { feed, clock } = setup();
+test('no auth frame within 10 s: closed with 4408', async () => {
+  const { feed, advance } = await setup();
   const con = consoleOf(feed);
-  clock.advance(ADMIN_FEED_AUTH_TIMEOUT_MS - 1);
+  await advance(ADMIN_FEED_AUTH_TIMEOUT_MS - 1);
   assert.equal(con.closed?.code, undefined);
-  clock.advance(1);
+  await advance(1);
   assert.equal(con.closed?.code, ADMIN_FEED_CLOSE.authTimeout);
   assert.equal(feed.size, 0);
 });
 
-test('a good token gets the state, then every delta and path report as it happens', () => {
-  const { feed, hub, clock, admin, joinNode } = setup();
-  const a = joinNode('alpha');
-  clock.advance(50);
+test('a good token gets the state, then every delta and path report as it happens', async () => {
+  const { feed, hub, advance, admin, joinNode } = await setup();
+  const a = await joinNode('alpha');
+  await advance(50);
   const con = consoleOf(feed);
-  con.auth(admin);
+  await con.auth(admin);
   assert.equal(con.closed?.code, undefined);
   const state = con.sent[0];
   assert.equal(state.type, 'state');
   assert.equal(state.version, hub.log.version);
   assert.deepEqual(state.nodes.map((n: any) => n.name), ['alpha']);
   assert.deepEqual(state.paths, []);
-  clock.advance(ADMIN_FEED_AUTH_TIMEOUT_MS * 2);
+  await advance(ADMIN_FEED_AUTH_TIMEOUT_MS * 2);
   assert.equal(con.closed?.code, undefined, 'the auth timer is gone once signed in');
 
-  const b = joinNode('bravo');
-  clock.advance(50);
+  const b = await joinNode('bravo');
+  await advance(50);
   const delta = con.sent.at(-1);
   assert.equal(delta.type, 'delta');
   assert.equal(delta.from, state.version);
   assert.deepEqual(delta.changes.map((c: any) => [c.op, c.peer?.name]), [['upsert', 'bravo']]);
 
   const ha = agentSession(hub, a);
-  clock.advance(50);
+  await advance(50);
   assert.ok(con.sent.at(-1).changes.some((c: any) => c.op === 'online' && c.online === true), 'alpha online, pushed');
   ha.receive(JSON.stringify({ type: 'paths', paths: [{ peer: encodeKey(b.publicKey), kind: 'lan', rttMs: 0.42, lastHandshake: 0 }] }));
   const paths = con.sent.at(-1);
@@ -129,46 +138,46 @@ test('a good token gets the state, then every delta and path report as it happen
   assert.deepEqual(paths.edges.map((e: any) => [e.kind, e.rttMs]), [['lan', 0.4]]);
 
   con.s.receive(JSON.stringify({ type: 'auth', token: admin }));
+  await settle();
   assert.equal(con.closed?.code, ADMIN_FEED_CLOSE.protocol, 'one auth frame only');
   assert.ok(!con.raw.join('').includes(admin), 'the feed never echoes the admin token');
 });
 
-test('hub.onChanges: one call per committed window, nothing for an empty one; the remover works', () => {
-  const { hub, clock, joinNode } = setup();
+test('hub.onChanges: one call per committed version, nothing for an empty window; the remover works', async () => {
+  const { hub, reg, advance, joinNode, joinToken } = await setup();
   const seen: number[] = [];
   const off = hub.onChanges((d) => seen.push(d.version));
-  joinNode('a');
-  joinNode('b');
-  clock.advance(50);
-  assert.equal(seen.length, 1, 'two joins in one window: one delta');
-  hub.flush();
+  await reg.joinMany(['a', 'b'].map((hostname) => ({ token: joinToken, nodeKey: encodeKey(generateKeyPair().publicKey), hostname })));
+  await advance(50);
+  assert.deepEqual(seen, [hub.log.version], 'two joins in one batch: one version, one call');
+  await hub.flush();
   assert.equal(seen.length, 1, 'nothing pending: no call');
   off();
-  joinNode('c');
-  clock.advance(50);
+  await joinNode('c');
+  await advance(50);
   assert.equal(seen.length, 1);
 });
 
-test('limits: too many consoles get 4429; a console that stops reading is closed with 1013; stop() closes with 1001', () => {
-  const { feed, admin, joinNode, clock } = setup({ maxConnections: 2, maxBufferedBytes: 1000 });
+test('limits: too many consoles get 4429; a console that stops reading is closed with 1013; stop() closes with 1001', async () => {
+  const { feed, admin, joinNode, advance } = await setup({ maxConnections: 2, maxBufferedBytes: 1000 });
   let backlog = 0;
   const slow = consoleOf(feed, () => backlog);
-  slow.auth(admin);
+  await slow.auth(admin);
   const ok = consoleOf(feed);
-  ok.auth(admin);
+  await ok.auth(admin);
   const third = consoleOf(feed);
   assert.equal(third.closed?.code, ADMIN_FEED_CLOSE.tooMany);
   assert.equal(third.sent[0].code, 'KNIT_ERR_RATE_LIMITED');
   backlog = 5000;
-  joinNode('x');
-  clock.advance(50);
+  await joinNode('x');
+  await advance(50);
   assert.equal(slow.closed?.code, ADMIN_FEED_CLOSE.tooSlow);
   assert.equal(ok.sent.at(-1).type, 'delta', 'the others still get it');
   feed.stop();
   assert.equal(ok.closed?.code, ADMIN_FEED_CLOSE.shutdown);
   assert.equal(consoleOf(feed).closed?.code, ADMIN_FEED_CLOSE.shutdown, 'nothing new after stop');
-  joinNode('y');
-  clock.advance(50); // the hub's listeners are gone: no throw, nothing sent
+  await joinNode('y');
+  await advance(50); // the hub's listeners are gone: no throw, nothing sent
 });
 
 // ---- the ws shell on a real coordinator ---------------------------------------------
@@ -188,9 +197,9 @@ function open(url: string) {
 test('over WebSocket: bad token → 4401, good token → state then a join live; /v1/control and unknown paths unchanged', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'knit-feed-'));
   dirs.push(dir);
-  const c = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [], coalesceMs: 10 }, { logger: silentLogger });
+  const c = await createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [], coalesceMs: 10 }, { logger: silentLogger });
   const { httpPort } = await c.start();
-  const admin = c.ensureAdmin()!;
+  const admin = (await c.ensureAdmin())!;
   const base = `ws://127.0.0.1:${httpPort}`;
   try {
     const bad = open(`${base}/v1/admin/feed`);

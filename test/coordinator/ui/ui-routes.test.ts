@@ -25,10 +25,10 @@ function bareApp(): FastifyInstance {
   return app;
 }
 
-function setup() {
+async function setup() {
   const dir = mkdtempSync(join(tmpdir(), 'knit-ui-'));
   dirs.push(dir);
-  const c = createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [] }, { clock: new ManualClock(), logger: silentLogger });
+  const c = await createCoordinator({ dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, stun: [] }, { clock: new ManualClock(), logger: silentLogger });
   return c;
 }
 
@@ -40,7 +40,7 @@ test('the console ships in coordinator/ui and is found from the compiled module'
 });
 
 test('GET /ui, /ui/ and each asset: the right content type, a strict CSP, nosniff, no framing', async () => {
-  const c = setup();
+  const c = await setup();
   const cases: [string, RegExp][] = [
     ['/ui', /^text\/html; charset=utf-8$/], ['/ui/', /^text\/html; charset=utf-8$/], ['/ui/index.html', /^text\/html/],
     ['/ui/app.js', /^text\/javascript; charset=utf-8$/], ['/ui/model.js', /^text\/javascript/], ['/ui/console.css', /^text\/css; charset=utf-8$/],
@@ -66,7 +66,7 @@ test('GET /ui, /ui/ and each asset: the right content type, a strict CSP, nosnif
 });
 
 test('HEAD works and an ETag match is answered 304 without a body', async () => {
-  const c = setup();
+  const c = await setup();
   const first = await c.app.inject({ url: '/ui/app.js' });
   const head = await c.app.inject({ method: 'HEAD', url: '/ui/app.js' });
   assert.equal(head.statusCode, 200);
@@ -79,7 +79,7 @@ test('HEAD works and an ETag match is answered 304 without a body', async () => 
 });
 
 test('traversal and unknown files get the 404 JSON, never another file', async () => {
-  const c = setup();
+  const c = await setup();
   const urls = [
     '/ui/../package.json', '/ui/..%2f..%2fpackage.json', '/ui/%2e%2e/%2e%2e/package.json', '/ui/%2e%2e%2f%2e%2e%2fpackage.json',
     '/ui/vendor/../../../package.json', '/ui/..\\..\\package.json', '/ui/%5c..%5cpackage.json', '/ui/app.js%00.html',
