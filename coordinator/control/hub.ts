@@ -42,7 +42,7 @@ import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import {
-  CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, helloProof, proofsEqual, welcomeProof,
+  CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, decodeServerMessage, helloProof, proofsEqual, welcomeProof,
   type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
@@ -169,13 +169,16 @@ export class ControlHub {
   private followAgain = false;
   /** When the changes of this replica's own committed versions were accepted (fan-out latency). */
   private readonly acceptedAt = new Map<number, number>();
-  private readonly unsubscribe: () => void;
+  private readonly unsubscribe: (() => void)[];
 
   constructor(private readonly o: HubOptions) {
     this.random = o.random ?? defaultRandomBytes;
     this.log = new ChangeLog(o.registry.startVersion, o.registry.history);
     this.lastSeenWrittenAt = o.clock.now();
-    this.unsubscribe = o.registry.store.onCommit(() => void this.follow());
+    this.unsubscribe = [
+      o.registry.store.onCommit(() => void this.follow()),
+      o.registry.store.onBroadcast((m) => this.relayed(m)),
+    ];
     this.armHousekeeping();
   }
 
@@ -233,7 +236,7 @@ export class ControlHub {
     const startedAt = this.o.clock.now();
     const { changes, since } = this.o.registry.takePending();
     const folded = coalesce(changes);
-    if (folded.length === 0) return;
+    if (folded.length === 0 && !this.o.registry.hasPending) return; // nothing for the feed, and no rows to record
     try {
       const version = await this.o.registry.commitWindow(folded);
       if (version !== undefined) this.acceptedAt.set(version, since);
@@ -336,7 +339,7 @@ export class ControlHub {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.unsubscribe();
+    for (const u of this.unsubscribe) u();
     if (this.flushTimer !== undefined) this.o.clock.clearTimeout(this.flushTimer);
     if (this.housekeepingTimer !== undefined) this.o.clock.clearTimeout(this.housekeepingTimer);
     this.flushTimer = this.housekeepingTimer = undefined;
@@ -472,8 +475,31 @@ export class ControlHub {
     if (s.cmmTokens < 1) return; // over the rate: dropped silently, the sender retries on its own schedule
     s.cmmTokens -= 1;
     const target = this.o.registry.peerByKey(m.to);
-    const ts = target && this.ready.get(target.id);
-    if (ts && ts !== s) ts.t.send(JSON.stringify({ type: 'call-me-maybe', from: s.nodeKey, endpoints: m.endpoints }));
+    if (!target || target.id === s.nodeId) return;
+    const frame = JSON.stringify({ type: 'call-me-maybe', from: s.nodeKey, endpoints: m.endpoints });
+    const ts = this.ready.get(target.id);
+    if (ts) return ts.t.send(frame);
+    // The target's session may be on another replica: the one that holds it passes it on.
+    if (target.online) {
+      this.o.registry.store.broadcast(JSON.stringify({ to: target.id, from: this.o.registry.replica, frame })).catch((err: unknown) => {
+        this.o.logger.warn('could not pass call-me-maybe to the other replicas', { err: (err as Error).message });
+      });
+    }
+  }
+
+  /** A message another replica broadcast: a call-me-maybe for a session held here. */
+  private relayed(message: string): void {
+    let m: { to?: unknown; from?: unknown; frame?: unknown };
+    try {
+      m = JSON.parse(message) as typeof m;
+    } catch {
+      return this.o.logger.warn('dropped a malformed message from another replica');
+    }
+    if (m === null || typeof m !== 'object' || m.from === this.o.registry.replica || typeof m.to !== 'number' || typeof m.frame !== 'string') return;
+    // Only what this hub itself would send: a call-me-maybe frame that decodes as one.
+    const d = decodeServerMessage(m.frame);
+    if (!d.ok || d.value.type !== 'call-me-maybe') return this.o.logger.warn('dropped a malformed message from another replica');
+    this.ready.get(m.to)?.t.send(m.frame);
   }
 
   /** Stores a node's view of its paths (peers by key → id; strangers and itself skipped) and tells listeners. */

@@ -26,12 +26,14 @@ import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { NatType, PeerChange } from '../../shared/wire/control.js';
 import { migrate } from './postgres-schema.js';
-import type { ChangeRow, NewNode, NewToken, NodeRow, Store, StoreTx, TokenRow } from './store.js';
+import { MAX_BROADCAST_BYTES, type ChangeRow, type NewNode, type NewToken, type NodeRow, type Store, type StoreTx, type TokenRow } from './store.js';
 
 /** The advisory lock every Knit write takes: "Knit" in ASCII, then 1. */
 export const WRITE_LOCK_KEY = 0x4b6e6974_00000001n;
 /** The NOTIFY channel carrying each committed version number. */
 export const CHANGES_CHANNEL = 'knit_changes';
+/** Where replicas pass messages that aren't stored (Store.broadcast). */
+export const SIGNALS_CHANNEL = 'knit_signals';
 
 /** Connections in the pool by default: one writer plus readers for the hub's catch-ups. */
 const DEFAULT_POOL_SIZE = 10;
@@ -122,6 +124,7 @@ function toNode(r: Raw): NodeRow {
 export class PostgresStore implements Store {
   readonly engine = 'postgres' as const;
   private readonly listeners = new Set<() => void>();
+  private readonly broadcastListeners = new Set<(message: string) => void>();
   /** The in-process write queue's tail. */
   private writes: Promise<unknown> = Promise.resolve();
   private listener: pg.Client | undefined;
@@ -282,6 +285,17 @@ export class PostgresStore implements Store {
     return () => { this.listeners.delete(entry); };
   }
 
+  async broadcast(message: string): Promise<void> {
+    if (Buffer.byteLength(message) > MAX_BROADCAST_BYTES) throw new KnitError('KNIT_ERR_INTERNAL', 'broadcast message too long');
+    await this.query(`SELECT pg_notify('${SIGNALS_CHANNEL}', $1)`, [message]);
+  }
+
+  onBroadcast(fn: (message: string) => void): () => void {
+    const entry = (m: string) => fn(m);
+    this.broadcastListeners.add(entry);
+    return () => { this.broadcastListeners.delete(entry); };
+  }
+
   private wake(): void {
     for (const fn of [...this.listeners]) {
       try {
@@ -297,10 +311,13 @@ export class PostgresStore implements Store {
     const client = new pg.Client(this.clientConfig);
     client.on('error', (err) => this.listenerLost(client, err));
     client.on('end', () => this.listenerLost(client, new Error('the connection ended')));
-    client.on('notification', (msg) => { if (msg.channel === CHANGES_CHANNEL) this.wake(); });
+    client.on('notification', (msg) => {
+      if (msg.channel === CHANGES_CHANNEL) this.wake();
+      else if (msg.channel === SIGNALS_CHANNEL && msg.payload !== undefined) for (const fn of [...this.broadcastListeners]) fn(msg.payload);
+    });
     try {
       await client.connect();
-      await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+      await client.query(`LISTEN ${CHANGES_CHANNEL}; LISTEN ${SIGNALS_CHANNEL}`);
     } catch (err) {
       client.end().catch(() => { /* already broken */ });
       throw err;

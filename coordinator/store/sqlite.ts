@@ -268,6 +268,12 @@ export class SqliteStore implements Store {
     return this.enqueue(() => { this.stmts.pruneChanges.run(this.latestVersionNow() - keep); });
   }
 
+  /** One process per SQLite store: nobody else to tell. */
+  async broadcast(): Promise<void> {}
+  onBroadcast(): () => void {
+    return () => {};
+  }
+
   onCommit(fn: () => void): () => void {
     this.commitListeners.add(fn);
     return () => this.commitListeners.delete(fn);

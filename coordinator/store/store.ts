@@ -60,6 +60,9 @@ export interface NodeRow {
   onlineReplica: string | null;
 }
 
+/** The largest broadcast message (PostgreSQL's NOTIFY payload limit is 8000 bytes). */
+export const MAX_BROADCAST_BYTES = 4000;
+
 export type NewNode = Omit<NodeRow, 'id' | 'endpoints' | 'natType' | 'onlineReplica'>;
 export type NewToken = Omit<TokenRow, 'revoked' | 'joins'>;
 
@@ -166,6 +169,15 @@ export interface Store extends StoreReader {
    * Returns the remover.
    */
   onCommit(fn: () => void): () => void;
+  /**
+   * Passes a small message (at most MAX_BROADCAST_BYTES) at once to every process sharing
+   * this store, itself included, without storing it (PostgreSQL NOTIFY) — for what only
+   * the replica holding a session can do, like relaying call-me-maybe to its agent. Best
+   * effort: lost if nobody listens. SQLite has no one else to tell; it does nothing.
+   */
+  broadcast(message: string): Promise<void>;
+  /** Calls `fn` with every broadcast message. Returns the remover. */
+  onBroadcast(fn: (message: string) => void): () => void;
   /** Deletes change rows older than `keep` versions behind the newest. */
   pruneChanges(keep: number): Promise<void>;
   close(): Promise<void>;

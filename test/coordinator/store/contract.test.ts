@@ -19,7 +19,7 @@ import type { PeerChange } from '../../../shared/wire/control.js';
 import { PG_MIGRATIONS } from '../../../coordinator/store/postgres-schema.js';
 import { PostgresStore } from '../../../coordinator/store/postgres.js';
 import { SqliteStore } from '../../../coordinator/store/sqlite.js';
-import type { NewNode, NewToken, Store } from '../../../coordinator/store/store.js';
+import { MAX_BROADCAST_BYTES, type NewNode, type NewToken, type Store } from '../../../coordinator/store/store.js';
 import { until } from '../../helpers/until.js';
 import { startPostgres, type PostgresServer } from '../../support/postgres.js';
 
@@ -457,6 +457,22 @@ function postgresOnly(server: PostgresServer, engine: Engine): void {
       const v = await a.write((tx) => tx.appendChange(change(1)));
       await until('replica b hears replica a commit', () => heard >= 1, { timeoutMs: 5_000 });
       assert.deepEqual((await b.changesSince(0, 10)).map((c) => c.version), [v]);
+    });
+
+    test('broadcast: a message from one replica reaches every replica at once, the sender too; too long is refused', async (t) => {
+      const { store: a, again } = await engine.open(t);
+      const b = await again();
+      const heard: string[][] = [[], []];
+      a.onBroadcast((m) => heard[0]!.push(m));
+      const off = b.onBroadcast((m) => heard[1]!.push(m));
+      await a.broadcast('{"to":7}');
+      await until('both replicas hear it', () => heard.every((h) => h.length === 1), { timeoutMs: 5_000 });
+      assert.deepEqual(heard, [['{"to":7}'], ['{"to":7}']]);
+      off();
+      await assert.rejects(a.broadcast('x'.repeat(MAX_BROADCAST_BYTES + 1)));
+      await b.broadcast('second');
+      await until('a hears the second', () => heard[0]!.length === 2, { timeoutMs: 5_000 });
+      assert.equal(heard[1]!.length, 1, 'the remover stops b');
     });
 
     test('a write that throws sends no commit hint', async (t) => {
