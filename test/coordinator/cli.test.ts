@@ -61,6 +61,10 @@ test('usage errors: exit 2, exactly one line on stderr, nothing on stdout, nothi
     ['nodes', 'explode', '--data', data],
     ['nodes', '--json=yes', '--data', data],
     ['launch-missiles'],
+    ['coordinator', '--store', 'mysql://knit:hunter2-not-here@db/knit'],
+    ['coordinator', '--store', 'postgres://'],
+    ['token', 'list', '--store', 'postgres://knit:hunter2-not-here@db/knit', '--data', data],
+    ['nodes', 'list', '--store', 'sqlite:./x.db'],
   ];
   for (const argv of cases) {
     const r = await capture(argv);
@@ -69,6 +73,7 @@ test('usage errors: exit 2, exactly one line on stderr, nothing on stdout, nothi
     assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, `${what}: ${r.stderr}`);
     assert.match(r.stderr, /^knit [a-z-]+: /, what);
     assert.equal(r.stdout, '', what);
+    assert.ok(!r.stderr.includes('hunter2'), `${what}: a store password is never echoed`);
   }
   assert.equal(existsSync(data), false, 'no data dir was created by a refused command');
   assert.deepEqual(readdirSync(d), []);
