@@ -3,11 +3,19 @@
  * measured here, never with timed assertions in tests; budgets from the issues
  * are checked and reported loudly (a `budgets` section with pass/fail), not
  * turned into exit codes, because these machines are shared and noisy.
+ *
+ * The coordinator runs single-process (SQLite) by default; `--replicas R` runs R
+ * replicas on a throwaway PostgreSQL server instead, and `all` does both, the
+ * replica run at a modest size after the single-process ones
+ * (`coordinator.runs` and `coordinator.replicated` side by side in the JSON).
  */
 import { intFlag, parseFlags } from '../../shared/cli/args.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
-import { benchCoordinator, coordinatorBudgets, coordinatorSizes, COORDINATOR_GOAL_AGENTS, type CoordinatorBenchResult } from './coordinator-bench.js';
+import {
+  benchCoordinator, benchReplicas, coordinatorBudgets, coordinatorSizes, replicaBudgets, COORDINATOR_GOAL_AGENTS, REPLICA_DEFAULT,
+  type CoordinatorBenchResult, type ReplicaBenchResult,
+} from './coordinator-bench.js';
 import { benchLan } from './lan-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
 import { benchRelay } from './relay-bench.js';
@@ -18,32 +26,65 @@ interface Budget { name: string; value: number; limit: number; ok: boolean }
 
 const budget = (name: string, value: number, limit: number): Budget => ({ name, value, limit, ok: value <= limit });
 
+/**
+ * Replica runs, one per size; `{skipped}` when PostgreSQL can't be started here (said on
+ * stderr), so a machine without it still gets every other figure. A size that fails is
+ * reported as a missed budget, as single-process sizes are.
+ */
+async function replicated(replicas: number, sizes: number[], budgets: Budget[]): Promise<{ runs: ReplicaBenchResult[] } | { skipped: string }> {
+  const runs: ReplicaBenchResult[] = [];
+  for (const agents of sizes) {
+    try {
+      const r = await benchReplicas({ replicas, agents });
+      if ('skipped' in r) {
+        console.error(`knit bench: coordinator replica benchmark skipped: ${r.skipped}`);
+        return r;
+      }
+      runs.push(r);
+    } catch (err) {
+      console.error(`knit bench: coordinator with ${replicas} replicas at ${agents} agents failed: ${(err as Error).message}`);
+      budgets.push(budget(`coordinator ${replicas} replicas × ${agents}: run failed`, 1, 0));
+    }
+  }
+  budgets.push(...replicaBudgets(runs));
+  return { runs };
+}
+
 export async function runBenchCli(argv: string[]): Promise<number> {
   try {
-    const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' } }, true);
+    const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' }, replicas: { type: 'string' } }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|sim|relay] [--agents N[,N…]] [--json]');
-      console.log('  --agents: agents for `agent` (2-32, default 8) or `coordinator` (2-20000 each, default 1000,10000)');
+      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|sim|relay] [--agents N[,N…]] [--replicas R] [--json]');
+      console.log('  --agents: agents for `agent` (2-32, default 8) or `coordinator` (2-20000 each, default 1000,10000; with --replicas 1000)');
+      console.log('  --replicas: `coordinator` as R replicas (2-8) on a throwaway PostgreSQL server, agents spread over them');
       return 0;
     }
     const which = positionals[0] ?? 'all';
     if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'sim', 'relay'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, sim, relay)`);
-    const sizes = coordinatorSizes(which === 'coordinator' ? values.agents : undefined);
+    if (values.replicas !== undefined && which !== 'coordinator') throw new KnitError('KNIT_ERR_USAGE', '--replicas goes with `knit bench coordinator`');
+    const replicas = values.replicas === undefined ? undefined : intFlag(values.replicas, 'replicas', 2, 8, REPLICA_DEFAULT.replicas);
+    const sizes = coordinatorSizes(which === 'coordinator' ? values.agents : undefined, replicas === undefined ? undefined : [REPLICA_DEFAULT.agents]);
     const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
     const budgets: Budget[] = [];
     if (which === 'all' || which === 'coordinator') {
-      const runs: CoordinatorBenchResult[] = [];
-      for (const agents of sizes) {
-        try {
-          runs.push(await benchCoordinator({ agents }));
-        } catch (err) {
-          // One size failing (EMFILE, a crash) must not lose the other figures: report it as a miss.
-          console.error(`knit bench: coordinator at ${agents} agents failed: ${(err as Error).message}`);
-          budgets.push(budget(`coordinator ${agents}: run failed`, 1, 0));
+      const coordinator: { runs?: CoordinatorBenchResult[]; replicated?: unknown } = {};
+      if (replicas === undefined) {
+        const runs: CoordinatorBenchResult[] = [];
+        for (const agents of sizes) {
+          try {
+            runs.push(await benchCoordinator({ agents }));
+          } catch (err) {
+            // One size failing (EMFILE, a crash) must not lose the other figures: report it as a miss.
+            console.error(`knit bench: coordinator at ${agents} agents failed: ${(err as Error).message}`);
+            budgets.push(budget(`coordinator ${agents}: run failed`, 1, 0));
+          }
         }
+        coordinator.runs = runs;
+        budgets.push(...coordinatorBudgets(runs, sizes.includes(COORDINATOR_GOAL_AGENTS)));
       }
-      report.coordinator = { runs };
-      budgets.push(...coordinatorBudgets(runs, sizes.includes(COORDINATOR_GOAL_AGENTS)));
+      if (replicas !== undefined) coordinator.replicated = await replicated(replicas, sizes, budgets);
+      else if (which === 'all') coordinator.replicated = await replicated(REPLICA_DEFAULT.replicas, [REPLICA_DEFAULT.agents], budgets);
+      report.coordinator = coordinator;
     }
     if (which === 'all' || which === 'agent') {
       const agent = await benchAgents(intFlag(which === 'agent' ? values.agents : undefined, 'agents', 2, 32, 8));

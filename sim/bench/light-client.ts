@@ -23,7 +23,7 @@ import {
   CONTROL_PROTOCOL_VERSION, MAX_SERVER_FRAME_BYTES, NONCE_BYTES, controlAuthKey, decodeServerMessage, helloProof, proofsEqual, welcomeProof,
   type NatType, type ServerMessage,
 } from '../../shared/wire/control.js';
-import { joinMesh } from '../../agent/control/join.js';
+import { fetchJoinHttp, joinMesh, type JoinHttp } from '../../agent/control/join.js';
 import { backoffDelayMs, controlUrl } from '../../agent/control/client.js';
 import { applyDelta, applySnapshot, emptyNetmap, type Netmap } from '../../agent/control/netmap.js';
 
@@ -46,6 +46,7 @@ export interface Watch {
 
 /** What every client of one load generator shares: the coordinator, the watch, and where results go. */
 export interface LightClientContext {
+  /** The coordinator every client uses unless it was given its own (a replica's) URL. */
   url: string; // http://127.0.0.1:PORT
   token: ParsedToken;
   rawToken: string;
@@ -86,7 +87,14 @@ export class LightClient {
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly ctx: LightClientContext, readonly hostname: string, readonly localAddress: string, readonly full: boolean) {
+  /**
+   * `url`: the coordinator this client joins at and connects to (default `ctx.url`); with
+   * replicas, each client has its replica's, whatever URL the shared token names.
+   */
+  constructor(
+    readonly ctx: LightClientContext, readonly hostname: string, readonly localAddress: string, readonly full: boolean,
+    readonly url: string = ctx.url,
+  ) {
     const kp = generateKeyPair();
     this.privateKey = kp.privateKey;
     this.nodeKey = encodeKey(kp.publicKey);
@@ -95,11 +103,12 @@ export class LightClient {
     this.discoKey = encodeKey(defaultRandomBytes(32));
   }
 
-  /** POST /v1/join with the token; checks the coordinator's proof (the agent's own join code). */
+  /** POST /v1/join with the token, at this client's coordinator; checks the coordinator's proof (the agent's own join code). */
   async join(): Promise<void> {
+    const at: JoinHttp = (_url, body) => fetchJoinHttp(`${this.url}/v1/join`, body);
     const res = await joinMesh(this.ctx.token, this.ctx.rawToken, {
       privateKey: this.privateKey, publicKey: this.nodeKey, discoKey: this.discoKey, hostname: this.hostname,
-    });
+    }, at);
     this.id = res.node.id;
     if (this.full) this.netmap = emptyNetmap(this.id);
   }
@@ -108,7 +117,7 @@ export class LightClient {
   connect(): void {
     this.authKey ??= controlAuthKey(this.privateKey, this.ctx.token.coordinatorKey);
     this.phase = 'challenge';
-    const ws = new WebSocket(controlUrl(this.ctx.url), {
+    const ws = new WebSocket(controlUrl(this.url), {
       perMessageDeflate: false, maxPayload: MAX_SERVER_FRAME_BYTES, handshakeTimeout: 30_000, localAddress: this.localAddress,
       skipUTF8Validation: !this.full, // light clients never read most bytes; the full client checks everything
     });

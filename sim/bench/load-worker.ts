@@ -6,7 +6,10 @@
  * change, report one, reconnect them all at once, and say what each holds.
  *
  * Usage (by coordinator-bench.ts only): fork with
- *   {url, token, first, count, sourceAddresses} as JSON in argv[2].
+ *   {urls, token, first, count, sourceAddresses} as JSON in argv[2].
+ * With several coordinator replicas (`urls`), clients are dealt out round-robin
+ * by their global index (client n uses urls[n % urls.length]), and every
+ * watched delivery says which replica it came through.
  * Sockets are spread over several loopback source addresses (127.x.y.z all
  * reach 127.0.0.1 on Linux), so 10,000 connections plus the TIME_WAIT of a
  * reconnect storm never run out of ephemeral ports on one address.
@@ -16,7 +19,8 @@ import { readyIpc, serveIpc } from './ipc.js';
 import { LightClient, monoMs, type LightClientContext } from './light-client.js';
 
 interface WorkerConfig {
-  url: string;
+  /** The coordinator, or every replica's URL. */
+  urls: string[];
   token: string;
   first: number; // index of this worker's first client, for unique hostnames
   count: number;
@@ -25,7 +29,7 @@ interface WorkerConfig {
 
 const config = JSON.parse(process.argv[2] ?? '{}') as WorkerConfig;
 const token = parseToken(config.token);
-if (!token || token.kind !== 'join' || !(config.count > 0) || config.sourceAddresses.length === 0) {
+if (!token || token.kind !== 'join' || !(config.count > 0) || config.sourceAddresses.length === 0 || !(config.urls?.length > 0)) {
   console.error('load-worker: bad configuration');
   process.exit(2);
 }
@@ -34,6 +38,10 @@ if (!token || token.kind !== 'join' || !(config.count > 0) || config.sourceAddre
 const problems = new Map<string, number>();
 const problemSamples: string[] = [];
 let watchedTimes: number[] = [];
+/** The replica (index into config.urls) of each watched delivery, in step with watchedTimes. */
+let watchedReplicas: number[] = [];
+/** Each client's replica, by client. */
+const replicaOf = new Map<LightClient, number>();
 let watchedBytes = 0;
 let mappedWaiters: (() => void)[] = [];
 /** Clients whose handshake is under way: started, and neither mapped nor failed yet. */
@@ -41,9 +49,10 @@ const inFlight = new Set<LightClient>();
 
 
 const ctx: LightClientContext = {
-  url: config.url, token, rawToken: config.token, watch: undefined, retry: false,
-  onWatched(_c, at, bytes) {
+  url: config.urls[0]!, token, rawToken: config.token, watch: undefined, retry: false,
+  onWatched(c, at, bytes) {
     watchedTimes.push(at);
+    watchedReplicas.push(replicaOf.get(c)!);
     watchedBytes = bytes;
   },
   onMapped(c) {
@@ -60,7 +69,10 @@ const ctx: LightClientContext = {
 const clients: LightClient[] = [];
 for (let i = 0; i < config.count; i++) {
   const n = config.first + i;
-  clients.push(new LightClient(ctx, `bench-${n}`, config.sourceAddresses[i % config.sourceAddresses.length]!, i === 0));
+  const replica = n % config.urls.length;
+  const c = new LightClient(ctx, `bench-${n}`, config.sourceAddresses[i % config.sourceAddresses.length]!, i === 0, config.urls[replica]);
+  clients.push(c);
+  replicaOf.set(c, replica);
 }
 
 /** Runs `fn` over every client with at most `limit` in flight. */
@@ -137,6 +149,7 @@ serveIpc({
   watch(args: { id: number; marker: string } | null) {
     ctx.watch = args ? { ...args, markerBytes: Buffer.from(args.marker) } : undefined;
     watchedTimes = [];
+    watchedReplicas = [];
   },
   /** Client `index` (of this worker) reports endpoints; returns when it was sent (monoMs). */
   report(args: { index: number; endpoints: string[] }) {
@@ -146,7 +159,7 @@ serveIpc({
     return { at, id: c.id };
   },
   watched() {
-    return { times: watchedTimes, bytes: watchedBytes };
+    return { times: watchedTimes, replicas: watchedReplicas, bytes: watchedBytes };
   },
   ids() {
     return clients.map((c) => c.id);
