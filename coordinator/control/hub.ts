@@ -112,7 +112,8 @@ const SNAPSHOT_TAIL_MAX_FRACTION = 1 / 8;
 
 interface Session {
   t: SessionTransport;
-  state: 'await-hello' | 'ready' | 'closed';
+  /** 'catching-up': hello was proven for a key not known here yet, and the feed is being read (see hello). */
+  state: 'await-hello' | 'catching-up' | 'ready' | 'closed';
   serverNonce: string;
   nodeId: number;
   nodeKey: string;
@@ -443,8 +444,13 @@ export class ControlHub {
       this.o.metrics.wsProtocolErrors++;
       return this.fail(s, new KnitError('KNIT_ERR_PROTOCOL', d.error));
     }
+    this.guarded(s, () => this.handle(s, d.value));
+  }
+
+  /** Runs a step of a session; a KnitError it throws ends the session with that error, anything else as internal. */
+  private guarded(s: Session, step: () => void): void {
     try {
-      this.handle(s, d.value);
+      step();
     } catch (err) {
       if (err instanceof KnitError) return this.fail(s, err);
       this.o.logger.error('control session failed', { err: (err as Error).message });
@@ -458,6 +464,7 @@ export class ControlHub {
       return this.hello(s, m);
     }
     if (m.type === 'hello') throw new KnitError('KNIT_ERR_PROTOCOL', 'hello sent twice');
+    if (s.state === 'catching-up') throw new KnitError('KNIT_ERR_PROTOCOL', 'nothing but hello may come before the welcome');
     const now = this.o.clock.now();
     if (m.type === 'paths') return this.paths(s, m.paths, now);
     if (m.type === 'endpoints') {
@@ -547,7 +554,18 @@ export class ControlHub {
       throw new KnitError('KNIT_ERR_AUTH_FAILED');
     }
     const peer = this.o.registry.peerByKey(m.nodeKey);
-    if (!peer) throw new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node key is not registered (removed, or never joined)');
+    if (!peer) {
+      const unknown = new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node key is not registered (removed, or never joined)');
+      if (s.state === 'catching-up' || !this.o.registry.shared) throw unknown;
+      // It may have joined through another replica a moment ago, in a version this one hasn't
+      // followed yet. "Unknown" (4404) tells the agent to give up for good, so catch up with
+      // the feed once before saying it. Only a key's holder gets here (the proof came first).
+      s.state = 'catching-up';
+      void this.follow().then(() => {
+        if (s.state === 'catching-up') this.guarded(s, () => this.hello(s, m));
+      });
+      return;
+    }
     this.authKeys.set(peer.nodeKey, k); // keyed by the registry's string, not this frame's copy
     if (s.helloTimer !== undefined) this.o.clock.clearTimeout(s.helloTimer);
     s.helloTimer = undefined;

@@ -201,6 +201,10 @@ export class Registry {
     const id = this.byKey.get(nodeKey);
     return id === undefined ? undefined : this.byId.get(id);
   }
+  /** Whether other replicas may write the store: then a node unknown here may have joined through one of them. */
+  get shared(): boolean {
+    return this.options.exclusive !== true;
+  }
   isEphemeral(id: number): boolean {
     return this.ephemeral.has(id);
   }
@@ -211,8 +215,15 @@ export class Registry {
     this.pending = [];
     return out;
   }
+
+  /**
+   * Whether a window has anything to commit: changes for the feed, or rows alone. A session
+   * that moved here from another replica changes no peer's map (the node was online already),
+   * but the store must record this replica as its holder: else, once the other replica is
+   * taken for dead, its release marks offline a node this one serves.
+   */
   get hasPending(): boolean {
-    return this.pending.length > 0;
+    return this.pending.length > 0 || this.dirty.size > 0;
   }
 
   /** Puts back a window that could not be committed, ahead of anything queued since. */
