@@ -275,6 +275,12 @@ export class ControlHub {
           this.followAgain = false;
           for (;;) {
             const rows = await this.o.registry.store.changesSince(this.log.version, FOLLOW_BATCH);
+            if (rows.length > 0 && rows[0]!.version > this.log.version + 1) {
+              // Versions this replica never saw are gone from the store (it was cut off from it
+              // for longer than the feed is kept): its memory is rebuilt from the rows instead.
+              this.o.logger.warn('fell behind the change feed; reloading the peer map', { had: this.log.version, next: rows[0]!.version });
+              await this.o.registry.resync();
+            }
             for (const row of rows) this.deliver(row);
             if (rows.length < FOLLOW_BATCH) break;
           }

@@ -512,6 +512,17 @@ export class Registry {
     return removed;
   }
 
+  /**
+   * Rebuilds memory from the store's rows, for a replica that fell behind the feed further
+   * than the store keeps it. Nodes with session changes not committed yet keep them.
+   */
+  async resync(): Promise<void> {
+    const rows = await this.store.nodes();
+    const present = new Set(rows.map((r) => r.id));
+    for (const id of [...this.byId.keys()]) if (!present.has(id)) this.forget(id);
+    for (const row of rows) if (!this.dirty.has(row.id)) this.remember(row);
+  }
+
   /** Reads the ephemeral flag of nodes other replicas registered (one store read, only when there are any). */
   async learnEphemeral(): Promise<void> {
     if (this.unlearned.size === 0) return;

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { encodeKey, generateKeyPair, type KeyPair } from '../../../shared/crypto/keys.js';
 import { silentLogger } from '../../../shared/log.js';
@@ -547,4 +550,30 @@ test('under load a window lasts as long as the last flush took, so fan-out leave
   assert.equal(deltas.length, 1, 'not while the window stretched to the 200 ms the last flush took is open');
   await advance(manual, 60);
   assert.equal(deltas.length, 2);
+});
+
+test('a replica that fell behind the feed further than the store keeps it reloads the map from the rows', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-hub-'));
+  try {
+    const clock = new ManualClock();
+    const path = join(dir, 'knit.db');
+    const a = await Registry.open(new SqliteStore(path), { clock, url: 'http://127.0.0.1:1', replica: 'a' });
+    const b = await Registry.open(new SqliteStore(path), { clock, url: 'http://127.0.0.1:1', replica: 'b' });
+    const logger = { ...silentLogger, warn: (msg: string) => { warnings.push(msg); }, child: () => logger };
+    const warnings: string[] = [];
+    const hubB = new ControlHub({ registry: b, clock, logger, metrics: new CoordinatorMetrics(), stunPorts: [] });
+    const token = (await a.createToken({ reusable: true })).token;
+    const joined: number[] = [];
+    for (const name of ['x', 'y', 'z']) joined.push((await a.join({ token, nodeKey: encodeKey(generateKeyPair().publicKey), hostname: name })).response.node.id);
+    assert.ok(await a.remove(joined[0]!));
+    await a.store.pruneChanges(1); // b was away while the store dropped all but the newest version
+    await hubB.follow(); // SQLite tells only its own process: b finds out by following
+    assert.deepEqual(warnings, ['fell behind the change feed; reloading the peer map']);
+    assert.deepEqual([...b.peers()].map((p) => p.name).sort(), ['y', 'z']);
+    assert.equal(hubB.log.version, await a.store.latestVersion());
+    await hubB.stop();
+    await Promise.all([a.store.close(), b.store.close()]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
