@@ -302,6 +302,7 @@ export class ControlHub {
       if (foreign) this.o.registry.applyChange(c);
       if (c.op === 'remove') this.dropSession(c.id);
     }
+    if (foreign) this.noteChanges(); // applying it may have queued a correction (see Registry.applyChange)
     const { msg, bytes } = this.log.append(row.version, row.changes);
     for (const s of this.ready.values()) sendShared(s, bytes);
     this.o.metrics.deltasSent += this.ready.size;

@@ -287,6 +287,15 @@ export class Registry {
     }
     const p = this.byId.get(c.id);
     if (!p) return;
+    if (c.op === 'online' && !c.online && this.held.has(c.id)) {
+      // The replica this node's session left let go of it after the session came here, but
+      // before this replica recorded itself as the holder: the node is online, here. Say so.
+      const lastSeen = Math.floor(this.options.clock.wallNow());
+      this.byId.set(c.id, { ...p, online: true, lastSeen });
+      this.dirty.add(c.id);
+      this.push({ op: 'online', id: c.id, online: true, lastSeen });
+      return;
+    }
     let next: PeerInfo;
     if (c.op === 'endpoints') next = { ...p, endpoints: c.endpoints, natType: c.natType };
     else if (c.op === 'online') next = { ...p, online: c.online, lastSeen: c.lastSeen };

@@ -158,8 +158,8 @@ test('two replicas: an endpoint change on A reaches an agent on B under the vers
   const onB = await my.next(isXEndpoints, 'X\'s endpoints in a delta on B');
   assert.deepEqual(onB.changes.find((c) => c.op === 'endpoints' && c.id === xId), { op: 'endpoints', id: xId, endpoints, natType: 'endpoint-independent' });
   assert.equal(onB.from, onB.version - 1);
-  const onA = loggedOnA.find(isXEndpoints);
-  assert.ok(onA, 'A logged the delta it committed');
+  // B may hear of the commit (NOTIFY) and send it before A's own follow has read it back.
+  const onA = await until('A logged the delta it committed', () => loggedOnA.find(isXEndpoints), { timeoutMs: 5000 });
   assert.equal(onB.version, onA.version, 'B sent it under the version A committed');
   await mx.next((m) => isXEndpoints(m) && m.version === onA.version, 'the same delta back on X (A)');
 

@@ -321,3 +321,28 @@ test('replicas: the nodes of a replica that stopped stamping itself alive are ma
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('replicas: an "offline" from the replica a session left, committed after the session moved, is answered with "online"', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
+  const { a, b, id, holder, close } = await twoReplicas(dir);
+  try {
+    a.setOnline(id, true);
+    await a.commitWindow(a.takePending().changes);
+    for (const r of await b.store.changesSince(0, 10)) if (r.origin !== 'b') r.changes.forEach((c) => b.applyChange(c));
+    b.setOnline(id, true); // the agent reconnected to b: online already, so nothing for peers yet
+    const before = await a.store.latestVersion();
+    a.setOnline(id, false); // a notices its old connection died, before b has written anything
+    await a.commitWindow(a.takePending().changes);
+    const [offline] = await b.store.changesSince(before, 10);
+    assert.deepEqual(offline!.changes.map((c) => c.op === 'online' && c.online), [false], 'a still held it on disk: its offline went through');
+    offline!.changes.forEach((c) => b.applyChange(c)); // b follows the feed
+    assert.equal(b.peer(id)!.online, true, 'b serves it: memory stays online');
+    const { changes } = b.takePending();
+    assert.deepEqual(changes.map((c) => c.op === 'online' && c.online), [true], 'and peers are told again');
+    await b.commitWindow(changes);
+    assert.equal(await holder(), 'b');
+  } finally {
+    await close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
