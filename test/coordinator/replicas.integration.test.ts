@@ -27,7 +27,7 @@ import { systemClock } from '../../shared/clock.js';
 import { encodeKey, generateKeyPair, type KeyPair } from '../../shared/crypto/keys.js';
 import { defaultRandomBytes } from '../../shared/crypto/seal.js';
 import { silentLogger, type Logger } from '../../shared/log.js';
-import type { DeltaMsg, PeerInfo, ServerMessage } from '../../shared/wire/control.js';
+import type { CallMeMaybeIn, DeltaMsg, PeerInfo, ServerMessage } from '../../shared/wire/control.js';
 import { createCoordinator, type Coordinator } from '../../coordinator/index.js';
 import { PostgresStore } from '../../coordinator/store/postgres.js';
 import { Agent } from '../../agent/agent.js';
@@ -216,6 +216,25 @@ test('three replicas: joins and reports spread over all three end in the same ve
   assert.deepEqual(logs[1], logs[0]);
   assert.deepEqual(logs[2], logs[0]);
   t.diagnostic(`${version - start[0]!} versions, identical on 3 replicas`);
+});
+
+test('call-me-maybe crosses replicas: X on A asks for Y on B, and only Y gets it, from X\'s proven key', { timeout: 60_000 }, async (t) => {
+  if (skip) return t.skip(skip);
+  const { replicas: [a, b], newToken } = await mesh(t, 2);
+  const token = await newToken({ reusable: true });
+  const [x, y, z] = [await joinNode(a!.base, token, 'x'), await joinNode(b!.base, token, 'y'), await joinNode(b!.base, token, 'z')];
+  const mx = mini(t, a!.base, x.kp);
+  const my = mini(t, b!.base, y.kp);
+  const mz = mini(t, b!.base, z.kp);
+  for (const m of [mx, my, mz]) await m.next(isType('snapshot'), 'snapshot');
+  await until('A shows Y online', () => a!.c.registry.peer(y.body.node.id)?.online, { timeoutMs: 5000 });
+  const endpoints = ['198.51.100.7:41641'];
+  mx.send({ type: 'call-me-maybe', to: encodeKey(y.kp.publicKey), endpoints });
+  const got = await my.next((m): m is CallMeMaybeIn => m.type === 'call-me-maybe', 'call-me-maybe on B');
+  assert.deepEqual(got, { type: 'call-me-maybe', from: encodeKey(x.kp.publicKey), endpoints });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(mz.frames.filter((m) => m.type === 'call-me-maybe').length, 0, 'nobody else on B gets it');
+  assert.equal(my.frames.filter((m) => m.type === 'call-me-maybe').length, 1, 'once');
 });
 
 test('a node that joined through one replica and connects to the other at once is served; only a stranger hears 4404', { timeout: 60_000 }, async (t) => {
