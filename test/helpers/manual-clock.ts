@@ -29,14 +29,7 @@ export class ManualClock implements Clock {
   /** Advances time by `ms`, firing every timer due on the way. */
   advance(ms: number): void {
     const end = this.t + ms;
-    for (;;) {
-      let next: [number, { at: number; seq: number; fn: () => void }] | undefined;
-      for (const e of this.timers) if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].seq < next[1].seq))) next = e;
-      if (!next) break;
-      this.timers.delete(next[0]);
-      this.t = next[1].at;
-      next[1].fn();
-    }
+    for (let next = this.takeDue(end); next; next = this.takeDue(end)) next();
     this.t = end;
   }
 
@@ -47,16 +40,21 @@ export class ManualClock implements Clock {
   async advanceAsync(ms: number, settle: () => Promise<void>): Promise<void> {
     const end = this.t + ms;
     await settle();
-    for (;;) {
-      let next: [number, { at: number; seq: number; fn: () => void }] | undefined;
-      for (const e of this.timers) if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].seq < next[1].seq))) next = e;
-      if (!next) break;
-      this.timers.delete(next[0]);
-      this.t = next[1].at;
-      next[1].fn();
+    for (let next = this.takeDue(end); next; next = this.takeDue(end)) {
+      next();
       await settle();
     }
     this.t = end;
+  }
+
+  /** Removes the earliest timer due by `end` (creation order breaks ties), sets the time to it, returns it. */
+  private takeDue(end: number): (() => void) | undefined {
+    let next: [number, { at: number; seq: number; fn: () => void }] | undefined;
+    for (const e of this.timers) if (e[1].at <= end && (!next || e[1].at < next[1].at || (e[1].at === next[1].at && e[1].seq < next[1].seq))) next = e;
+    if (!next) return undefined;
+    this.timers.delete(next[0]);
+    this.t = next[1].at;
+    return next[1].fn;
   }
 
   get pending(): number { return this.timers.size; }
