@@ -2,7 +2,9 @@
  * A Knit mesh in the lab: a real coordinator on the lab internet and real
  * `knit up` agents (wireguard-go) in namespaces, plus what every lab test asks
  * of them — status, a ping through the tunnel, waiting with an explanation
- * (every agent's log tail and status) when a wait times out.
+ * (every agent's log tail and status) when a wait times out. `startMesh` runs
+ * the coordinator too; `labAgents` is the agents' side alone, for a test that
+ * runs its own coordinators (replicas behind a load balancer).
  */
 import { join } from 'node:path';
 import type { StatusDocument } from '../../agent/status.js';
@@ -17,9 +19,8 @@ export interface LabAgent {
   state: string;
 }
 
-export interface LabMesh {
-  readonly coordHost: LabHost;
-  readonly coordProc: LabProcess;
+/** Agents in the lab that join one mesh with one token, and what tests ask of them. */
+export interface LabAgents {
   /** A reusable join token. */
   readonly token: string;
   readonly agents: Map<string, LabAgent>;
@@ -32,11 +33,28 @@ export interface LabMesh {
   until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number): Promise<T>;
 }
 
+export interface LabMesh extends LabAgents {
+  readonly coordHost: LabHost;
+  readonly coordProc: LabProcess;
+}
+
 /** Starts the coordinator on `coordHost` (STUN on 3478 and 3479, the relay on its default port) and makes a token. */
 export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Promise<LabMesh> {
-  const agents = new Map<string, LabAgent>();
   const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
     '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
+  const coordinatorLog = () => `--- coordinator\n${coordProc.output().slice(-1500)}`;
+  await untilHelper('coordinator ready', () => coordProc.output().includes('coordinator ready'), { timeoutMs: 15_000, intervalMs: 250, explain: coordinatorLog });
+  const token = (await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
+  return { coordHost, coordProc, ...labAgents(lab, token, dir, { explain: coordinatorLog }) };
+}
+
+/**
+ * Agents that join with `token`, for a test that runs the coordinator side itself (replicas
+ * behind a load balancer, say). `explain` adds that side's logs to every timed-out wait; it
+ * must never return a secret (the admin token a first start prints, a database URL).
+ */
+export function labAgents(lab: Lab, token: string, dir: string, options: { explain?: () => string | Promise<string> } = {}): LabAgents {
+  const agents = new Map<string, LabAgent>();
 
   async function status(name: string): Promise<StatusDocument> {
     const a = agents.get(name)!;
@@ -45,7 +63,7 @@ export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Prom
   }
 
   async function explain(): Promise<string> {
-    const logs: string[] = [`--- coordinator\n${coordProc.output().slice(-1500)}`];
+    const logs: string[] = options.explain ? [await options.explain()] : [];
     for (const [n, a] of agents) {
       const st = await status(n).catch((e: Error) => e.message);
       logs.push(`--- ${n}\n${a.proc.output().slice(-2500)}\n${typeof st === 'string' ? st : JSON.stringify({ self: st.self, peers: st.peers.map((p) => [p.name, p.path, p.endpoint, p.why]), counters: st.counters })}`);
@@ -56,11 +74,8 @@ export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Prom
   const until = <T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000) =>
     untilHelper(what, fn, { timeoutMs, intervalMs: 250, explain });
 
-  await until('coordinator ready', () => coordProc.output().includes('coordinator ready'), 15_000);
-  const token = (await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
-
   return {
-    coordHost, coordProc, token, agents, status, until,
+    token, agents, status, until,
     start(name, host, extra = []) {
       const state = join(dir, name);
       const proc = lab.spawn(host.ns, [process.execPath, BIN, 'up', '--token', token, '--engine', 'wireguard-go', '--iface', 'knit0',

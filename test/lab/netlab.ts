@@ -127,6 +127,8 @@ interface Segment {
 export interface Lab {
   readonly prefix: string;
   readonly internetNs: string;
+  /** A directory of this lab's, removed at teardown (by the safety net too), after its processes are gone. */
+  readonly tempDir: string;
   addRouter(name: string, options: { nat: NatKind; behind?: LabRouter }): Promise<LabRouter>;
   addHost(name: string, options?: { behind?: LabRouter }): Promise<LabHost>;
   /** Runs argv inside the namespace; rejects with ExecError on a non-zero exit unless allowFailure. */
@@ -453,6 +455,7 @@ export async function createLab(): Promise<Lab> {
   return {
     prefix,
     internetNs,
+    tempDir: tmp,
     addRouter,
     addHost,
     run,
