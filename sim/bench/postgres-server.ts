@@ -14,13 +14,15 @@
  * Nothing outlives the calling process: stop() shuts the server down (SIGINT,
  * PostgreSQL's fast shutdown) and removes its directory; if the process exits
  * without stop(), an 'exit' handler sends SIGQUIT (immediate shutdown); and if
- * it is killed outright, a watchdog shell, which holds the only other end of a
- * pipe from this process, sees the pipe close and does the same.
+ * it is killed outright — even while initdb runs — a watchdog shell, which
+ * holds the only other end of a pipe from this process, sees the pipe close,
+ * stops whatever was running (initdb or the server) and removes the directory.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -65,6 +67,14 @@ const READY_TIMEOUT_MS = 15_000;
 /** How long a fast shutdown may take before the server is killed. */
 const STOP_TIMEOUT_MS = 10_000;
 const ENV = () => ({ PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' });
+/**
+ * The watchdog: reads pids (one a line: initdb's, then the server's) until EOF, which comes
+ * when this process is gone however it went; then SIGQUITs the last one (PostgreSQL's
+ * immediate shutdown), gives it 10 s, and removes the directory ($1).
+ */
+const WATCHDOG_SCRIPT = 'pid=; while read -r line; do pid=$line; done; '
+  + 'if [ -n "$pid" ]; then kill -QUIT "$pid" 2>/dev/null; i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; fi; '
+  + 'rm -rf "$1"';
 
 /** The newest Debian PostgreSQL bin directory that has initdb and postgres. */
 function findBinDir(): string | undefined {
@@ -104,9 +114,10 @@ function freePort(): Promise<number> {
   });
 }
 
-function run(cmd: string, args: string[], opts: { uid?: number; gid?: number; cwd: string }): Promise<string> {
+function run(cmd: string, args: string[], opts: { uid?: number; gid?: number; cwd: string }, onSpawn: (pid: number) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...opts, env: ENV(), stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid !== undefined) onSpawn(child.pid);
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
@@ -134,8 +145,14 @@ export async function startPostgresServer(options: PostgresServerOptions = {}): 
   if (as) for (const p of [dir, sockets, pwfile]) chownSync(p, as.uid, as.gid);
 
   let child: ChildProcess | undefined;
-  let watchdog: ChildProcess | undefined;
   let log = '';
+  // Started before anything else runs, so a kill at any point from here on leaves nothing behind.
+  const watchdog = spawn('sh', ['-c', WATCHDOG_SCRIPT, 'knit-pg-watchdog', dir], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  watchdog.on('error', () => { /* no sh: nothing to clean up after a kill, the rest still works */ });
+  watchdog.stdin!.on('error', () => { /* the watchdog is gone */ });
+  watchdog.unref();
+  (watchdog.stdin as unknown as Socket).unref();
+  const watch = (pid: number) => (watchdog.stdin as Writable).write(`${pid}\n`);
   const onExit = () => {
     // Synchronous, last chance: an immediate shutdown the server carries out on its own.
     try { if (child?.pid && child.exitCode === null) process.kill(child.pid, 'SIGQUIT'); } catch { /* gone */ }
@@ -147,22 +164,17 @@ export async function startPostgresServer(options: PostgresServerOptions = {}): 
     await run(join(bin, 'initdb'), [
       '-D', data, '-U', USER, `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256',
       '--encoding=UTF8', '--locale=C', '--no-sync',
-    ], { ...ids, cwd: dir });
+    ], { ...ids, cwd: dir }, watch);
     rmSync(pwfile);
     const port = await freePort();
     child = spawn(join(bin, 'postgres'), [
       '-D', data, '-k', sockets, '-h', '127.0.0.1', '-p', String(port), ...settings.flatMap((s) => ['-c', s]),
     ], { ...ids, cwd: dir, env: ENV(), stdio: ['ignore', 'pipe', 'pipe'] });
     const server = child;
+    if (server.pid !== undefined) watch(server.pid);
     server.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
     server.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
     process.on('exit', onExit);
-    // Holds the read end of a pipe from this process; EOF (we exited or were killed) → shut the server down.
-    watchdog = spawn('sh', ['-c', 'read -r _; kill -QUIT "$1" 2>/dev/null; i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; rm -rf "$2"', 'knit-pg-watchdog', String(server.pid), dir], {
-      stdio: ['pipe', 'ignore', 'ignore'], detached: true,
-    });
-    watchdog.unref();
-    (watchdog.stdin as unknown as Socket).unref();
 
     const url = (dbName = 'postgres') => `postgres://${USER}:${password}@127.0.0.1:${port}/${dbName}`;
     await waitReady(url(), server, () => log);
@@ -184,8 +196,8 @@ export async function startPostgresServer(options: PostgresServerOptions = {}): 
       },
       stop(): Promise<void> {
         stopping ??= (async () => {
-          watchdog?.kill('SIGKILL');
-          watchdog?.stdin?.destroy();
+          watchdog.kill('SIGKILL');
+          watchdog.stdin?.destroy();
           await stopServer(server);
           process.removeListener('exit', onExit);
           options.onLog?.(log);
@@ -195,8 +207,8 @@ export async function startPostgresServer(options: PostgresServerOptions = {}): 
       },
     };
   } catch (err) {
-    watchdog?.kill('SIGKILL');
-    watchdog?.stdin?.destroy();
+    watchdog.kill('SIGKILL');
+    watchdog.stdin?.destroy();
     if (child) await stopServer(child);
     process.removeListener('exit', onExit);
     options.onLog?.(log);
