@@ -579,7 +579,7 @@ export class Registry {
     }
     if (touched.length === 0) return;
     await this.store.write(async (tx) => {
-      for (const id of touched) await tx.setLastSeen(id, lastSeen);
+      await tx.setLastSeen(touched, lastSeen);
     });
   }
 
@@ -598,16 +598,12 @@ export class Registry {
     this.dirty.clear();
     try {
       const { version, movedAway } = await this.store.write(async (tx) => {
-        const movedAway = new Set<number>();
-        for (const id of ids) {
-          const p = this.byId.get(id);
-          if (!p) continue;
-          if (this.held.has(id)) await tx.setOnlineReplica(id, this.replica);
-          else if (!await tx.setOnlineReplica(id, null, this.replica) && (await tx.nodeById(id))?.onlineReplica) movedAway.add(id);
-          await tx.setEndpoints(id, p.endpoints, p.natType);
-          await tx.setDiscoKey(id, p.discoKey);
-          await tx.setLastSeen(id, p.lastSeen);
-        }
+        const known = ids.filter((id) => this.byId.has(id));
+        const movedAway = new Set(await tx.recordSessions(this.replica, known.filter((id) => this.held.has(id)), known.filter((id) => !this.held.has(id))));
+        await tx.saveSessionState(known.map((id) => {
+          const p = this.byId.get(id)!;
+          return { id, endpoints: p.endpoints, natType: p.natType, discoKey: p.discoKey, lastSeen: p.lastSeen };
+        }));
         const kept = changes.filter((c) => !(c.op === 'online' && !c.online && movedAway.has(c.id)));
         return { version: kept.length > 0 ? await tx.appendChange(kept, this.replica) : undefined, movedAway };
       });

@@ -26,7 +26,7 @@ import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { NatType, PeerChange } from '../../shared/wire/control.js';
 import { migrate } from './postgres-schema.js';
-import { MAX_BROADCAST_BYTES, type ChangeRow, type NewNode, type NewToken, type NodeRow, type Store, type StoreTx, type TokenRow } from './store.js';
+import { MAX_BROADCAST_BYTES, type ChangeRow, type NewNode, type NewToken, type NodeRow, type SessionState, type Store, type StoreTx, type TokenRow } from './store.js';
 
 /** The advisory lock every Knit write takes: "Knit" in ASCII, then 1. */
 export const WRITE_LOCK_KEY = 0x4b6e6974_00000001n;
@@ -466,20 +466,32 @@ class PgTx implements StoreTx {
   async deleteNode(id: number): Promise<boolean> {
     return (await this.q('DELETE FROM nodes WHERE id = $1', [id])).rowCount === 1;
   }
-  async setEndpoints(id: number, endpoints: string[], natType: NatType): Promise<void> {
-    await this.q('UPDATE nodes SET endpoints = $2, nat_type = $3 WHERE id = $1', [id, endpoints, natType]);
+  async saveSessionState(rows: SessionState[]): Promise<void> {
+    if (rows.length === 0) return;
+    // One statement for the whole window: a reconnect storm is thousands of nodes, and every
+    // round trip is spent holding the write lock every replica waits for.
+    await this.q(
+      `UPDATE nodes AS n SET endpoints = ARRAY(SELECT jsonb_array_elements_text(v.endpoints)),
+         nat_type = v.nat_type, disco_key = v.disco_key, last_seen = v.last_seen
+       FROM jsonb_to_recordset($1::jsonb) AS v(id BIGINT, endpoints JSONB, nat_type TEXT, disco_key TEXT, last_seen BIGINT)
+       WHERE n.id = v.id`,
+      [JSON.stringify(rows.map((r) => ({ id: r.id, endpoints: r.endpoints, nat_type: r.natType, disco_key: r.discoKey, last_seen: r.lastSeen })))],
+    );
   }
-  async setDiscoKey(id: number, discoKey: string): Promise<void> {
-    await this.q('UPDATE nodes SET disco_key = $2 WHERE id = $1', [id, discoKey]);
+  async recordSessions(replica: string, held: number[], released: number[]): Promise<number[]> {
+    if (held.length > 0) await this.q('UPDATE nodes SET online_replica = $1 WHERE id = ANY($2::bigint[])', [replica, held]);
+    if (released.length === 0) return [];
+    // The outer SELECT sees the rows as they were before the UPDATE in its WITH: those the
+    // update let go are excluded by id, and any other holder left is another replica.
+    const r = await this.q(
+      `WITH let_go AS (UPDATE nodes SET online_replica = NULL WHERE id = ANY($2::bigint[]) AND online_replica = $1 RETURNING id)
+       SELECT id FROM nodes WHERE id = ANY($2::bigint[]) AND online_replica IS NOT NULL AND id NOT IN (SELECT id FROM let_go)`,
+      [replica, released],
+    );
+    return r.rows.map((x) => num(x.id));
   }
-  async setLastSeen(id: number, when: number): Promise<void> {
-    await this.q('UPDATE nodes SET last_seen = $2 WHERE id = $1', [id, when]);
-  }
-  async setOnlineReplica(id: number, replica: string | null, onlyIf?: string): Promise<boolean> {
-    const r = onlyIf === undefined
-      ? await this.q('UPDATE nodes SET online_replica = $2 WHERE id = $1', [id, replica])
-      : await this.q('UPDATE nodes SET online_replica = $2 WHERE id = $1 AND online_replica = $3', [id, replica, onlyIf]);
-    return r.rowCount === 1;
+  async setLastSeen(ids: number[], when: number): Promise<void> {
+    if (ids.length > 0) await this.q('UPDATE nodes SET last_seen = $2 WHERE id = ANY($1::bigint[])', [ids, when]);
   }
   async releaseReplicas(replicas: string[]): Promise<number[]> {
     if (replicas.length === 0) return [];

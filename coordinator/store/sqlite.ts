@@ -104,11 +104,11 @@ export class SqliteStore implements Store {
       nameTaken: db.prepare('SELECT 1 FROM nodes WHERE name = ?'),
       allNodes: db.prepare('SELECT * FROM nodes ORDER BY id'),
       deleteNode: db.prepare('DELETE FROM nodes WHERE id = ?'),
-      setEndpoints: db.prepare('UPDATE nodes SET endpoints = ?, nat_type = ? WHERE id = ?'),
-      setDisco: db.prepare('UPDATE nodes SET disco_key = ? WHERE id = ?'),
+      saveSession: db.prepare('UPDATE nodes SET endpoints = @endpoints, nat_type = @natType, disco_key = @discoKey, last_seen = @lastSeen WHERE id = @id'),
       setLastSeen: db.prepare('UPDATE nodes SET last_seen = ? WHERE id = ?'),
-      setOnline: db.prepare('UPDATE nodes SET online_replica = ? WHERE id = ?'),
-      setOnlineIf: db.prepare('UPDATE nodes SET online_replica = ? WHERE id = ? AND online_replica = ?'),
+      claim: db.prepare('UPDATE nodes SET online_replica = ? WHERE id = ?'),
+      letGo: db.prepare('UPDATE nodes SET online_replica = NULL WHERE id = ? AND online_replica = ?'),
+      holder: db.prepare('SELECT online_replica FROM nodes WHERE id = ?'),
       release: db.prepare('UPDATE nodes SET online_replica = NULL WHERE online_replica = ? RETURNING id'),
       takeFreeIp: db.prepare('DELETE FROM free_ip_indexes WHERE ip_index = (SELECT MIN(ip_index) FROM free_ip_indexes) RETURNING ip_index'),
       addFreeIp: db.prepare('INSERT OR IGNORE INTO free_ip_indexes(ip_index) VALUES (?)'),
@@ -213,11 +213,17 @@ export class SqliteStore implements Store {
       nodeById: async (id) => { const r = s.nodeById.get(id) as Raw | undefined; return r && toNode(r); },
       nameTaken: async (name) => s.nameTaken.get(name) !== undefined,
       deleteNode: async (id) => s.deleteNode.run(id).changes === 1,
-      setEndpoints: async (id, endpoints, natType) => { s.setEndpoints.run(JSON.stringify(endpoints), natType, id); },
-      setDiscoKey: async (id, discoKey) => { s.setDisco.run(discoKey, id); },
-      setLastSeen: async (id, when) => { s.setLastSeen.run(when, id); },
-      setOnlineReplica: async (id, replica, onlyIf) =>
-        (onlyIf === undefined ? s.setOnline.run(replica, id) : s.setOnlineIf.run(replica, id, onlyIf)).changes === 1,
+      saveSessionState: async (rows) => {
+        for (const r of rows) s.saveSession.run({ ...r, endpoints: JSON.stringify(r.endpoints) });
+      },
+      recordSessions: async (replica, held, released) => {
+        for (const id of held) s.claim.run(replica, id);
+        return released.filter((id) => s.letGo.run(id, replica).changes === 0
+          && ((s.holder.get(id) as { online_replica: string | null } | undefined)?.online_replica ?? null) !== null);
+      },
+      setLastSeen: async (ids, when) => {
+        for (const id of ids) s.setLastSeen.run(when, id);
+      },
       releaseReplicas: async (replicas) => replicas.flatMap((r) => (s.release.all(r) as { id: number }[]).map((x) => x.id)),
       takeFreeIpIndex: async () => (s.takeFreeIp.get() as { ip_index: number } | undefined)?.ip_index,
       freeIpIndex: async (index) => { s.addFreeIp.run(index); },

@@ -63,6 +63,15 @@ export interface NodeRow {
 /** The largest broadcast message (PostgreSQL's NOTIFY payload limit is 8000 bytes). */
 export const MAX_BROADCAST_BYTES = 4000;
 
+/** What a window writes per node that changed (see StoreTx.saveSessionState). */
+export interface SessionState {
+  id: number;
+  endpoints: string[];
+  natType: NatType;
+  discoKey: string;
+  lastSeen: number;
+}
+
 export type NewNode = Omit<NodeRow, 'id' | 'endpoints' | 'natType' | 'onlineReplica'>;
 export type NewToken = Omit<TokenRow, 'revoked' | 'joins'>;
 
@@ -100,16 +109,21 @@ export interface StoreTx {
   nameTaken(name: string): Promise<boolean>;
   /** Deletes a node; false if there was none. */
   deleteNode(id: number): Promise<boolean>;
-  setEndpoints(id: number, endpoints: string[], natType: NatType): Promise<void>;
-  setDiscoKey(id: number, discoKey: string): Promise<void>;
-  setLastSeen(id: number, when: number): Promise<void>;
   /**
-   * Records which replica holds the node's session. `replica` null = offline; with
-   * `onlyIf`, changes the row only while the holder is still `onlyIf` (a replica
-   * that lost a session must not mark offline a node another replica now serves).
-   * Returns whether the row changed.
+   * Writes a window's session state (endpoints, NAT type, disco key, last seen) for many
+   * nodes at once: one statement on PostgreSQL, however many nodes (the write lock is
+   * held meanwhile, by every replica in turn). Ids of nodes that are gone are skipped.
    */
-  setOnlineReplica(id: number, replica: string | null, onlyIf?: string): Promise<boolean>;
+  saveSessionState(rows: SessionState[]): Promise<void>;
+  /**
+   * Records that `replica` holds the sessions of `held`, and no longer those of `released`:
+   * those go offline, but only where `replica` still holds them (one that lost a session
+   * must not mark offline a node another replica now serves). Returns the ids among
+   * `released` that another replica holds.
+   */
+  recordSessions(replica: string, held: number[], released: number[]): Promise<number[]>;
+  /** Stamps `when` as the last-seen of every node in `ids`. */
+  setLastSeen(ids: number[], when: number): Promise<void>;
   /** Marks offline every node held by one of `replicas`; returns their ids. */
   releaseReplicas(replicas: string[]): Promise<number[]>;
 

@@ -191,17 +191,21 @@ function contract(engine: Engine): void {
       assert.equal(await store.write((tx) => tx.nodeById(999_999)), undefined);
       assert.deepEqual(await store.write(async (tx) => [await tx.nameTaken(a.name), await tx.nameTaken('free-name')]), [true, false]);
 
-      await store.write(async (tx) => {
-        await tx.setEndpoints(ida!, ['192.0.2.1:41641', '[2001:db8::1]:41641'], 'endpoint-independent');
-        await tx.setDiscoKey(ida!, 'disco-new');
-        await tx.setLastSeen(ida!, 1_750_000_000_123);
-      });
-      const nodes = await store.nodes();
+      await store.write((tx) => tx.saveSessionState([
+        { id: ida!, endpoints: ['192.0.2.1:41641', '[2001:db8::1]:41641'], natType: 'endpoint-independent', discoKey: 'disco-new', lastSeen: 1_750_000_000_123 },
+        { id: idb!, endpoints: [], natType: 'none', discoKey: 'disco-b', lastSeen: 5 },
+        { id: 999_999, endpoints: ['192.0.2.9:1'], natType: 'none', discoKey: 'x', lastSeen: 1 }, // gone: skipped
+      ]));
+      let nodes = await store.nodes();
       assert.deepEqual(nodes.map((x) => x.id), [ida, idb]);
       assert.deepEqual(nodes[0], {
         ...fresh, endpoints: ['192.0.2.1:41641', '[2001:db8::1]:41641'], natType: 'endpoint-independent',
         discoKey: 'disco-new', lastSeen: 1_750_000_000_123,
       });
+      assert.deepEqual([nodes[1]!.endpoints, nodes[1]!.natType, nodes[1]!.discoKey, nodes[1]!.lastSeen], [[], 'none', 'disco-b', 5]);
+      await store.write(async (tx) => { await tx.saveSessionState([]); await tx.setLastSeen([ida!, idb!], 77); await tx.setLastSeen([], 1); });
+      nodes = await store.nodes();
+      assert.deepEqual(nodes.map((x) => x.lastSeen), [77, 77]);
 
       assert.equal(await store.write((tx) => tx.deleteNode(idb!)), true);
       assert.equal(await store.write((tx) => tx.deleteNode(idb!)), false);
@@ -325,19 +329,17 @@ function contract(engine: Engine): void {
       ]);
     });
 
-    test('setOnlineReplica: sets and clears the holder; onlyIf guards against a replica that lost the session', async (t) => {
+    test('recordSessions: a replica claims sessions and lets go only of those it still holds; it hears which moved away', async (t) => {
       const { store } = await engine.open(t);
-      const id = await store.write((tx) => tx.insertNode(node()));
-      const results = await store.write(async (tx) => [
-        await tx.setOnlineReplica(id, 'r1'),
-        await tx.setOnlineReplica(id, 'r2', 'r1'), // r2 takes over from r1
-        await tx.setOnlineReplica(id, null, 'r1'), // r1 lost it: must not mark the node offline
-        (await tx.nodeById(id))?.onlineReplica,
-        await tx.setOnlineReplica(id, null, 'r2'),
-        (await tx.nodeById(id))?.onlineReplica,
-        await tx.setOnlineReplica(999_999, 'r1'),
-      ]);
-      assert.deepEqual(results, [true, true, false, 'r2', true, null, false]);
+      const [x, y, z] = await store.write(async (tx) => [await tx.insertNode(node()), await tx.insertNode(node()), await tx.insertNode(node())]);
+      const holders = async () => (await store.nodes()).map((n) => n.onlineReplica);
+      assert.deepEqual(await store.write((tx) => tx.recordSessions('r1', [x!, y!, z!], [])), []);
+      assert.deepEqual(await holders(), ['r1', 'r1', 'r1']);
+      await store.write((tx) => tx.recordSessions('r2', [y!], [])); // y's agent reconnected to r2
+      // r1 sees all three sessions end: x and z go offline, y is r2's now and stays online.
+      assert.deepEqual(await store.write((tx) => tx.recordSessions('r1', [], [x!, y!, z!, 999_999])), [y]);
+      assert.deepEqual(await holders(), [null, 'r2', null]);
+      assert.deepEqual(await store.write((tx) => tx.recordSessions('r1', [], [x!])), [], 'already offline: nothing moved away');
     });
 
     test('releaseReplicas: marks offline every node of the given replicas and returns their ids', async (t) => {
@@ -346,7 +348,7 @@ function contract(engine: Engine): void {
         const out: number[] = [];
         for (const holder of ['r1', 'r2', 'r1', null, 'r3']) {
           const id = await tx.insertNode(node());
-          if (holder) await tx.setOnlineReplica(id, holder);
+          if (holder) await tx.recordSessions(holder, [id], []);
           out.push(id);
         }
         return out;
