@@ -27,6 +27,7 @@ import { intToIpv4, parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type 
 import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN, type ParsedToken } from '../../shared/token.js';
 import { joinProof, MAX_HOSTNAME_LEN, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
 import type { ChangeRow, NodeRow, Store, StoreTx, TokenRow } from '../store/store.js';
+import { changeNodeId } from './changes.js';
 
 /**
  * The default mesh prefix: a /16 in the middle of RFC 6598 shared space (as
@@ -600,11 +601,13 @@ export class Registry {
       const { version, movedAway } = await this.store.write(async (tx) => {
         const known = ids.filter((id) => this.byId.has(id));
         const movedAway = new Set(await tx.recordSessions(this.replica, known.filter((id) => this.held.has(id)), known.filter((id) => !this.held.has(id))));
-        await tx.saveSessionState(known.map((id) => {
+        const existing = new Set(await tx.saveSessionState(known.map((id) => {
           const p = this.byId.get(id)!;
           return { id, endpoints: p.endpoints, natType: p.natType, discoKey: p.discoKey, lastSeen: p.lastSeen };
-        }));
-        const kept = changes.filter((c) => !(c.op === 'online' && !c.online && movedAway.has(c.id)));
+        })));
+        // A node removed since its changes were queued (here, or by another replica whose
+        // removal this one hasn't followed yet) gets none: after its "remove", peers know it no more.
+        const kept = changes.filter((c) => existing.has(changeNodeId(c)) && !(c.op === 'online' && !c.online && movedAway.has(c.id)));
         return { version: kept.length > 0 ? await tx.appendChange(kept, this.replica) : undefined, movedAway };
       });
       for (const id of movedAway) {

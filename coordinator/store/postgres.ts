@@ -466,17 +466,18 @@ class PgTx implements StoreTx {
   async deleteNode(id: number): Promise<boolean> {
     return (await this.q('DELETE FROM nodes WHERE id = $1', [id])).rowCount === 1;
   }
-  async saveSessionState(rows: SessionState[]): Promise<void> {
-    if (rows.length === 0) return;
+  async saveSessionState(rows: SessionState[]): Promise<number[]> {
+    if (rows.length === 0) return [];
     // One statement for the whole window: a reconnect storm is thousands of nodes, and every
     // round trip is spent holding the write lock every replica waits for.
-    await this.q(
+    const r = await this.q(
       `UPDATE nodes AS n SET endpoints = ARRAY(SELECT jsonb_array_elements_text(v.endpoints)),
          nat_type = v.nat_type, disco_key = v.disco_key, last_seen = v.last_seen
        FROM jsonb_to_recordset($1::jsonb) AS v(id BIGINT, endpoints JSONB, nat_type TEXT, disco_key TEXT, last_seen BIGINT)
-       WHERE n.id = v.id`,
-      [JSON.stringify(rows.map((r) => ({ id: r.id, endpoints: r.endpoints, nat_type: r.natType, disco_key: r.discoKey, last_seen: r.lastSeen })))],
+       WHERE n.id = v.id RETURNING n.id`,
+      [JSON.stringify(rows.map((x) => ({ id: x.id, endpoints: x.endpoints, nat_type: x.natType, disco_key: x.discoKey, last_seen: x.lastSeen })))],
     );
+    return r.rows.map((x) => num(x.id));
   }
   async recordSessions(replica: string, held: number[], released: number[]): Promise<number[]> {
     if (held.length > 0) await this.q('UPDATE nodes SET online_replica = $1 WHERE id = ANY($2::bigint[])', [replica, held]);

@@ -213,9 +213,8 @@ export class SqliteStore implements Store {
       nodeById: async (id) => { const r = s.nodeById.get(id) as Raw | undefined; return r && toNode(r); },
       nameTaken: async (name) => s.nameTaken.get(name) !== undefined,
       deleteNode: async (id) => s.deleteNode.run(id).changes === 1,
-      saveSessionState: async (rows) => {
-        for (const r of rows) s.saveSession.run({ ...r, endpoints: JSON.stringify(r.endpoints) });
-      },
+      saveSessionState: async (rows) =>
+        rows.filter((r) => s.saveSession.run({ ...r, endpoints: JSON.stringify(r.endpoints) }).changes === 1).map((r) => r.id),
       recordSessions: async (replica, held, released) => {
         for (const id of held) s.claim.run(replica, id);
         return released.filter((id) => s.letGo.run(id, replica).changes === 0

@@ -112,9 +112,10 @@ export interface StoreTx {
   /**
    * Writes a window's session state (endpoints, NAT type, disco key, last seen) for many
    * nodes at once: one statement on PostgreSQL, however many nodes (the write lock is
-   * held meanwhile, by every replica in turn). Ids of nodes that are gone are skipped.
+   * held meanwhile, by every replica in turn). Returns the ids written: a node that is
+   * gone (removed, perhaps by another replica) is skipped.
    */
-  saveSessionState(rows: SessionState[]): Promise<void>;
+  saveSessionState(rows: SessionState[]): Promise<number[]>;
   /**
    * Records that `replica` holds the sessions of `held`, and no longer those of `released`:
    * those go offline, but only where `replica` still holds them (one that lost a session

@@ -19,7 +19,7 @@ import { defaultRandomBytes } from '../../shared/crypto/seal.js';
 import { silentLogger } from '../../shared/log.js';
 import { MAX_FRAME_BYTES, type DeltaMsg, type ServerMessage, type SnapshotMsg, type WelcomeMsg } from '../../shared/wire/control.js';
 import { encodeBindingRequest, parseBindingResponse, STUN_KNIT_REQUEST_LEN } from '../../shared/wire/stun.js';
-import { createCoordinator, type CoordinatorOptions } from '../../coordinator/index.js';
+import { createCoordinator, type Coordinator, type CoordinatorOptions } from '../../coordinator/index.js';
 import { ControlClient } from '../../agent/control/client.js';
 import { wsTransport } from '../../agent/control/ws-transport.js';
 import { ManualClock } from '../helpers/manual-clock.js';
@@ -39,8 +39,12 @@ function tmp(): string {
   return d;
 }
 
+const started: Coordinator[] = [];
+after(() => Promise.all(started.map((c) => c.stop())));
+
 async function startCoordinator(options: Partial<CoordinatorOptions> = {}, clock = systemClock as ManualClock | typeof systemClock) {
   const c = await createCoordinator({ dataDir: tmp(), listen: { host: '127.0.0.1', port: 0 }, stun: [{ host: '127.0.0.1', port: 0 }], ...options }, { logger: silentLogger, clock });
+  started.push(c); // stopped after the file even when a test fails half-way (an open socket would keep it alive)
   const ports = await c.start();
   const admin = (await c.ensureAdmin())!;
   const base = `http://127.0.0.1:${ports.httpPort}`;

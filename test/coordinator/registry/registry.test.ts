@@ -346,3 +346,20 @@ test('replicas: an "offline" from the replica a session left, committed after th
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a node removed while its session changes were queued gets none of them in the feed after its removal', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
+  const { a, b, id, close } = await twoReplicas(dir);
+  try {
+    b.setOnline(id, true); // b serves the node; its window is not committed yet…
+    b.setEndpoints(id, ['198.18.0.9:41641'], 'none');
+    const { changes } = b.takePending();
+    assert.ok(await a.remove(id)); // …when an admin removes it through a
+    const before = await b.store.latestVersion();
+    assert.equal(await b.commitWindow(changes), undefined, 'nothing left to commit');
+    assert.equal(await b.store.latestVersion(), before, 'no change for a node peers were told is gone');
+  } finally {
+    await close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

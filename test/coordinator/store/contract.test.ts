@@ -191,11 +191,12 @@ function contract(engine: Engine): void {
       assert.equal(await store.write((tx) => tx.nodeById(999_999)), undefined);
       assert.deepEqual(await store.write(async (tx) => [await tx.nameTaken(a.name), await tx.nameTaken('free-name')]), [true, false]);
 
-      await store.write((tx) => tx.saveSessionState([
+      const written = await store.write((tx) => tx.saveSessionState([
         { id: ida!, endpoints: ['192.0.2.1:41641', '[2001:db8::1]:41641'], natType: 'endpoint-independent', discoKey: 'disco-new', lastSeen: 1_750_000_000_123 },
         { id: idb!, endpoints: [], natType: 'none', discoKey: 'disco-b', lastSeen: 5 },
         { id: 999_999, endpoints: ['192.0.2.9:1'], natType: 'none', discoKey: 'x', lastSeen: 1 }, // gone: skipped
       ]));
+      assert.deepEqual(written, [ida, idb], 'the ids written; the missing one is not among them');
       let nodes = await store.nodes();
       assert.deepEqual(nodes.map((x) => x.id), [ida, idb]);
       assert.deepEqual(nodes[0], {
