@@ -46,7 +46,8 @@ import {
   type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
-import { REPLICA_HEARTBEAT_MS, type Registry } from '../registry/registry.js';
+import type { Registry } from '../registry/registry.js';
+import { REPLICA_HEARTBEAT_MS } from '../registry/liveness.js';
 import { ChangeLog, coalesce } from '../registry/changes.js';
 import type { ChangeRow } from '../store/store.js';
 

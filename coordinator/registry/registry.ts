@@ -28,6 +28,7 @@ import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN, type ParsedTok
 import { joinProof, MAX_HOSTNAME_LEN, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
 import type { ChangeRow, NodeRow, Store, StoreTx, TokenRow } from '../store/store.js';
 import { changeNodeId } from './changes.js';
+import { ReplicaLiveness } from './liveness.js';
 
 /**
  * The default mesh prefix: a /16 in the middle of RFC 6598 shared space (as
@@ -110,8 +111,7 @@ export class Registry {
 
   /** Nodes whose control session this replica holds (recorded as theirs in the store at the next window). */
   private readonly held = new Set<number>();
-  /** Other replicas' beat counts, and since when (monotonic ms) each has stood still. */
-  private readonly beats = new Map<string, { beat: number; since: number }>();
+  private readonly liveness: ReplicaLiveness;
   /** Nodes registered by another replica whose ephemeral flag this one hasn't read yet. */
   private readonly unlearned = new Set<number>();
 
@@ -129,6 +129,7 @@ export class Registry {
     this.ipv4Prefix = parseIpv4Prefix(init.prefix)!;
     this.ulaPrefix = init.ula;
     this.replica = init.replica;
+    this.liveness = new ReplicaLiveness(init.replica);
     this.startVersion = init.version;
     this.history = init.history;
   }
@@ -629,19 +630,8 @@ export class Registry {
   async heartbeat(): Promise<void> {
     const released = await this.store.write(async (tx) => {
       await tx.heartbeat(this.replica);
-      const now = this.options.clock.now();
-      const stale: string[] = [];
-      const present = new Set<string>();
-      for (const { id, beat } of await tx.replicaBeats()) {
-        if (id === this.replica) continue;
-        present.add(id);
-        const seen = this.beats.get(id);
-        if (!seen || seen.beat !== beat) this.beats.set(id, { beat, since: now });
-        else if (now - seen.since >= REPLICA_TIMEOUT_MS) stale.push(id);
-      }
-      for (const id of this.beats.keys()) if (!present.has(id)) this.beats.delete(id);
-      for (const id of stale) this.beats.delete(id);
-      return releaseReplicas(tx, stale, Math.floor(this.options.clock.wallNow()), this.replica);
+      const dead = this.liveness.observe(await tx.replicaBeats(), this.options.clock.now());
+      return releaseReplicas(tx, dead, Math.floor(this.options.clock.wallNow()), this.replica);
     });
     for (const c of released) this.applyChange(c);
   }
@@ -651,11 +641,6 @@ export class Registry {
     await this.store.write((tx) => tx.dropReplica(this.replica));
   }
 }
-
-/** A replica whose beat count stood still this long (on the observer's monotonic clock) is taken for dead. */
-export const REPLICA_TIMEOUT_MS = 30_000;
-/** How often a replica stamps itself alive (a third of the timeout). */
-export const REPLICA_HEARTBEAT_MS = 10_000;
 
 /**
  * Marks offline (in rows and in the feed, as made by `origin`) every node held by the given

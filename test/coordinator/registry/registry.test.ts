@@ -7,7 +7,8 @@ import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
 import { KnitError } from '../../../shared/errors.js';
 import { parseToken } from '../../../shared/token.js';
 import { isValidHostname, joinProof, proofsEqual } from '../../../shared/wire/control.js';
-import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry, REPLICA_TIMEOUT_MS } from '../../../coordinator/registry/registry.js';
+import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from '../../../coordinator/registry/registry.js';
+import { REPLICA_TIMEOUT_MS } from '../../../coordinator/registry/liveness.js';
 import { SqliteStore } from '../../../coordinator/store/sqlite.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
 
