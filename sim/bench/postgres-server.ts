@@ -103,7 +103,8 @@ export function postgresUnavailable(): string | undefined {
   return as && 'skip' in as ? as.skip : undefined;
 }
 
-function freePort(): Promise<number> {
+/** A loopback TCP port free a moment ago (bound and released: nothing listens on it now). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

@@ -21,6 +21,7 @@ import { PostgresStore } from '../../../coordinator/store/postgres.js';
 import { SqliteStore } from '../../../coordinator/store/sqlite.js';
 import { MAX_BROADCAST_BYTES, type NewNode, type NewToken, type Store } from '../../../coordinator/store/store.js';
 import { until } from '../../helpers/until.js';
+import { freePort } from '../../../sim/bench/postgres-server.js';
 import { startPostgres, type PostgresServer } from '../../support/postgres.js';
 
 interface Engine {
@@ -550,7 +551,7 @@ function postgresOnly(server: PostgresServer, engine: Engine): void {
     test('an unreachable server, a wrong password, an unknown database: KNIT_ERR_STORE, and never the password', async () => {
       const good = new URL(server.url());
       const closed = new URL(server.url('knit'));
-      closed.port = String(await closedPort());
+      closed.port = String(await freePort()); // nothing listens there
       const wrongPassword = new URL(server.url());
       wrongPassword.password = 'not-the-password-' + password.slice(0, 4);
       const unknownDb = server.url('no_such_database');
@@ -580,15 +581,3 @@ function postgresOnly(server: PostgresServer, engine: Engine): void {
   });
 }
 
-/** A loopback port nothing listens on (just released by us). */
-async function closedPort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
