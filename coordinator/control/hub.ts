@@ -300,8 +300,9 @@ export class ControlHub {
     if (row.version <= this.log.version) return;
     const foreign = row.origin !== this.o.registry.replica;
     for (const c of row.changes) {
+      const removedKey = c.op === 'remove' ? this.o.registry.peer(c.id)?.nodeKey : undefined; // before memory forgets it
       if (foreign) this.o.registry.applyChange(c);
-      if (c.op === 'remove') this.dropSession(c.id);
+      if (c.op === 'remove') this.dropSession(c.id, removedKey);
     }
     if (foreign) this.noteChanges(); // applying it may have queued a correction (see Registry.applyChange)
     const { msg, bytes } = this.log.append(row.version, row.changes);
@@ -322,8 +323,8 @@ export class ControlHub {
   }
 
   /** A removed node (by this replica or another): its cached key and reports go, its session is closed for good. */
-  private dropSession(id: number): void {
-    for (const [key, _] of this.authKeys) if (this.o.registry.peerByKey(key) === undefined) this.authKeys.delete(key);
+  private dropSession(id: number, nodeKey: string | undefined): void {
+    if (nodeKey !== undefined) this.authKeys.delete(nodeKey);
     this.pathReports.delete(id);
     // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
     this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
@@ -334,8 +335,7 @@ export class ControlHub {
     const nodeKey = this.o.registry.peer(id)?.nodeKey;
     const removed = await this.o.registry.remove(id);
     if (removed) {
-      if (nodeKey !== undefined) this.authKeys.delete(nodeKey);
-      this.dropSession(id);
+      this.dropSession(id, nodeKey);
       await this.follow();
     }
     return removed;

@@ -180,11 +180,11 @@ export class Registry {
     // replaying one the rows already show converges to the newest state.
     const version = await store.latestVersion();
     const rows = await store.nodes();
-    const history = await store.changesSince(Math.max(0, version - HISTORY_VERSIONS), HISTORY_VERSIONS);
-    const tail = await store.changesSince(version, 100_000);
-    const registry = new Registry(store, options, { ...init, replica, version: version + tail.length, history: [...history, ...tail] });
+    // One read for both the history resumes need and what was committed after `version`.
+    const history = await store.changesSince(Math.max(0, version - HISTORY_VERSIONS), 2 * HISTORY_VERSIONS);
+    const registry = new Registry(store, options, { ...init, replica, version: history.at(-1)?.version ?? version, history });
     for (const row of rows) registry.remember(row);
-    for (const c of tail.flatMap((r) => r.changes)) registry.applyChange(c);
+    for (const r of history) if (r.version > version) r.changes.forEach((c) => registry.applyChange(c));
     return registry;
   }
 
