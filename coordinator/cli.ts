@@ -24,7 +24,7 @@ import { createCoordinator, DEFAULT_EPHEMERAL_TIMEOUT_MS, type CoordinatorOption
 import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from './registry/registry.js';
 import { databasePath, openStore, storeSpecProblem } from './store/open.js';
 import { runningCoordinatorPid } from './store/pidfile.js';
-import type { PathEdge } from './control/hub.js';
+import type { PathEdge } from './control/path-reports.js';
 
 /** Help text per command, for `knit help <command>` (cli/main.ts) and `--help`. */
 export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', string> = {

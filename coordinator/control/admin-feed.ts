@@ -28,7 +28,8 @@ import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { DeltaMsg } from '../../shared/wire/control.js';
 import type { Registry } from '../registry/registry.js';
-import type { ControlHub, PathEdge } from './hub.js';
+import type { ControlHub } from './hub.js';
+import type { PathEdge } from './path-reports.js';
 
 export const ADMIN_FEED_PATH = '/v1/admin/feed';
 /** A console that hasn't sent its token within this long is closed (4408), as agents are for hello. */

@@ -43,13 +43,14 @@ import type { Logger } from '../../shared/log.js';
 import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import {
   CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, decodeServerMessage, helloProof, proofsEqual, welcomeProof,
-  type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type PathReportKind, type RelayInfo,
+  type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type RelayInfo,
 } from '../../shared/wire/control.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 import { REPLICA_HEARTBEAT_MS } from '../registry/liveness.js';
 import { ChangeLog, coalesce } from '../registry/changes.js';
 import type { ChangeRow } from '../store/store.js';
+import { PATHS_MIN_INTERVAL_MS, PathReports, type PathEdge } from './path-reports.js';
 
 export interface SessionTransport {
   send(text: string): void;
@@ -125,19 +126,6 @@ interface Session {
   pathsAt: number;
 }
 
-/** A stored path report, by node id: soft state, kept in memory only, like online state. */
-export interface PathEdge {
-  from: number;
-  to: number;
-  kind: PathReportKind;
-  rttMs?: number;
-  lastHandshake: number;
-  reportedAt: number; // wall ms
-}
-
-/** Agents report paths every 30 s and on change; anything faster than this is dropped. */
-export const PATHS_MIN_INTERVAL_MS = 1000;
-
 function sendShared(s: Session, bytes: Buffer): void {
   if (s.t.sendEncoded) s.t.sendEncoded(bytes);
   else s.t.send(bytes.toString());
@@ -147,8 +135,7 @@ export class ControlHub {
   readonly log: ChangeLog;
   private readonly ready = new Map<number, Session>(); // node id → its one live session
   private readonly all = new Set<Session>();
-  private readonly pathReports = new Map<number, PathEdge[]>(); // node id → its last report
-  private readonly pathListeners = new Set<(from: number, edges: PathEdge[]) => void>();
+  private readonly pathReports = new PathReports();
   private readonly changeListeners = new Set<(delta: DeltaMsg) => void>();
   private flushTimer: ReturnType<Clock['setTimeout']> | undefined;
   /** When the next delta may go out (see noteChanges and flush). */
@@ -325,7 +312,7 @@ export class ControlHub {
   /** A removed node (by this replica or another): its cached key and reports go, its session is closed for good. */
   private dropSession(id: number, nodeKey: string | undefined): void {
     if (nodeKey !== undefined) this.authKeys.delete(nodeKey);
-    this.pathReports.delete(id);
+    this.pathReports.forget(id);
     // KNIT_ERR_NODE_UNKNOWN closes with 4404, which tells the agent not to retry.
     this.kick(id, new KnitError('KNIT_ERR_NODE_UNKNOWN', 'this node was removed from the mesh'));
   }
@@ -517,26 +504,16 @@ export class ControlHub {
     this.ready.get(m.to)?.t.send(m.frame);
   }
 
-  /** Stores a node's view of its paths (peers by key → id; strangers and itself skipped) and tells listeners. */
+  /** Stores a node's view of its paths, at most one report per PATHS_MIN_INTERVAL_MS per session. */
   private paths(s: Session, reports: PathReport[], now: number): void {
     if (now - s.pathsAt < PATHS_MIN_INTERVAL_MS) return;
     s.pathsAt = now;
-    const reportedAt = this.o.clock.wallNow();
-    const edges: PathEdge[] = [];
-    for (const r of reports) {
-      const peer = this.o.registry.peerByKey(r.peer);
-      if (!peer || peer.id === s.nodeId) continue;
-      edges.push({ from: s.nodeId, to: peer.id, kind: r.kind, lastHandshake: r.lastHandshake, reportedAt, ...(r.rttMs !== undefined ? { rttMs: Math.round(r.rttMs * 10) / 10 } : {}) });
-    }
-    this.pathReports.set(s.nodeId, edges);
-    for (const l of this.pathListeners) l(s.nodeId, edges);
+    this.pathReports.record(s.nodeId, reports, (key) => this.o.registry.peerByKey(key)?.id, this.o.clock.wallNow());
   }
 
   /** Every node's last path report (what the console's matrix and `knit nodes` show). */
   pathEdges(): PathEdge[] {
-    const out: PathEdge[] = [];
-    for (const [from, edges] of this.pathReports) if (this.o.registry.peer(from)) out.push(...edges);
-    return out;
+    return this.pathReports.edges((id) => this.o.registry.peer(id) !== undefined);
   }
 
   /**
@@ -550,8 +527,7 @@ export class ControlHub {
 
   /** Calls `fn` with every new path report; returns its remover. */
   onPathReport(fn: (from: number, edges: PathEdge[]) => void): () => void {
-    this.pathListeners.add(fn);
-    return () => this.pathListeners.delete(fn);
+    return this.pathReports.onReport(fn);
   }
 
   private hello(s: Session, m: HelloMsg): void {
