@@ -21,7 +21,8 @@ import { isValidTag, MAX_TAGS, type RelayInfo } from '../shared/wire/control.js'
 import { isKeyText } from '../shared/crypto/keys.js';
 import { parseFlags, intFlag } from '../shared/cli/args.js';
 import { createCoordinator, DEFAULT_EPHEMERAL_TIMEOUT_MS, type CoordinatorOptions, type HostPort } from './index.js';
-import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, Registry } from './registry/registry.js';
+import { Registry } from './registry/registry.js';
+import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX } from './registry/join-rows.js';
 import { databasePath, openStore, storeSpecProblem } from './store/open.js';
 import { runningCoordinatorPid } from './store/pidfile.js';
 import type { PathEdge } from './control/path-reports.js';

@@ -1,5 +1,6 @@
 /**
- * Replica liveness, pure: which of the other replicas sharing a store are dead.
+ * Replica liveness: which of the other replicas sharing a store are dead (a pure
+ * judge, ReplicaLiveness), and the one write that acts on it (releaseReplicas).
  *
  * Every replica adds one to its beat count in the store every REPLICA_HEARTBEAT_MS.
  * An observer remembers, per other replica, the count it last saw and since when
@@ -7,6 +8,8 @@
  * REPLICA_TIMEOUT_MS means dead. Counts, not timestamps: neither clock skew
  * between machines nor a stepped wall clock can make a live replica look dead.
  */
+import type { PeerChange } from '../../shared/wire/control.js';
+import type { StoreTx } from '../store/store.js';
 
 /** A replica whose beat count stood still this long (on the observer's monotonic clock) is taken for dead. */
 export const REPLICA_TIMEOUT_MS = 30_000;
@@ -36,4 +39,17 @@ export class ReplicaLiveness {
     for (const id of dead) this.seen.delete(id);
     return dead;
   }
+}
+
+/**
+ * Marks offline (in rows and in the feed, as made by `origin`) every node held by the given
+ * dead replicas, and forgets the replicas. Returns the changes, for the caller's memory.
+ */
+export async function releaseReplicas(tx: StoreTx, replicas: string[], lastSeen: number, origin: string): Promise<PeerChange[]> {
+  if (replicas.length === 0) return [];
+  const ids = await tx.releaseReplicas(replicas);
+  for (const r of replicas) await tx.dropReplica(r);
+  const changes: PeerChange[] = ids.map((id) => ({ op: 'online', id, online: false, lastSeen }));
+  if (changes.length > 0) await tx.appendChange(changes, origin);
+  return changes;
 }

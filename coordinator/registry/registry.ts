@@ -23,27 +23,13 @@ import { decodeKey, encodeKey, generateKeyPair, publicKeyOf } from '../../shared
 import { defaultRandomBytes, equalBytes, sha256Hex } from '../../shared/crypto/seal.js';
 import type { Clock, RandomBytes } from '../../shared/clock.js';
 import { KnitError } from '../../shared/errors.js';
-import { intToIpv4, parseIpv4Prefix, prefixHost, prefixHostCount, ulaHost, type Ipv4Prefix } from '../../shared/net/cidr.js';
+import { parseIpv4Prefix, type Ipv4Prefix } from '../../shared/net/cidr.js';
 import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN, type ParsedToken } from '../../shared/token.js';
-import { joinProof, MAX_HOSTNAME_LEN, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
+import { joinProof, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
 import type { ChangeRow, NodeRow, Store, StoreTx, TokenRow } from '../store/store.js';
 import { changeNodeId } from './changes.js';
-import { ReplicaLiveness } from './liveness.js';
-
-/**
- * The default mesh prefix: a /16 in the middle of RFC 6598 shared space (as
- * Tailscale uses 100.64.0.0/10). 65,534 nodes is far beyond the meshes Knit
- * aims at, and staying away from the bottom of 100.64.0.0/10 — where carriers
- * number their CGNAT gateways and customers — keeps a peer's /32 route from
- * shadowing an address the host needs on its own uplink.
- */
-export const DEFAULT_IPV4_PREFIX = '100.96.0.0/16';
-
-/** The canonical text of a prefix given on the command line ("10.1.2.3/16" → "10.1.0.0/16"), or undefined. */
-export function canonicalIpv4Prefix(text: string): string | undefined {
-  const p = parseIpv4Prefix(text);
-  return p && `${intToIpv4(p.base)}/${p.bits}`;
-}
+import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, joinRow, type JoinMesh } from './join-rows.js';
+import { releaseReplicas, ReplicaLiveness } from './liveness.js';
 
 export interface RegistryOptions {
   clock: Clock; // now() stamps changes for fan-out latency; wallNow() stamps what people read (expiry, last seen)
@@ -100,8 +86,8 @@ export class Registry {
   /** Nodes whose endpoints / disco key / last-seen changed in memory but not yet on disk. */
   private readonly dirty = new Set<number>();
   private pendingSince = 0;
-  /** Per hostname, the next -N suffix worth trying, so a thousand "ci" nodes don't probe 1,000 names each. */
-  private readonly nameHints = new Map<string, number>();
+  /** Prefixes and name hints for joins (a thousand "ci" nodes don't probe 1,000 names each). */
+  private readonly joinMesh: JoinMesh;
   /**
    * Since when (monotonic ms) each offline ephemeral node has been offline, counted from
    * this registry's load at the earliest: time the coordinator was down doesn't count, and
@@ -128,6 +114,7 @@ export class Registry {
     this.ipv4PrefixText = init.prefix;
     this.ipv4Prefix = parseIpv4Prefix(init.prefix)!;
     this.ulaPrefix = init.ula;
+    this.joinMesh = { ipv4Prefix: this.ipv4Prefix, ulaPrefix: init.ula, nameHints: new Map() };
     this.replica = init.replica;
     this.liveness = new ReplicaLiveness(init.replica);
     this.startVersion = init.version;
@@ -357,28 +344,6 @@ export class Registry {
 
   // ---- join -------------------------------------------------------------------
 
-  /** The hostname, or hostname-2, -3, … when taken; names stay valid hostnames (≤ 63 characters). */
-  private async uniqueName(tx: StoreTx, hostname: string): Promise<string> {
-    const base = hostname.toLowerCase();
-    if (!await tx.nameTaken(base)) return base;
-    for (let i = this.nameHints.get(base) ?? 2; ; i++) {
-      const suffix = `-${i}`;
-      const name = base.slice(0, MAX_HOSTNAME_LEN - suffix.length) + suffix;
-      if (!await tx.nameTaken(name)) {
-        this.nameHints.set(base, i + 1);
-        return name;
-      }
-    }
-  }
-
-  private async allocateIpIndex(tx: StoreTx): Promise<number> {
-    const reused = await tx.takeFreeIpIndex();
-    if (reused !== undefined) return reused;
-    const next = await tx.bumpMeta('next_ip_index');
-    if (next >= prefixHostCount(this.ipv4Prefix)) throw new KnitError('KNIT_ERR_ADDRESS_EXHAUSTED');
-    return next;
-  }
-
   /**
    * Checks and consumes the token and registers the node, atomically. Joining
    * again with a node key the mesh already knows returns that node unchanged
@@ -411,14 +376,14 @@ export class Registry {
       return { ok: true, token, req };
     });
     if (results.some((r) => 'token' in r)) {
-      const hints = new Map(this.nameHints);
+      const hints = new Map(this.joinMesh.nameHints);
       try {
         await this.store.write(async (tx) => {
           const upserts: PeerChange[] = [];
           for (const [i, r] of results.entries()) {
             if (!('token' in r)) continue;
             try {
-              const joined = await tx.savepoint(() => this.joinRow(tx, r.req, r.token, now));
+              const joined = await tx.savepoint(() => joinRow(tx, this.joinMesh, r.req, r.token, now));
               results[i] = { ok: true, ...joined, req: r.req };
               if (joined.created) upserts.push({ op: 'upsert', peer: toPeer(joined.row) });
             } catch (error) {
@@ -429,8 +394,7 @@ export class Registry {
           if (upserts.length > 0) await tx.appendChange(upserts, this.replica);
         });
       } catch (error) {
-        this.nameHints.clear();
-        for (const [k, v] of hints) this.nameHints.set(k, v);
+        this.joinMesh.nameHints = hints; // the names hinted at were never committed
         return reqs.map(() => ({ ok: false, error })); // the commit failed: none of them joined
       }
     }
@@ -450,27 +414,6 @@ export class Registry {
         },
       };
     });
-  }
-
-  /** One join's rows (inside the caller's transaction): the token checked and used, the node inserted or found. */
-  private async joinRow(tx: StoreTx, req: JoinRequest, t: ParsedToken, now: number): Promise<{ row: NodeRow; created: boolean }> {
-    const tok = await tx.token(t.id);
-    if (!tok || tok.revoked || !equalBytes(Buffer.from(tok.secretHash, 'hex'), Buffer.from(sha256Hex(t.secret), 'hex'))) {
-      throw new KnitError('KNIT_ERR_TOKEN_INVALID');
-    }
-    if (tok.expires !== null && now >= tok.expires) throw new KnitError('KNIT_ERR_TOKEN_EXPIRED');
-    const existing = await tx.nodeByKey(req.nodeKey);
-    if (existing) return { row: existing, created: false };
-    // The use is taken by one conditional update: the database, not this process, says who got it.
-    if (!await tx.useToken(tok.id)) throw new KnitError('KNIT_ERR_TOKEN_USED');
-    const ipIndex = await this.allocateIpIndex(tx);
-    const fields = {
-      nodeKey: req.nodeKey, discoKey: req.discoKey ?? '', name: await this.uniqueName(tx, req.hostname), ipIndex,
-      ipv4: prefixHost(this.ipv4Prefix, ipIndex), ipv6: ulaHost(this.ulaPrefix, ipIndex + 1), tags: tok.tags,
-      ephemeral: tok.ephemeral, created: now, lastSeen: Math.floor(now), tokenId: tok.id,
-    };
-    const id = await tx.insertNode(fields);
-    return { row: { ...fields, id, endpoints: [], natType: 'unknown' as NatType, onlineReplica: null }, created: true };
   }
 
   // ---- mutations from control sessions and admins ------------------------------------
@@ -640,19 +583,6 @@ export class Registry {
   async leave(): Promise<void> {
     await this.store.write((tx) => tx.dropReplica(this.replica));
   }
-}
-
-/**
- * Marks offline (in rows and in the feed, as made by `origin`) every node held by the given
- * dead replicas, and forgets the replicas. Returns the changes, for the caller's memory.
- */
-async function releaseReplicas(tx: StoreTx, replicas: string[], lastSeen: number, origin: string): Promise<PeerChange[]> {
-  if (replicas.length === 0) return [];
-  const ids = await tx.releaseReplicas(replicas);
-  for (const r of replicas) await tx.dropReplica(r);
-  const changes: PeerChange[] = ids.map((id) => ({ op: 'online', id, online: false, lastSeen }));
-  if (changes.length > 0) await tx.appendChange(changes, origin);
-  return changes;
 }
 
 function toPeer(row: NodeRow): PeerInfo {
