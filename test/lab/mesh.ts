@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import type { StatusDocument } from '../../agent/status.js';
 import { until as untilHelper } from '../helpers/until.js';
-import type { Lab, LabHost, LabProcess } from './netlab.js';
+import type { Lab, LabHost, LabProcess, LabRouter } from './netlab.js';
 
 export const BIN = join(process.cwd(), 'bin', 'knit.js');
 
@@ -27,6 +27,8 @@ export interface LabAgents {
   /** Starts (or restarts) `knit up` for `name` on `host`: wireguard-go, knit0, keepalive 10 s, plus `extra`. */
   start(name: string, host: LabHost, extra?: string[]): LabAgent;
   status(name: string): Promise<StatusDocument>;
+  /** `from`'s status line for its peer `to`, or undefined. */
+  peer(from: string, to: string): Promise<StatusDocument['peers'][number] | undefined>;
   /** One ICMP echo from `from` to `to`'s mesh address, through the tunnel. */
   pings(from: string, to: string): Promise<boolean>;
   /** Waits for `fn`; on timeout the error carries every agent's log tail and status. */
@@ -46,6 +48,23 @@ export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Prom
   await untilHelper('coordinator ready', () => coordProc.output().includes('coordinator ready'), { timeoutMs: 15_000, intervalMs: 250, explain: coordinatorLog });
   const token = (await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
   return { coordHost, coordProc, ...labAgents(lab, token, dir, { explain: coordinatorLog }) };
+}
+
+/**
+ * The relay tests' lab: the coordinator (and its relay) on the lab internet, and agents x
+ * (port mode auto) and y (proxy) behind two symmetric NATs, so no direct path exists.
+ * `prepare` runs on the two routers before the hosts join (a firewall rule, say).
+ */
+export async function startSymmetricPair(lab: Lab, dir: string, prepare?: (routers: LabRouter[], coordHost: LabHost) => Promise<void>) {
+  const coordHost = await lab.addHost('coord');
+  const sym1 = await lab.addRouter('sym1', { nat: 'symmetric' });
+  const sym2 = await lab.addRouter('sym2', { nat: 'symmetric' });
+  await prepare?.([sym1, sym2], coordHost);
+  const hosts: [string, LabHost][] = [['x', await lab.addHost('x', { behind: sym1 })], ['y', await lab.addHost('y', { behind: sym2 })]];
+  // The relay runs in the coordinator by default (UDP and TCP 3480 on the listen address).
+  const mesh = await startMesh(lab, coordHost, dir);
+  for (const [name, host] of hosts) mesh.start(name, host, ['--port-mode', name === 'y' ? 'proxy' : 'auto']);
+  return { coordHost, sym1, sym2, mesh };
 }
 
 /**
@@ -83,6 +102,9 @@ export function labAgents(lab: Lab, token: string, dir: string, options: { expla
       const a = { host, proc, state };
       agents.set(name, a);
       return a;
+    },
+    async peer(from, to) {
+      return (await status(from)).peers.find((p) => p.name === to);
     },
     async pings(from, to) {
       const ip = (await status(to)).self.ips[0];

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import { startMesh, type LabMesh } from './mesh.js';
+import { startSymmetricPair, type LabMesh } from './mesh.js';
 import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
@@ -41,15 +41,10 @@ if (!check.ok) {
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'knit-relay-ws-lab-'));
       lab = await createLab();
-      coordHost = await lab.addHost('coord');
-      sym1 = await lab.addRouter('sym1', { nat: 'symmetric' });
-      sym2 = await lab.addRouter('sym2', { nat: 'symmetric' });
       // A firewall on each router: no UDP reaches the relay's port (TCP, the WebSocket, still does).
-      for (const r of [sym1, sym2]) await lab.run(r.ns, ['nft', '-f', '-'], { input: blockRule(coordHost.address) });
-      const hosts: [string, LabHost][] = [['x', await lab.addHost('x', { behind: sym1 })], ['y', await lab.addHost('y', { behind: sym2 })]];
-      // The relay runs in the coordinator by default (UDP and TCP 3480 on the listen address).
-      mesh = await startMesh(lab, coordHost, dir);
-      for (const [name, host] of hosts) mesh.start(name, host, ['--port-mode', name === 'y' ? 'proxy' : 'auto']);
+      ({ coordHost, sym1, sym2, mesh } = await startSymmetricPair(lab, dir, async (routers, coord) => {
+        for (const r of routers) await lab.run(r.ns, ['nft', '-f', '-'], { input: blockRule(coord.address) });
+      }));
     });
 
     after(async () => {
@@ -57,7 +52,7 @@ if (!check.ok) {
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
-    const peerOf = async (from: string, to: string) => (await status(from)).peers.find((p) => p.name === to);
+    const peerOf = (from: string, to: string) => mesh.peer(from, to);
 
     it('UDP to the relay dropped: the hosts ping each other over the relay\'s WebSocket', async (t) => {
       const t0 = Date.now();

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import { startMesh, type LabMesh } from './mesh.js';
+import { startSymmetricPair, type LabMesh } from './mesh.js';
 import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
@@ -32,13 +32,7 @@ if (!check.ok) {
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'knit-relay-lab-'));
       lab = await createLab();
-      coordHost = await lab.addHost('coord');
-      sym1 = await lab.addRouter('sym1', { nat: 'symmetric' });
-      const sym2 = await lab.addRouter('sym2', { nat: 'symmetric' });
-      const hosts: [string, LabHost][] = [['x', await lab.addHost('x', { behind: sym1 })], ['y', await lab.addHost('y', { behind: sym2 })]];
-      // The relay runs in the coordinator by default (UDP and TCP 3480 on the listen address).
-      mesh = await startMesh(lab, coordHost, dir);
-      for (const [name, host] of hosts) mesh.start(name, host, ['--port-mode', name === 'y' ? 'proxy' : 'auto']);
+      ({ coordHost, sym1, mesh } = await startSymmetricPair(lab, dir));
     });
 
     after(async () => {
@@ -46,7 +40,7 @@ if (!check.ok) {
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
-    const peerOf = async (from: string, to: string) => (await status(from)).peers.find((p) => p.name === to);
+    const peerOf = (from: string, to: string) => mesh.peer(from, to);
 
     it('symmetric ↔ symmetric: the hosts ping each other through the relay', async (t) => {
       const t0 = Date.now();
