@@ -44,7 +44,8 @@ export interface LabMesh extends LabAgents {
 export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Promise<LabMesh> {
   const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
     '--stun', `${coordHost.address}:3478`, '--stun2', `${coordHost.address}:3479`, '--data', join(dir, 'coord')]);
-  const coordinatorLog = () => `--- coordinator\n${coordProc.output().slice(-1500)}`;
+  // The first start prints the admin token: a failure's explanation must not carry it into the test log.
+  const coordinatorLog = () => `--- coordinator\n${coordProc.output().slice(-1500).replace(/knit_[A-Za-z0-9_-]{16,}/g, 'knit_…')}`;
   await untilHelper('coordinator ready', () => coordProc.output().includes('coordinator ready'), { timeoutMs: 15_000, intervalMs: 250, explain: coordinatorLog });
   const token = (await lab.run(coordHost.ns, [process.execPath, BIN, 'token', 'create', '--reusable', '--data', join(dir, 'coord')])).stdout.trim();
   return { coordHost, coordProc, ...labAgents(lab, token, dir, { explain: coordinatorLog }) };
