@@ -57,13 +57,14 @@ if (!check.ok) {
     }
 
     it('two hosts behind the same NAT find each other by mDNS and talk over the LAN; mDNS does not cross the NAT', async () => {
-      await until('a pings b', () => pings('a', 'b'), 60_000);
-      const sa = await status('a');
-      const peer = sa.peers.find((p) => p.name === 'b')!;
-      assert.equal(peer.path, 'lan');
+      const peer = await mesh.untilPath('a', 'b', 'lan', 60_000);
       assert.equal(peer.endpoint?.split(':')[0], hosts.get('b')!.address, 'b\'s LAN address');
-      assert.ok((sa.counters.lanCandidates ?? 0) > 0, 'a learned b from its announcement');
-      assert.ok(((await status('b')).counters.lanCandidates ?? 0) > 0, 'and b learned a');
+      await until('a pings b', () => pings('a', 'b'));
+      // Each agent also reports its LAN address to the coordinator, so the pair may reach `lan`
+      // before either heard the other's announcement (the browse schedule is 0, 1, 3, 7 s):
+      // wait for mDNS itself rather than race it.
+      await until('a learned b from its announcement', async () => ((await status('a')).counters.lanCandidates ?? 0) > 0, 15_000);
+      await until('and b learned a', async () => ((await status('b')).counters.lanCandidates ?? 0) > 0, 15_000);
       await until('c knows its peers', async () => (await status('c')).peers.length === 2);
       const sc = await status('c');
       assert.equal(sc.counters.lanCandidates ?? 0, 0, 'no announcement from behind the other NAT reached c');

@@ -29,6 +29,12 @@ export interface LabAgents {
   status(name: string): Promise<StatusDocument>;
   /** `from`'s status line for its peer `to`, or undefined. */
   peer(from: string, to: string): Promise<StatusDocument['peers'][number] | undefined>;
+  /**
+   * Waits until `from` reports `path` to `to`, and returns that status line. A first ping
+   * proves only that some path works: the relay carries a pair before a direct or LAN path
+   * is confirmed, so a test about the path waits for it.
+   */
+  untilPath(from: string, to: string, path: StatusDocument['peers'][number]['path'], timeoutMs?: number): Promise<StatusDocument['peers'][number]>;
   /** One ICMP echo from `from` to `to`'s mesh address, through the tunnel. */
   pings(from: string, to: string): Promise<boolean>;
   /** Waits for `fn`; on timeout the error carries every agent's log tail and status. */
@@ -106,6 +112,12 @@ export function labAgents(lab: Lab, token: string, dir: string, options: { expla
     },
     async peer(from, to) {
       return (await status(from)).peers.find((p) => p.name === to);
+    },
+    untilPath(from, to, path, timeoutMs) {
+      return until(`${from}'s path to ${to} is ${path}`, async () => {
+        const p = (await status(from)).peers.find((x) => x.name === to);
+        return p?.path === path && p;
+      }, timeoutMs);
     },
     async pings(from, to) {
       const ip = (await status(to)).self.ips[0];

@@ -69,8 +69,7 @@ if (!check.ok) {
       await until('a pings b', () => pings('a', 'b'), 60_000);
       t.diagnostic(`first ping reply a→b ${Date.now() - t0} ms after the test began waiting`);
       assert.ok(await pings('b', 'a'));
-      const peer = (await status('a')).peers.find((p) => p.name === 'b')!;
-      assert.equal(peer.path, 'direct');
+      const peer = await mesh.untilPath('a', 'b', 'direct', 20_000);
       assert.equal((await status('a')).engine.portMode, 'shared', 'shared is the default where nftables works');
       assert.equal((await status('b')).engine.portMode, 'proxy');
       assert.match(peer.endpoint ?? '', /^198\.18\./, 'the endpoint is b\'s NAT mapping on the internet');
@@ -79,15 +78,13 @@ if (!check.ok) {
 
     it('two hosts behind the same NAT talk over the LAN, not a hairpin', async () => {
       await until('a pings c', () => pings('a', 'c'), 60_000);
-      const peer = (await status('a')).peers.find((p) => p.name === 'c')!;
-      assert.equal(peer.path, 'lan');
+      const peer = await mesh.untilPath('a', 'c', 'lan', 20_000);
       assert.match(peer.endpoint ?? '', /^10\./);
     });
 
     it('double NAT (home router behind a carrier NAT) ↔ cone: direct', async () => {
       await until('d pings b', () => pings('d', 'b'), 60_000);
-      const peer = (await status('d')).peers.find((p) => p.name === 'b')!;
-      assert.equal(peer.path, 'direct');
+      await mesh.untilPath('d', 'b', 'direct', 20_000);
     });
 
     it('roaming: a host moved behind another NAT recovers its path', async (t) => {
@@ -97,8 +94,7 @@ if (!check.ok) {
       const t0 = Date.now();
       await until('a pings b after the move', () => pings('a', 'b'), 60_000);
       t.diagnostic(`b moved to ${moved} behind another NAT; ping through the tunnel again after ${Date.now() - t0} ms`);
-      const peer = (await status('a')).peers.find((p) => p.name === 'b')!;
-      assert.equal(peer.path, 'direct');
+      const peer = await mesh.untilPath('a', 'b', 'direct', 20_000);
       assert.equal(peer.endpoint?.split(':')[0], coneC.wanAddress, 'a now reaches b through its new NAT');
     });
 
