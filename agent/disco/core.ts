@@ -13,7 +13,7 @@
  *  - pings per destination, pongs per source and call-me-maybes per peer are rate-limited;
  *  - a pong is never larger than its ping (see shared/wire/disco.ts).
  */
-import { LRUCache } from 'lru-cache';
+import { BoundedMap } from '../../shared/bounded-map.js';
 import { MinHeap } from '../../shared/min-heap.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import { decodeKey } from '../../shared/crypto/keys.js';
@@ -182,16 +182,14 @@ export class DiscoCore {
   private readonly peers = new Map<string, Peer>(); // by node key
   private readonly byDisco = new Map<string, string>(); // disco key (base64) → node key
   private readonly outstanding = new Map<string, Outstanding>(); // txid hex → ping
-  private readonly destLastPing = new LRUCache<string, number>({ max: 4096 });
-  private readonly pongBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
-  private readonly unknownBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
+  // Bounded because packet sources are the attacker's to choose; grown as used (see BoundedMap).
+  private readonly destLastPing = new BoundedMap<string, number>(4096);
+  private readonly pongBudget = new BoundedMap<string, { tokens: number; at: number }>(4096);
+  private readonly unknownBudget = new BoundedMap<string, { tokens: number; at: number }>(4096);
   /** Peer|destination pairs we announced our disco key to (once each per run). */
-  private readonly announcedTo = new LRUCache<string, true>({ max: 8192 });
-  /**
-   * Pings answered (peer|txid), oldest first: a replay gets nothing. A Map trimmed from the
-   * front rather than an LRUCache, which would allocate all its slots up front in every agent.
-   */
-  private readonly seenPings = new Map<string, true>();
+  private readonly announcedTo = new BoundedMap<string, true>(8192);
+  /** Pings answered (peer|txid): a replay gets nothing. */
+  private readonly seenPings = new BoundedMap<string, true>(SEEN_PINGS_MAX);
   private readonly nodeKeyBytes: Uint8Array;
   private selfEndpoints: string[] = [];
   /** Peers whose state an event touched: their wakeups are recomputed after it. */
@@ -443,7 +441,7 @@ export class DiscoCore {
         // New endpoints from the coordinator: if the current path isn't among them the peer
         // has moved (its call-me-maybe may be lost while it reconnects), so re-punch now.
         const best = p.path.best;
-        if (best && !p.input.endpoints.includes(best.key) && p.path.candidates.get(best.key)?.sources.has('coordinator')) best.suspect = true;
+        if (best && !p.input.endpoints.includes(best.key) && p.path.candidates.get(best.key)?.sources.includes('coordinator')) best.suspect = true;
         if (!best || best.suspect) startBurst(p.path, now);
       }
     }
@@ -657,7 +655,6 @@ export class DiscoCore {
         return;
       }
       this.seenPings.set(replayKey, true);
-      if (this.seenPings.size > SEEN_PINGS_MAX) this.seenPings.delete(this.seenPings.keys().next().value!);
       if (!this.allowPong(from.address, now)) {
         this.counters.dropRateLimited++;
         return;

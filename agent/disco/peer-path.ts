@@ -50,7 +50,8 @@ export interface Candidate {
    */
   via?: number;
   kind: 'lan' | 'direct';
-  sources: Set<CandidateSource>;
+  /** Who vouches for it (a short list: a Set per candidate costs a big mesh dearly). */
+  sources: CandidateSource[];
   addedAt: number;
   refreshedAt: number;
   lastPingAt: number;
@@ -92,7 +93,7 @@ export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: Candidat
   const key = candidateKey(ep, via);
   const c = s.candidates.get(key);
   if (c) {
-    c.sources.add(source);
+    if (!c.sources.includes(source)) c.sources.push(source);
     c.refreshedAt = now;
     if (source === 'lan') c.kind = 'lan';
     return false;
@@ -105,7 +106,7 @@ export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: Candidat
     s.candidates.delete(stalest.key);
   }
   s.candidates.set(key, {
-    ep, key, ...(via !== undefined && { via }), kind: candidateKind(ep, source), sources: new Set([source]), addedAt: now, refreshedAt: now, lastPingAt: -Infinity, lastPongAt: -Infinity,
+    ep, key, ...(via !== undefined && { via }), kind: candidateKind(ep, source), sources: [source], addedAt: now, refreshedAt: now, lastPingAt: -Infinity, lastPongAt: -Infinity,
   });
   return true;
 }
@@ -116,7 +117,7 @@ export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: Candidat
  */
 export function expireCandidates(s: PeerPathState, now: number): void {
   for (const c of s.candidates.values()) {
-    if (c.key === s.best?.key || c.sources.has('coordinator')) continue;
+    if (c.key === s.best?.key || c.sources.includes('coordinator')) continue;
     if (now - c.refreshedAt > CANDIDATE_TTL_MS && now - c.lastPongAt > CANDIDATE_TTL_MS) s.candidates.delete(c.key);
   }
 }
@@ -124,9 +125,9 @@ export function expireCandidates(s: PeerPathState, now: number): void {
 /** The coordinator's list for the peer changed: endpoints it no longer lists lose that vouching. */
 export function withdrawCoordinatorCandidates(s: PeerPathState, listed: Set<string>): void {
   for (const c of s.candidates.values()) {
-    if (!c.sources.has('coordinator') || listed.has(c.key)) continue;
-    c.sources.delete('coordinator');
-    if (c.sources.size === 0 && c.key !== s.best?.key) s.candidates.delete(c.key);
+    if (!c.sources.includes('coordinator') || listed.has(c.key)) continue;
+    c.sources = c.sources.filter((x) => x !== 'coordinator');
+    if (c.sources.length === 0 && c.key !== s.best?.key) s.candidates.delete(c.key);
   }
 }
 
