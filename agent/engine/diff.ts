@@ -15,6 +15,7 @@
  *   stats: WireGuard moves a peer's endpoint when it roams, and re-writing our
  *   older opinion on every apply would fight that roaming.
  */
+import { BoundedMap } from '../../shared/bounded-map.js';
 import { decodeKey, publicKeyOf, encodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import type { Decoded } from '../../shared/wire/control.js';
@@ -84,16 +85,34 @@ function isPort(v: unknown): v is number {
   return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535;
 }
 
+/**
+ * Every apply names every peer, and a peer's key and allowed IPs rarely change: what was
+ * already checked is remembered by its text (shared by every engine in the process, so the
+ * simulator's thousand agents, which all list the same peers, check each once).
+ */
+const checkedKeys = new BoundedMap<string, true>(16_384);
+const canonicalLists = new BoundedMap<string, string[]>(16_384);
+
 function normalizePeer(p: EnginePeerConfig, index: number): Decoded<EnginePeerState> {
   const where = `peers[${index}]`;
   if (typeof p !== 'object' || p === null) return { ok: false, error: `${where} is not an object` };
-  if (!decodeKey(p.publicKey)) return { ok: false, error: `${where}.publicKey is not a base64 X25519 key` };
+  if (!checkedKeys.has(p.publicKey)) {
+    if (!decodeKey(p.publicKey)) return { ok: false, error: `${where}.publicKey is not a base64 X25519 key` };
+    checkedKeys.set(p.publicKey, true);
+  }
   if (!Array.isArray(p.allowedIps)) return { ok: false, error: `${where}.allowedIps is not a list` };
-  const allowed: string[] = [];
-  for (const cidr of p.allowedIps) {
-    const c = canonicalAllowedIp(cidr);
-    if (!c) return { ok: false, error: `${where}.allowedIps has a bad prefix ${JSON.stringify(String(cidr)).slice(0, 70)}` };
-    allowed.push(c);
+  // Joined by a space, which no prefix contains: a list with one in it is never cached.
+  const text = p.allowedIps.every((x) => typeof x === 'string' && !x.includes(' ')) ? p.allowedIps.join(' ') : undefined;
+  let allowed = text === undefined ? undefined : canonicalLists.get(text);
+  if (!allowed) {
+    const list: string[] = [];
+    for (const cidr of p.allowedIps) {
+      const c = canonicalAllowedIp(cidr);
+      if (!c) return { ok: false, error: `${where}.allowedIps has a bad prefix ${JSON.stringify(String(cidr)).slice(0, 70)}` };
+      list.push(c);
+    }
+    allowed = sortedUnique(list);
+    if (text !== undefined) canonicalLists.set(text, allowed);
   }
   let endpoint: string | undefined;
   if (p.endpoint !== undefined) {
@@ -105,7 +124,8 @@ function normalizePeer(p: EnginePeerConfig, index: number): Decoded<EnginePeerSt
   if (!Number.isInteger(keepalive) || keepalive < 0 || keepalive > KEEPALIVE_MAX_S) {
     return { ok: false, error: `${where}.persistentKeepaliveS must be an integer 0..${KEEPALIVE_MAX_S}` };
   }
-  return { ok: true, value: { publicKey: p.publicKey, allowedIps: sortedUnique(allowed), endpoint, persistentKeepaliveS: keepalive } };
+  // `allowed` may be shared with other peers' states and engines: nothing changes one in place.
+  return { ok: true, value: { publicKey: p.publicKey, allowedIps: allowed, endpoint, persistentKeepaliveS: keepalive } };
 }
 
 /**
@@ -195,10 +215,12 @@ export function computeEngineDiff(
     if (u.endpoint !== undefined || u.persistentKeepaliveS !== undefined || u.allowedIps !== undefined) diff.upsertPeers.push(u);
   }
 
-  const diffLists = (from: string[], to: string[]) => ({
-    add: to.filter((x) => !from.includes(x)),
-    remove: from.filter((x) => !to.includes(x)),
-  });
+  // Sets: a big mesh has a route per peer, and `includes` in a loop made each apply quadratic.
+  const diffLists = (from: string[], to: string[]) => {
+    const f = new Set(from);
+    const t = new Set(to);
+    return { add: to.filter((x) => !f.has(x)), remove: from.filter((x) => !t.has(x)) };
+  };
   const addrs = diffLists(current.addresses, desired.addresses);
   diff.addAddresses = addrs.add;
   diff.removeAddresses = addrs.remove;

@@ -1,7 +1,7 @@
 /**
  * The in-memory engine: the same contract and the same diff as the real
  * adapters, with the "engine" being a record in memory. The agent's tests and
- * the simulator use it; it shows what was applied, every diff it was handed
+ * the simulator use it; it shows what was applied, the diffs it was handed
  * (so a test can prove that a repeated apply wrote nothing), and takes
  * handshake/byte/roamed-endpoint figures from a test hook, since nothing here
  * ever carries a packet.
@@ -20,7 +20,7 @@ export interface MemoryEngine extends ManagedEngine {
   applied(): EngineState | undefined;
   /** How many applies actually changed something. */
   changes(): number;
-  /** Every non-empty diff, oldest first. */
+  /** The last HISTORY_LIMIT non-empty diffs, oldest first. */
   diffs(): EngineDiff[];
   /** Whether close() has run. */
   isClosed(): boolean;
@@ -33,10 +33,17 @@ export interface MemoryEngine extends ManagedEngine {
 
 const clone = <T>(v: T): T => structuredClone(v);
 
+/**
+ * Diffs kept for inspection. Bounded: the simulator runs a thousand of these engines, each
+ * applying its whole peer map again and again, and every kept diff is a copy of it.
+ */
+export const HISTORY_LIMIT = 64;
+
 export function createMemoryEngine(options: { logger?: Logger } = {}): MemoryEngine {
   let state: EngineState | undefined;
   let closed = false;
   const history: EngineDiff[] = [];
+  let changes = 0;
   const fed = new Map<string, MemoryPeerStatsPatch>();
 
   const engine = createDiffingEngine(
@@ -48,11 +55,15 @@ export function createMemoryEngine(options: { logger?: Logger } = {}): MemoryEng
       async readState() {
         return clone(state ?? EMPTY_ENGINE_STATE);
       },
+      // `diff` and `next` are fresh from the diff and never changed after: kept as they are,
+      // copied only on the way out (applied(), diffs()).
       async push(diff, next) {
-        history.push(clone(diff));
+        changes++;
+        history.push(diff);
+        if (history.length > HISTORY_LIMIT) history.shift();
         // WireGuard forgets a removed peer's counters; so does this.
         for (const key of diff.removePeers) fed.delete(key);
-        state = clone(next);
+        state = next;
       },
       async readStats() {
         return (state?.peers ?? []).map((p) => {
@@ -79,7 +90,7 @@ export function createMemoryEngine(options: { logger?: Logger } = {}): MemoryEng
     ...engine,
     kind: 'memory',
     applied: () => (state ? clone(state) : undefined),
-    changes: () => history.length,
+    changes: () => changes,
     diffs: () => clone(history),
     isClosed: () => closed,
     setPeerStats(publicKey, patch) {

@@ -6,6 +6,7 @@
  * back, and what the diff compares are the same strings. Pure functions; not
  * the IPAM math (shared/net/cidr.ts), which is IPv4-only and allocation-shaped.
  */
+import { BoundedMap } from '../../shared/bounded-map.js';
 import { isIP } from 'node:net';
 
 export interface IpPrefix {
@@ -133,17 +134,20 @@ export function prefixWithin(inner: IpPrefix, outer: IpPrefix): boolean {
  * would pull other traffic into the tunnel, so it is dropped here.
  */
 export function meshAllowedIps(addresses: readonly string[], mesh: { ipv4Prefix: string; ipv6Prefix: string }): string[] {
-  // Every engine apply asks for every peer: the answer is kept per addresses array (the netmap
-  // reducer keeps an unchanged peer's objects), so a big map is parsed once, not per apply.
-  const cached = allowedCache.get(addresses);
-  if (cached && cached.mesh === mesh) return cached.allowed;
+  // Every engine apply asks for every peer: the answer is kept by the lists' text (a space
+  // joins them, and a list with one in it isn't kept), so a big map is parsed once, not per
+  // apply, and the simulator's agents, which all list the same peers, share the work.
+  const key = [mesh.ipv4Prefix, mesh.ipv6Prefix, ...addresses];
+  const text = key.every((x) => typeof x === 'string' && !x.includes(' ')) ? key.join(' ') : undefined;
+  const cached = text === undefined ? undefined : allowedCache.get(text);
+  if (cached) return cached;
   const prefixes = [parsePrefix(mesh.ipv4Prefix), parsePrefix(mesh.ipv6Prefix)].filter((p): p is IpPrefix => p !== undefined);
   const allowed = addresses.filter((a) => {
     const p = parsePrefix(a);
     return p !== undefined && p.bits === (p.family === 4 ? 32 : 128) && prefixes.some((m) => prefixWithin(p, m));
   });
-  allowedCache.set(addresses, { mesh, allowed });
+  if (text !== undefined) allowedCache.set(text, allowed);
   return allowed;
 }
 
-const allowedCache = new WeakMap<readonly string[], { mesh: object; allowed: string[] }>();
+const allowedCache = new BoundedMap<string, string[]>(16_384);

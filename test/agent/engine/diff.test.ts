@@ -48,6 +48,18 @@ describe('normalizeEngineConfig', () => {
     assert.deepEqual(s.routes, ['100.96.0.2/32']);
   });
 
+  it('remembers checked lists by their text, and a list that joins to the same text is still checked', () => {
+    const list = ['10.1.0.0/16', '10.0.0.0/8'];
+    const first = norm(config({ peers: [{ publicKey: K(1), allowedIps: list }] }));
+    assert.deepEqual(first.peers[0]!.allowedIps, ['10.0.0.0/8', '10.1.0.0/16']);
+    assert.equal(norm(config({ peers: [{ publicKey: K(1), allowedIps: [...list] }] })).peers[0]!.allowedIps, first.peers[0]!.allowedIps, 'the same canonical list');
+    for (const smuggled of [['10.1.0.0/16 10.0.0.0/8'], ['10.1.0.0/16', '10.0.0.0/8 ']]) {
+      assert.equal(normalizeEngineConfig(config({ peers: [{ publicKey: K(1), allowedIps: smuggled }] })).ok, false, JSON.stringify(smuggled));
+    }
+    const notText = [10, '10.0.0.0/8'] as unknown as string[];
+    assert.equal(normalizeEngineConfig(config({ peers: [{ publicKey: K(1), allowedIps: notText }] })).ok, false);
+  });
+
   const bad: Array<[string, (c: EngineConfig) => void]> = [
     ['a bad private key', (c) => { c.privateKey = 'x'; }],
     ['a listen port past 65535', (c) => { c.listenPort = 65536; }],
