@@ -15,6 +15,7 @@ import { createObserverCore } from '../coordinator/observer/core.js';
 import { CONTROL, RelayCore, type RelayAction } from '../relay/core.js';
 import { decodeKey } from '../shared/crypto/keys.js';
 import type { VirtualUdpSocket } from './host.js';
+import { createJoinQueue, type QueuedJoin } from '../coordinator/http/join-queue.js';
 import { Registry } from '../coordinator/registry/registry.js';
 import { SqliteStore } from '../coordinator/store/sqlite.js';
 import { Agent } from '../agent/agent.js';
@@ -67,6 +68,8 @@ export class World extends Topology {
   private coordinatorUp = true;
   private readonly sessions = new Set<{ h: SessionHandle; close: (code: number, reason: string) => void }>();
   private token = '';
+  /** POST /v1/join's group commit: agents added in one turn join in one transaction, as one map version. */
+  private join!: QueuedJoin;
   private readonly ready: Promise<void>;
   private readonly coordinatorUrl: string;
 
@@ -97,6 +100,7 @@ export class World extends Topology {
       registry: this.registry, clock: this.clock, logger: silentLogger, metrics: new CoordinatorMetrics(), stunPorts: STUN_PORTS, random: this.random.bytes, allowLoopbackEndpoints: false,
       relays: () => (this.relay ? [{ key: this.registry.coordinatorKey, port: RELAY_PORT }] : []),
     });
+    this.join = createJoinQueue(this.registry);
     if (relay) this.relay = this.startRelay();
     this.token = (await this.registry.createToken({ reusable: true })).token;
   }
@@ -194,7 +198,7 @@ export class World extends Topology {
     const priv = this.random.bytes(32);
     const nodeKey = encodeKey(x25519.getPublicKey(priv));
     await this.ready;
-    const res = (await this.registry.join({ token: this.token, nodeKey, hostname: name })).response;
+    const res = (await this.join({ token: this.token, nodeKey, hostname: name })).response;
     const node: NodeRecord = {
       coordinatorUrl: this.coordinatorUrl, coordinatorKey: this.registry.coordinatorKey, id: res.node.id, name: res.node.name,
       addresses: res.node.addresses, ipv4Prefix: res.mesh.ipv4Prefix, ipv6Prefix: res.mesh.ipv6Prefix,
