@@ -8,9 +8,11 @@ import { lookup } from 'node:dns/promises';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { systemClock } from '../../shared/clock.js';
+import { encodeKey } from '../../shared/crypto/keys.js';
 import { defaultRandomBytes } from '../../shared/crypto/seal.js';
 import { KnitError } from '../../shared/errors.js';
 import { createLogger, type Logger } from '../../shared/log.js';
+import type { UdpSocket } from '../../shared/udp.js';
 import { Agent } from '../agent.js';
 import { startApiServer } from '../api/server.js';
 import { joinMesh, parseJoinToken, sanitizeHostname } from '../control/join.js';
@@ -20,14 +22,14 @@ import { WireguardProxy } from '../net/proxy.js';
 import { connectRelayWs } from '../net/relay-ws-bridge.js';
 import { installSharedPort } from '../net/shared-port.js';
 import { SharedModeWaker } from '../net/waker.js';
-import { freeLoopbackPort, openUdpSocket } from '../net/udp-socket.js';
+import { openUdpSocket } from '../net/udp-socket.js';
 import { openEphemeralUdp } from '../net/birthday-sockets.js';
 import { LanDiscovery } from '../lan/discovery.js';
 import { createMdnsTransport, readLanInterfaces } from '../lan/mdns-transport.js';
 import { createPortMapService, type PortMapProtocol } from '../portmap/index.js';
 import { createInterfaceMonitor } from '../roam/interfaces.js';
 import {
-  loadCachedNetmap, loadNodeRecord, loadOrCreateIdentity, saveCachedNetmap, saveNodeRecord, socketPath, type NodeRecord,
+  loadCachedNetmap, loadNodeRecord, loadOrCreateIdentity, saveCachedNetmap, saveNodeRecord, socketPath, type NodeIdentity, type NodeRecord,
 } from '../state.js';
 
 export type EngineChoice = 'memory' | 'wireguard-go' | 'kernel';
@@ -92,6 +94,12 @@ async function ensureJoined(o: UpOptions, identity: { privateKey: Uint8Array; pu
  * kernel rules steer disco/STUN to the agent; proxy — the agent owns it and relays
  * WireGuard packets to the engine on loopback. `auto` prefers shared and falls
  * back to proxy when nftables can't be used (not root, no nft).
+ *
+ * `hold` keeps the port the engine is to listen on (the tunnel port, or the proxy's
+ * loopback engine port) bound until the engine takes it (`handOverEnginePort`): the
+ * engine binds only at its first apply, and meanwhile our own ephemeral sockets (the
+ * agent's, the waker's, stand-ins) must not land on it. One did once, and wireguard-go
+ * answered that first apply with EADDRINUSE.
  */
 async function openTunnelPorts(o: UpOptions, logger: Logger) {
   const bindPublic = async (port: number) => {
@@ -103,25 +111,41 @@ async function openTunnelPorts(o: UpOptions, logger: Logger) {
   };
   if (o.engine === 'memory') return { mode: 'memory' as const, udp: await bindPublic(o.port) };
   if (o.portMode !== 'proxy') {
-    const tunnelPort = o.port === 0 ? await freeLoopbackPort() : o.port;
-    const udp = await bindPublic(0);
+    const hold = await bindPublic(o.port);
+    const tunnelPort = hold.localPort();
+    let udp: UdpSocket | undefined;
     try {
+      udp = await bindPublic(0);
+      const agentSocket = udp;
       const shared = await installSharedPort(o.iface, tunnelPort, udp.localPort());
-      const waker = new SharedModeWaker(await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }), tunnelPort, (bytes, to) => udp.send(bytes, to));
-      return { mode: 'shared' as const, udp, shared, tunnelPort, waker };
+      const waker = new SharedModeWaker(await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }), tunnelPort, (bytes, to) => agentSocket.send(bytes, to));
+      return { mode: 'shared' as const, udp, shared, tunnelPort, waker, hold, enginePort: tunnelPort };
     } catch (err) {
-      udp.close();
+      udp?.close();
+      hold.close();
       if (o.portMode === 'shared') throw err;
       logger.warn('shared port mode unavailable; using proxy mode', { err: (err as Error).message });
     }
   }
   const udp = await bindPublic(o.port);
+  const hold = await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false });
   const proxy = new WireguardProxy({
     publicSocket: udp,
-    enginePort: await freeLoopbackPort(),
+    enginePort: hold.localPort(),
     openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }),
   });
-  return { mode: 'proxy' as const, udp, proxy };
+  return { mode: 'proxy' as const, udp, proxy, hold, enginePort: hold.localPort() };
+}
+
+/**
+ * Lets the engine bind its port now, before the LAN discovery, port mapping and relay
+ * open sockets of their own: the hold is released and at once an apply that sets only
+ * the key and the listen port makes the engine bind it. The agent's first apply adds
+ * the rest.
+ */
+async function handOverEnginePort(engine: Engine, identity: NodeIdentity, hold: UdpSocket, enginePort: number): Promise<void> {
+  hold.close();
+  await engine.apply({ privateKey: encodeKey(identity.privateKey), listenPort: enginePort, addresses: [], peers: [] });
 }
 
 async function resolveHost(url: string): Promise<string> {
@@ -146,6 +170,15 @@ export async function runUp(o: UpOptions): Promise<number> {
     throw err;
   });
   const { udp, proxy, shared, tunnelPort, waker } = ports;
+  if (ports.mode !== 'memory') {
+    await handOverEnginePort(engine, identity, ports.hold, ports.enginePort).catch(async (err) => {
+      udp.close();
+      waker?.close();
+      await engine.close();
+      await shared?.close();
+      throw err;
+    });
+  }
   const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], netlink: true, onChange: () => agent.networkChanged() });
   const lan = o.lanDiscovery
     ? new LanDiscovery({

@@ -56,12 +56,3 @@ export async function openUdpSocket(options: { port: number; host?: string; ipv6
     },
   };
 }
-
-/** A UDP port free on loopback right now, for a process we are about to start (the engine). */
-export async function freeLoopbackPort(): Promise<number> {
-  const s = createSocket({ type: 'udp4' });
-  await bind(s, 0, '127.0.0.1');
-  const port = s.address().port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}

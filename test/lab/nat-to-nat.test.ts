@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
-import { startMesh, type LabMesh } from './mesh.js';
+import { BIN, startMesh, type LabMesh } from './mesh.js';
 import { canRunLab, createLab, type Lab, type LabHost, type LabRouter } from './netlab.js';
 
 const check = canRunLab();
@@ -146,6 +146,21 @@ if (!check.ok) {
       assert.match(direct.endpoint ?? '', /^198\.18\./, 's\'s NAT, on a port found by probing');
       assert.ok(((await status('s')).counters.hardNatSockets ?? 0) > 0, 's opened extra sockets (the birthday side)');
       assert.ok(await pings('a', 's'), 'and the tunnel works over it');
+    });
+
+    it('a tunnel port already taken on the host: `knit up` says so and exits, leaving nothing behind', async () => {
+      // The agent holds the engine's port from the start (agent/cli/up.ts), so a port taken by
+      // another program is refused at once, in plain words, before any interface or rule exists.
+      const host = await lab.addHost('p', { behind: coneC });
+      const blocker = lab.spawn(host.ns, [process.execPath, '-e', "require('dgram').createSocket('udp4').bind(41800, () => console.log('bound'))"]);
+      await until('the blocker holds 41800', () => blocker.output().includes('bound'), 10_000);
+      const r = await lab.run(host.ns, [process.execPath, BIN, 'up', '--token', mesh.token, '--engine', 'wireguard-go', '--iface', 'knitp',
+        '--state', join(dir, 'p'), '--hostname', 'p', '--port', '41800'], { allowFailure: true, timeoutMs: 30_000 });
+      await blocker.stop();
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /cannot use UDP port 41800/);
+      assert.equal((await lab.run(host.ns, ['ip', 'link', 'show', 'dev', 'knitp'], { allowFailure: true })).code === 0, false, 'no interface left');
+      assert.equal((await lab.run(host.ns, ['nft', 'list', 'table', 'inet', 'knit_knitp'], { allowFailure: true })).code === 0, false, 'no steering rules left');
     });
   });
 }
