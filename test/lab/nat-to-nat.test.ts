@@ -157,7 +157,7 @@ if (!check.ok) {
       const r = await lab.run(host.ns, [process.execPath, BIN, 'up', '--token', mesh.token, '--engine', 'wireguard-go', '--iface', 'knitp',
         '--state', join(dir, 'p'), '--hostname', 'p', '--port', '41800'], { allowFailure: true, timeoutMs: 30_000 });
       await blocker.stop();
-      assert.notEqual(r.code, 0);
+      assert.equal(r.code, 2, 'a usage error');
       assert.match(r.stderr, /cannot use UDP port 41800/);
       assert.equal((await lab.run(host.ns, ['ip', 'link', 'show', 'dev', 'knitp'], { allowFailure: true })).code === 0, false, 'no interface left');
       assert.equal((await lab.run(host.ns, ['nft', 'list', 'table', 'inet', 'knit_knitp'], { allowFailure: true })).code === 0, false, 'no steering rules left');
