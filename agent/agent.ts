@@ -307,13 +307,11 @@ export class Agent {
     const keys = new Set(peers.map((p) => p.nodeKey));
     for (const k of this.endpoints.keys()) if (!keys.has(k)) this.endpoints.delete(k);
     this.d.lan?.setPeers([...keys]);
-    this.discoEvent({
-      type: 'peers-updated',
-      peers: peers.map((p) => ({ nodeKey: p.nodeKey, discoKey: p.discoKey, name: p.name, endpoints: p.endpoints, natType: p.natType, online: p.online })),
-    });
+    // The map's own objects: the reducer keeps an unchanged peer's object, so the cores can skip it.
+    this.discoEvent({ type: 'peers-updated', peers });
     // Most deltas (online, endpoints, disco keys) change nothing WireGuard is told: the engine's
     // peer set is keys and mesh addresses. Skipping those applies keeps a big mesh's churn cheap.
-    this.relayEvent({ type: 'peers', peers: peers.map((p) => ({ nodeKey: p.nodeKey, online: p.online, discoKnown: p.discoKey !== '' })) });
+    this.relayEvent({ type: 'peers', peers });
     if (enginePeersChanged(previous, map)) this.requestApply();
     if (fromCoordinator) this.d.saveNetmap?.(map);
   }

@@ -394,6 +394,7 @@ export class DiscoCore {
     for (const input of list) {
       seen.add(input.nodeKey);
       let p = this.peers.get(input.nodeKey);
+      if (p?.input === input) continue; // the same object: unchanged since the last map (the agent passes the map's own)
       const isNew = !p;
       if (!p) {
         p = { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, hardNat: newHardNatState(), wakeGen: 0, wantedUntil: -Infinity };

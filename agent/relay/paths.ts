@@ -24,7 +24,8 @@ import { choosePath, RELAY_WS_ENDPOINT, RelayClient, type RelayClientAction, typ
 /** How long a sign of demand (traffic, a ping) keeps a peer wanted in a big mesh (as disco's WANT_TTL_MS). */
 export const RELAY_WANT_TTL_MS = 120_000;
 
-export interface RelayPeerInput { nodeKey: string; online: boolean; discoKnown: boolean }
+/** A peer as the map has it (the agent passes its PeerInfo objects: unchanged ones keep their identity). discoKey '' = never connected. */
+export interface RelayPeerInput { nodeKey: string; online: boolean; discoKey: string }
 
 export type RelayPathsEvent =
   | { type: 'relays'; relays: RelayTarget[] }
@@ -121,13 +122,15 @@ export class RelayPaths {
         const keep = new Set<string>();
         for (const input of e.peers) {
           keep.add(input.nodeKey);
-          let p = this.peers.get(input.nodeKey);
+          const p = this.peers.get(input.nodeKey);
           if (!p) {
-            p = { input, disco: { kind: 'none' }, relaySince: -Infinity, wantedUntil: -Infinity, last: { kind: 'none' } };
-            this.peers.set(input.nodeKey, p);
+            const fresh: PeerState = { input, disco: { kind: 'none' }, relaySince: -Infinity, wantedUntil: -Infinity, last: { kind: 'none' } };
+            this.peers.set(input.nodeKey, fresh);
+            touched.add(fresh);
+          } else if (p.input !== input) { // the same object is the same peer, unchanged since the last map
+            p.input = input;
+            touched.add(p);
           }
-          p.input = input;
-          touched.add(p);
         }
         for (const k of this.peers.keys()) if (!keep.has(k)) this.peers.delete(k);
         run(this.client.handle({ type: 'peers', nodeKeys: [...keep] }, now));
@@ -159,7 +162,7 @@ export class RelayPaths {
   private needs(p: PeerState, now: number): boolean {
     const direct = p.disco.kind === 'lan' || p.disco.kind === 'direct';
     const punched = this.peers.size <= this.eagerLimit || now < p.wantedUntil;
-    return !direct && p.input.online && p.input.discoKnown && punched;
+    return !direct && p.input.online && p.input.discoKey !== '' && punched;
   }
 
   private notePath(p: PeerState, out: RelayPathsAction[]): void {

@@ -63,7 +63,7 @@ class World {
     for (const n of this.nodes) {
       const other = this.nodes.find((x) => x !== n)!;
       this.relayFeed(n, { type: 'relays', relays: [{ key: encodeKey(this.relayKeys.publicKey), endpoint: { address: RELAY_IP, port: RELAY_PORT } }] });
-      this.relayFeed(n, { type: 'peers', peers: [{ nodeKey: other.nodeKey, online: true, discoKnown: true }] });
+      this.relayFeed(n, { type: 'peers', peers: [{ nodeKey: other.nodeKey, online: true, discoKey: 'k' }] });
       this.discoFeed(n, { type: 'peers-updated', peers: [{ nodeKey: other.nodeKey, discoKey: other.discoKey, name: other.name, endpoints: [formatEndpoint(other.addr)], natType: 'endpoint-dependent', online: true }] });
     }
   }
@@ -181,11 +181,11 @@ test('a peer offline or never connected gets no relay allocation; a relay that n
   const w = new World();
   const [a, b] = w.nodes as [Node, Node];
   w.relayFeed(a, { type: 'relays', relays: [{ key: encodeKey(generateKeyPair().publicKey), endpoint: { address: '198.18.0.99', port: 3480 } }] });
-  w.relayFeed(a, { type: 'peers', peers: [{ nodeKey: b.nodeKey, online: false, discoKnown: true }] });
+  w.relayFeed(a, { type: 'peers', peers: [{ nodeKey: b.nodeKey, online: false, discoKey: 'k' }] });
   w.clock.advance(1000);
   assert.equal(a.paths.client.counters.allocsSent, 0);
   const actions: RelayPathsAction[] = [];
-  actions.push(...a.paths.handle({ type: 'peers', peers: [{ nodeKey: b.nodeKey, online: true, discoKnown: true }] }, w.clock.now()));
+  actions.push(...a.paths.handle({ type: 'peers', peers: [{ nodeKey: b.nodeKey, online: true, discoKey: 'k' }] }, w.clock.now()));
   for (let i = 0; i < 10; i++) {
     w.clock.advance(1000);
     actions.push(...a.paths.handle({ type: 'tick' }, w.clock.now()));

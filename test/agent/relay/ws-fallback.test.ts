@@ -73,7 +73,7 @@ class World {
       const other = this.nodes.find((x) => x !== n)!;
       this.feed(n, { type: 'relays', relays: [{ key: encodeKey(this.relayKeys.publicKey), endpoint: { address: RELAY_IP, port: RELAY_PORT }, ws: WS_URL }] });
       // No direct path ever (disco says nothing): the peer needs the relay from the start.
-      this.feed(n, { type: 'peers', peers: [{ nodeKey: other.nodeKey, online: true, discoKnown: true }] });
+      this.feed(n, { type: 'peers', peers: [{ nodeKey: other.nodeKey, online: true, discoKey: 'k' }] });
     }
   }
 
