@@ -98,8 +98,8 @@ async function ensureJoined(o: UpOptions, identity: { privateKey: Uint8Array; pu
  * `hold` keeps the port the engine is to listen on (the tunnel port, or the proxy's
  * loopback engine port) bound until the engine takes it (`handOverEnginePort`): the
  * engine binds only at its first apply, and meanwhile our own ephemeral sockets (the
- * agent's, the waker's, stand-ins) must not land on it. One did once, and wireguard-go
- * answered that first apply with EADDRINUSE.
+ * agent's, the waker's, stand-ins) could be given that very port by the kernel, and
+ * wireguard-go would answer the first apply with EADDRINUSE.
  */
 async function openTunnelPorts(o: UpOptions, logger: Logger) {
   const bindPublic = async (port: number) => {
@@ -113,15 +113,16 @@ async function openTunnelPorts(o: UpOptions, logger: Logger) {
   if (o.portMode !== 'proxy') {
     const hold = await bindPublic(o.port);
     const tunnelPort = hold.localPort();
-    let udp: UdpSocket | undefined;
+    const udp = await bindPublic(0).catch((err: unknown) => {
+      hold.close();
+      throw err;
+    });
     try {
-      udp = await bindPublic(0);
-      const agentSocket = udp;
       const shared = await installSharedPort(o.iface, tunnelPort, udp.localPort());
-      const waker = new SharedModeWaker(await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }), tunnelPort, (bytes, to) => agentSocket.send(bytes, to));
+      const waker = new SharedModeWaker(await openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }), tunnelPort, (bytes, to) => udp.send(bytes, to));
       return { mode: 'shared' as const, udp, shared, tunnelPort, waker, hold, enginePort: tunnelPort };
     } catch (err) {
-      udp?.close();
+      udp.close();
       hold.close();
       if (o.portMode === 'shared') throw err;
       logger.warn('shared port mode unavailable; using proxy mode', { err: (err as Error).message });
