@@ -24,26 +24,27 @@
  *
  * Every response is checked against what is outstanding (source, sizes,
  * opcode, PCP nonce, internal port, epoch); anything else is dropped and
- * counted.
+ * counted. This file owns that lifecycle; answers are judged in answers.ts
+ * (PCP, NAT-PMP) and upnp-steps.ts, the echo in verify.ts.
  */
 import { isIPv4 } from 'node:net';
-import type { RandomBytes } from '../../shared/clock.js';
-import { formatEndpoint, normalizeIp, sameEndpoint } from '../../shared/net/addr.js';
+import { formatEndpoint, normalizeIp } from '../../shared/net/addr.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
-import { encodeBindingRequest, isStunPacket, parseBindingResponse, STUN_KNIT_REQUEST_LEN, STUN_TXID_LEN } from '../../shared/wire/stun.js';
+import { isStunPacket } from '../../shared/wire/stun.js';
+import { judgeNatpmpAnswer, judgePcpAnswer } from './answers.js';
 import {
-  encodeNatpmpExternalAddressRequest, encodeNatpmpMapRequest, NATPMP_RESULT, NATPMP_SERVER_PORT, natpmpResultName, parseNatpmpResponse,
-} from './natpmp.js';
+  type AnswerContext, exchangeDatagrams, exchangeDeadline, type HttpStep, nextSendAt, type Pending, type Purpose, takeDueSend, type Verdict,
+} from './exchange.js';
+import { encodeNatpmpExternalAddressRequest, encodeNatpmpMapRequest } from './natpmp.js';
+import { encodePcpMapRequest, epochIsValid, PCP_NONCE_LEN, PCP_SERVER_PORT } from './pcp.js';
 import {
-  encodePcpMapRequest, epochIsValid, IPPROTO_UDP, parsePcpResponse, PCP_NONCE_LEN, PCP_OPCODE_ANNOUNCE, PCP_RESULT, PCP_SERVER_PORT, pcpResultName,
-} from './pcp.js';
+  PORTMAP_PROTOCOLS, PORTMAP_STOP_TIMEOUT_MS, type PortMapAction, type PortMapCounters, type PortMapper, type PortMapperOptions, type PortMapPhase,
+  type PortMapping, type PortMapProtocol,
+} from './types.js';
 import {
-  addPortMappingRequest, deletePortMappingRequest, encodeSsdpSearch, getExternalIpRequest, parseDeviceDescription, parseSoapResponse,
-  parseSsdpResponse, SSDP_MULTICAST_ADDRESS, SSDP_PORT, SSDP_SEARCH_TARGETS, UPNP_ERROR, type SoapRequest,
-} from './upnp.js';
-
-export type PortMapProtocol = 'pcp' | 'natpmp' | 'upnp';
-export const PORTMAP_PROTOCOLS: readonly PortMapProtocol[] = ['pcp', 'natpmp', 'upnp'];
+  addMappingStep, deleteMappingStep, type HttpResult, judgeSsdpAnswer, judgeUpnpAnswer, newUpnpSession, type UpnpClient, type UpnpSession,
+} from './upnp-steps.js';
+import { judgeEcho, newVerification, type Verification, verificationSends } from './verify.js';
 
 /**
  * Requested lifetime. Short, so a mapping of a crashed agent (or one whose
@@ -60,122 +61,14 @@ export const PORTMAP_LIFETIME_S = 120;
 export const PORTMAP_RETRANSMIT_MS: readonly number[] = [0, 250, 750];
 /** A request nobody answered within this long counts as "this protocol is not spoken here". */
 export const PORTMAP_REQUEST_TIMEOUT_MS = 2000;
-/** An HTTP exchange with the IGD (the shell also aborts at PORTMAP_HTTP_TIMEOUT_MS - 1 s). */
-export const PORTMAP_HTTP_TIMEOUT_MS = 5000;
 /** After every protocol failed: try again this soon, doubling up to PORTMAP_RETRY_MAX_MS (a gateway may enable UPnP later). */
 export const PORTMAP_RETRY_MS = 30_000;
 export const PORTMAP_RETRY_MAX_MS = 300_000;
-/** Stop waits this long for the gateway to confirm a delete before reporting `stopped` anyway. */
-export const PORTMAP_STOP_TIMEOUT_MS = 1000;
-/** UPnP: other external ports tried after ConflictInMappingEntry on the tunnel port. */
-const UPNP_CONFLICT_TRIES = 3;
 /** Lifetimes shorter than this are treated as this for scheduling (no renewal storms on a silly gateway). */
 const MIN_RENEW_INTERVAL_MS = 1000;
 
-export interface PortMapperOptions {
-  random: RandomBytes;
-  /** Which protocols to try, in order (default PCP, NAT-PMP, UPnP). Tests force one. */
-  protocols?: readonly PortMapProtocol[];
-  lifetimeS?: number;
-  retransmitMs?: readonly number[];
-  requestTimeoutMs?: number;
-  /** The UPnP mapping's description, seen in the router's UI. */
-  description?: string;
-}
-
-export type PortMapEvent =
-  /** Begin (or begin again) on this network. No gateway: nothing to ask until a network change names one. */
-  | { type: 'start'; gateway?: string; localAddress?: string; internalPort: number }
-  | { type: 'network-changed'; gateway?: string; localAddress?: string }
-  /** The STUN observers that can verify a mapping (the coordinator's). */
-  | { type: 'observers'; servers: readonly UdpEndpoint[] }
-  /** A datagram on the mapper's socket (PCP/NAT-PMP answers, or a STUN answer that ignored RESPONSE-PORT). */
-  | { type: 'udp'; from: UdpEndpoint; bytes: Uint8Array }
-  /** A datagram on the SSDP socket. */
-  | { type: 'ssdp'; from: UdpEndpoint; bytes: Uint8Array }
-  /** A STUN packet that arrived on the tunnel port (maybe the verification echo). */
-  | { type: 'tunnel-stun'; from: UdpEndpoint; bytes: Uint8Array }
-  | { type: 'http-response'; id: number; status: number; body: string }
-  | { type: 'http-error'; id: number; error: string }
-  | { type: 'tick' }
-  | { type: 'stop' };
-
-export interface PortMapping {
-  protocol: PortMapProtocol;
-  /** The mapped address as "ip:port": the endpoint candidate. */
-  external: string;
-  externalAddress: string;
-  externalPort: number;
-  internalPort: number;
-  lifetimeS: number;
-  /** `now` scale (the caller's clock). */
-  expiresAt: number;
-}
-
-export type PortMapAction =
-  | { type: 'send'; to: UdpEndpoint; bytes: Uint8Array }
-  | { type: 'ssdp-send'; to: UdpEndpoint; bytes: Uint8Array }
-  | { type: 'http'; id: number; method: 'GET' | 'POST'; url: string; headers: Record<string, string>; body?: string }
-  /** The verified mapping (the endpoint candidate) appeared, moved or went away. */
-  | { type: 'candidate'; mapping: PortMapping | undefined }
-  /** Something worth a log line. */
-  | { type: 'log'; level: 'info' | 'warn' | 'debug'; msg: string; fields?: Record<string, unknown> }
-  /** After `stop`: the delete is done (or given up); the shell may close its sockets. */
-  | { type: 'stopped' };
-
-export type PortMapPhase = 'idle' | 'probing' | 'mapped' | 'waiting' | 'stopping' | 'stopped';
-
-export interface PortMapStatus {
-  phase: PortMapPhase;
-  gateway?: string;
-  /** The protocol being tried (probing) or holding the mapping. */
-  protocol?: PortMapProtocol;
-  mapping?: PortMapping;
-  verified: boolean;
-  /** Why the mapping is not (yet) a candidate, or why the last attempt failed. */
-  detail?: string;
-  /** Per protocol, why it failed last time. */
-  errors: Partial<Record<PortMapProtocol, string>>;
-}
-
-export interface PortMapCounters {
-  requestsSent: number;
-  mappingsObtained: number;
-  renewals: number;
-  verified: number;
-  verifyFailed: number;
-  /** Datagrams or answers that were malformed, unexpected or from the wrong source. */
-  dropped: number;
-  epochResets: number;
-}
-
-export interface PortMapper {
-  handle(event: PortMapEvent, now: number): PortMapAction[];
-  nextWakeup(): number | undefined;
-  status(): PortMapStatus;
-  readonly counters: PortMapCounters;
-}
-
-/** What the mapper is waiting for now. */
-type Pending =
-  | { kind: 'pcp'; bytes: Uint8Array; sends: number; startedAt: number }
-  | { kind: 'natpmp'; extBytes?: Uint8Array; mapBytes: Uint8Array; sends: number; startedAt: number; ext?: string; map?: { externalPort: number; lifetimeS: number } }
-  | { kind: 'ssdp'; sends: number; startedAt: number }
-  | { kind: 'http'; id: number; step: 'describe' | 'external-ip' | 'add' | 'delete'; startedAt: number };
-
-type Purpose = 'map' | 'renew' | 'delete';
-
-interface Held {
-  protocol: PortMapProtocol;
-  externalAddress: string;
-  externalPort: number;
-  lifetimeS: number;
-  obtainedAt: number;
-  expiresAt: number;
-  renewAt: number;
-}
-
-interface Verify { txids: Map<string, UdpEndpoint>; sends: number; startedAt: number; bytes: Map<string, Uint8Array> }
+/** The mapping the gateway granted us, verified or not. */
+interface Held { protocol: PortMapProtocol; externalAddress: string; externalPort: number; lifetimeS: number; obtainedAt: number; expiresAt: number; renewAt: number }
 
 export function createPortMapper(options: PortMapperOptions): PortMapper {
   const protocols = options.protocols ?? PORTMAP_PROTOCOLS;
@@ -201,7 +94,7 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
   let purpose: Purpose = 'map';
   let held: Held | undefined;
   let verified = false;
-  let verify: Verify | undefined;
+  let verify: Verification | undefined;
   let detail: string | undefined;
   const errors: Partial<Record<PortMapProtocol, string>> = {};
   let retryAt: number | undefined;
@@ -211,11 +104,11 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
   let httpSeq = 0;
   // Per-protocol context that lives across steps and renewals.
   let pcpNonce: Uint8Array | undefined;
-  let upnp: { location?: URL; serviceType?: string; controlUrl?: string; externalAddress?: string; externalPort: number; leaseS: number; conflicts: number } | undefined;
+  let upnp: UpnpSession | undefined;
 
   const protocol = () => protocols[protoIndex]!;
-  const gw = (port: number): UdpEndpoint => ({ address: gateway!, port });
   const log = (level: 'info' | 'warn' | 'debug', msg: string, fields?: Record<string, unknown>): PortMapAction => ({ type: 'log', level, msg, fields });
+  const upnpClient = (): UpnpClient => ({ internalPort, localAddress: localAddress!, lifetimeS, description, random });
 
   function mappingOf(h: Held): PortMapping {
     return {
@@ -261,7 +154,7 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
       case 'natpmp':
         return startNatpmp(lifetimeS, internalPort, true, now);
       case 'upnp':
-        upnp = { externalPort: internalPort, leaseS: lifetimeS, conflicts: 0 };
+        upnp = newUpnpSession(internalPort, lifetimeS);
         pending = { kind: 'ssdp', sends: 0, startedAt: now };
         return sendDue(now);
     }
@@ -284,35 +177,41 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
     return sendDue(now);
   }
 
-  function http(step: 'describe' | 'external-ip' | 'add' | 'delete', url: string, req: SoapRequest | undefined, now: number): PortMapAction[] {
+  function http(next: HttpStep, now: number): PortMapAction[] {
     const id = ++httpSeq;
-    pending = { kind: 'http', id, step, startedAt: now };
+    pending = { kind: 'http', id, step: next.step, startedAt: now };
     counters.requestsSent++;
-    return [req
-      ? { type: 'http', id, method: 'POST', url, headers: req.headers, body: req.body }
-      : { type: 'http', id, method: 'GET', url, headers: {} }];
+    return [next.soap
+      ? { type: 'http', id, method: 'POST', url: next.url, headers: next.soap.headers, body: next.soap.body }
+      : { type: 'http', id, method: 'GET', url: next.url, headers: {} }];
   }
 
-  /** Sends whatever datagrams are due on the retransmit schedule (only the latest due send: a late tick must not burst). */
+  /** Sends whatever datagrams are due on the retransmit schedule. */
   function sendDue(now: number): PortMapAction[] {
     const p = pending;
-    if (!p || p.kind === 'http') return [];
-    let due = false;
-    while (p.sends < schedule.length && now >= p.startedAt + schedule[p.sends]!) {
-      p.sends++;
-      due = true;
-    }
-    if (!due) return [];
-    const out: PortMapAction[] = [];
-    if (p.kind === 'pcp') out.push({ type: 'send', to: gw(PCP_SERVER_PORT), bytes: p.bytes });
-    else if (p.kind === 'natpmp') {
-      if (p.extBytes && p.ext === undefined) out.push({ type: 'send', to: gw(NATPMP_SERVER_PORT), bytes: p.extBytes });
-      if (!p.map) out.push({ type: 'send', to: gw(NATPMP_SERVER_PORT), bytes: p.mapBytes });
-    } else {
-      for (const st of SSDP_SEARCH_TARGETS) out.push({ type: 'ssdp-send', to: { address: SSDP_MULTICAST_ADDRESS, port: SSDP_PORT }, bytes: encodeSsdpSearch(st) });
-    }
+    if (!p || p.kind === 'http' || !takeDueSend(p, schedule, now)) return [];
+    const out = exchangeDatagrams(p, gateway!);
     counters.requestsSent += out.length;
     return out;
+  }
+
+  /** What an answer's verdict means for the mapping. */
+  function act(v: Verdict, now: number): PortMapAction[] {
+    switch (v.kind) {
+      case 'drop': return (counters.dropped++, []);
+      case 'none': return [];
+      case 'granted': return granted(v.externalAddress, v.externalPort, v.lifetimeS, now);
+      case 'protocol-failed':
+        if (v.malformed) counters.dropped++;
+        return protocolFailed(v.why, now);
+      case 'renew-failed':
+        if (v.malformed) counters.dropped++;
+        return renewFailed(v.why, now);
+      case 'renew-unanswered': return retryRenewLater(v.why, now);
+      case 'deleted': return finishStop();
+      case 'restarted': return [log('info', 'PCP server restarted; mapping again'), ...renewNow(now)];
+      case 'http': return http(v.next, now);
+    }
   }
 
   /** The current protocol failed (`why`): the next one, or wait and start over. */
@@ -378,28 +277,13 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
       detail = 'waiting for the coordinator\'s STUN observer to verify the mapping';
       return [];
     }
-    verify = { txids: new Map(), bytes: new Map(), sends: 0, startedAt: now };
-    for (const server of observers) {
-      const txid = random(STUN_TXID_LEN);
-      const key = hex(txid);
-      verify.txids.set(key, server);
-      verify.bytes.set(key, encodeBindingRequest(txid, { padTo: STUN_KNIT_REQUEST_LEN, responsePort: held.externalPort }));
-    }
+    verify = newVerification(observers, held.externalPort, random, now);
     detail = 'verifying the mapping from outside';
-    return verifySendDue(now);
+    return verifySendDue(verify, now);
   }
 
-  function verifySendDue(now: number): PortMapAction[] {
-    const v = verify;
-    if (!v) return [];
-    let due = false;
-    while (v.sends < schedule.length && now >= v.startedAt + schedule[v.sends]!) {
-      v.sends++;
-      due = true;
-    }
-    if (!due) return [];
-    const out: PortMapAction[] = [];
-    for (const [key, server] of v.txids) out.push({ type: 'send', to: server, bytes: v.bytes.get(key)! });
+  function verifySendDue(v: Verification, now: number): PortMapAction[] {
+    const out = verificationSends(v, schedule, now);
     counters.requestsSent += out.length;
     return out;
   }
@@ -411,29 +295,23 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
     return [log('warn', 'port mapping not verified', { why, external: held && formatEndpoint({ address: held.externalAddress, port: held.externalPort }) })];
   }
 
-  /** A STUN answer: on the tunnel port (`viaMapping`) it is the echo; on the mapper's socket the observer ignored RESPONSE-PORT. */
   function onStun(bytes: Uint8Array, from: UdpEndpoint, viaMapping: boolean): PortMapAction[] {
-    const v = verify;
-    const m = parseBindingResponse(bytes);
-    if (!v || !m || !held) return []; // not ours (discovery's answers come this way too): not counted
-    const server = v.txids.get(hex(m.txid));
-    if (!server) return [];
-    if (!sameEndpoint(server, from)) {
-      counters.dropped++;
-      return [];
+    if (!verify || !held) return [];
+    const echo = judgeEcho(verify, bytes, from, viaMapping, held.externalAddress);
+    switch (echo.kind) {
+      case 'not-ours': return [];
+      case 'wrong-source': return (counters.dropped++, []);
+      case 'failed': return verifyFailed(echo.why);
+      case 'verified':
+        verify = undefined;
+        verified = true;
+        counters.verified++;
+        detail = undefined;
+        return [
+          log('info', 'port mapping verified', { protocol: held.protocol, external: formatEndpoint({ address: held.externalAddress, port: held.externalPort }) }),
+          { type: 'candidate', mapping: mappingOf(held) },
+        ];
     }
-    if (!viaMapping) return verifyFailed('the STUN observer ignored RESPONSE-PORT (an older coordinator?)');
-    if (normalizeIp(m.mapped.address) !== held.externalAddress) {
-      return verifyFailed(`the observer sees us at ${m.mapped.address}, not at the mapped ${held.externalAddress} (another NAT in front of the gateway?)`);
-    }
-    verify = undefined;
-    verified = true;
-    counters.verified++;
-    detail = undefined;
-    return [
-      log('info', 'port mapping verified', { protocol: held.protocol, external: formatEndpoint({ address: held.externalAddress, port: held.externalPort }) }),
-      { type: 'candidate', mapping: mappingOf(held) },
-    ];
   }
 
   /** Checks a PCP/NAT-PMP Epoch; a server that lost its state loses our mapping too (RFC 6887 §8.5, RFC 6886 §3.6). */
@@ -450,9 +328,7 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
     switch (held.protocol) {
       case 'pcp': return startPcp(lifetimeS, held.externalPort, now);
       case 'natpmp': return startNatpmp(lifetimeS, held.externalPort, false, now);
-      case 'upnp': return http('add', upnp!.controlUrl!, addPortMappingRequest(upnp!.serviceType!, {
-        externalPort: held.externalPort, internalPort, internalClient: localAddress!, leaseS: upnp!.leaseS, description,
-      }), now);
+      case 'upnp': return http(addMappingStep(upnp!, held.externalPort, upnpClient()), now);
     }
   }
 
@@ -463,71 +339,11 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
       return [];
     }
     const kind = held && !pending ? held.protocol : pending?.kind;
-    if (kind === 'pcp') return onPcp(bytes, now);
-    if (kind === 'natpmp') return onNatpmp(bytes, now);
+    const ctx: AnswerContext = { pending, purpose, internalPort, held, checkEpoch: (epochS) => checkEpoch(epochS, now) };
+    if (kind === 'pcp') return act(judgePcpAnswer(bytes, pcpNonce, ctx), now);
+    if (kind === 'natpmp') return act(judgeNatpmpAnswer(bytes, ctx), now);
     counters.dropped++;
     return [];
-  }
-
-  function onPcp(bytes: Uint8Array, now: number): PortMapAction[] {
-    const r = parsePcpResponse(bytes);
-    if (!r) {
-      counters.dropped++;
-      return [];
-    }
-    if (r.opcode === 'natpmp-only') {
-      if (pending?.kind !== 'pcp' || purpose !== 'map') return (counters.dropped++, []);
-      return protocolFailed('the gateway speaks NAT-PMP only (UNSUPP_VERSION)', now);
-    }
-    if (r.opcode === PCP_OPCODE_ANNOUNCE) {
-      // An ANNOUNCE says "I may have restarted": with a bad Epoch, our mapping is gone; map again now (§14.1.3).
-      if (held && !checkEpoch(r.epochS, now) && purpose !== 'delete') return [log('info', 'PCP server restarted; mapping again'), ...renewNow(now)];
-      return [];
-    }
-    const p = pending;
-    if (p?.kind !== 'pcp' || !pcpNonce || !equalBytes(r.nonce, pcpNonce) || r.protocol !== IPPROTO_UDP || r.internalPort !== internalPort) {
-      counters.dropped++;
-      return [];
-    }
-    if (purpose === 'delete') return finishStop();
-    checkEpoch(r.epochS, now); // tracked for ANNOUNCE; a renewal's answer is itself the fresh mapping
-    if (r.resultCode !== PCP_RESULT.SUCCESS) {
-      const why = pcpResultName(r.resultCode);
-      return purpose === 'renew' ? renewFailed(why, now) : protocolFailed(why, now);
-    }
-    if (r.lifetimeS === 0 || r.externalPort === 0 || !isIPv4(r.externalAddress) || r.externalAddress === '0.0.0.0') {
-      counters.dropped++;
-      return purpose === 'renew' ? renewFailed('bad MAP answer', now) : protocolFailed('the answer carried no usable mapping', now);
-    }
-    return granted(r.externalAddress, r.externalPort, r.lifetimeS, now);
-  }
-
-  function onNatpmp(bytes: Uint8Array, now: number): PortMapAction[] {
-    const r = parseNatpmpResponse(bytes);
-    const p = pending;
-    if (!r || p?.kind !== 'natpmp') {
-      counters.dropped++;
-      return [];
-    }
-    if (r.resultCode !== NATPMP_RESULT.SUCCESS) {
-      if (purpose === 'delete') return finishStop();
-      const why = natpmpResultName(r.resultCode);
-      return purpose === 'renew' ? renewFailed(why, now) : protocolFailed(why, now);
-    }
-    if (r.op === 'external-address') {
-      if (!p.extBytes || p.ext !== undefined) return (counters.dropped++, []);
-      if (r.externalAddress === '0.0.0.0') return protocolFailed('the gateway has no external address yet', now);
-      p.ext = r.externalAddress;
-    } else {
-      if (r.internalPort !== internalPort || p.map) return (counters.dropped++, []);
-      if (purpose === 'delete') return finishStop();
-      if (r.lifetimeS === 0 || r.externalPort === 0) return purpose === 'renew' ? renewFailed('bad map answer', now) : protocolFailed('the answer carried no usable mapping', now);
-      p.map = { externalPort: r.externalPort, lifetimeS: r.lifetimeS };
-    }
-    checkEpoch(r.epochS, now); // a renewal's answer re-creates the mapping, so a reset needs nothing more here
-    const extAddress = p.ext ?? (p.extBytes ? undefined : held?.externalAddress);
-    if (extAddress === undefined || !p.map) return [];
-    return granted(extAddress, p.map.externalPort, p.map.lifetimeS, now);
   }
 
   function renewFailed(why: string, now: number): PortMapAction[] {
@@ -538,62 +354,15 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
   }
 
   function onSsdp(from: UdpEndpoint, bytes: Uint8Array, now: number): PortMapAction[] {
-    const p = pending;
-    if (p?.kind !== 'ssdp' || !upnp) return [];
-    // Only our default gateway can map a port for us; other devices' answers are not for us.
-    const answer = from.address === gateway ? parseSsdpResponse(bytes, from.address) : undefined;
-    if (!answer) {
-      counters.dropped++;
-      return [];
-    }
-    upnp.location = answer.location;
-    return http('describe', answer.location.href, undefined, now);
+    if (pending?.kind !== 'ssdp' || !upnp) return [];
+    return act(judgeSsdpAnswer(upnp, from, bytes, gateway), now);
   }
 
-  function onHttp(id: number, result: { status: number; body: string } | { error: string }, now: number): PortMapAction[] {
+  function onHttp(id: number, result: HttpResult, now: number): PortMapAction[] {
     const p = pending;
     if (p?.kind !== 'http' || p.id !== id || !upnp) return [];
     pending = undefined;
-    if (p.step === 'delete') return finishStop();
-    if ('error' in result) return p.step === 'add' && purpose === 'renew' ? retryRenewLater(result.error, now) : protocolFailed(`${p.step}: ${result.error}`, now);
-    switch (p.step) {
-      case 'describe': {
-        const svc = result.status === 200 ? parseDeviceDescription(result.body, upnp.location!) : undefined;
-        if (!svc) return protocolFailed(result.status === 200 ? 'no WANIPConnection/WANPPPConnection service in the description' : `description: HTTP ${result.status}`, now);
-        upnp.serviceType = svc.serviceType;
-        upnp.controlUrl = svc.controlUrl.href;
-        return http('external-ip', upnp.controlUrl, getExternalIpRequest(svc.serviceType), now);
-      }
-      case 'external-ip': {
-        const r = parseSoapResponse(result.status, result.body, 'GetExternalIPAddress');
-        const ip = r.ok ? r.values.NewExternalIPAddress ?? '' : '';
-        if (!r.ok) return protocolFailed(`GetExternalIPAddress: ${r.errorCode ?? ''} ${r.description ?? ''}`.trim(), now);
-        if (!isIPv4(ip) || ip === '0.0.0.0') return protocolFailed(`GetExternalIPAddress: no usable address (${JSON.stringify(ip.slice(0, 40))})`, now);
-        upnp.externalAddress = ip;
-        return addMapping(now);
-      }
-      case 'add': {
-        const r = parseSoapResponse(result.status, result.body, 'AddPortMapping');
-        if (r.ok) return granted(upnp.externalAddress!, upnp.externalPort, upnp.leaseS === 0 ? lifetimeS : upnp.leaseS, now);
-        if (purpose === 'renew') return renewFailed(`AddPortMapping ${r.errorCode ?? ''} ${r.description ?? ''}`.trim(), now);
-        if (r.errorCode === UPNP_ERROR.ONLY_PERMANENT_LEASES_SUPPORTED && upnp.leaseS !== 0) {
-          upnp.leaseS = 0; // renewed at half our lifetime anyway, and deleted on stop
-          return addMapping(now);
-        }
-        if (r.errorCode === UPNP_ERROR.CONFLICT_IN_MAPPING_ENTRY && upnp.conflicts < UPNP_CONFLICT_TRIES) {
-          upnp.conflicts++;
-          upnp.externalPort = randomPort();
-          return addMapping(now);
-        }
-        return protocolFailed(`AddPortMapping: ${r.errorCode ?? ''} ${r.description ?? ''}`.trim(), now);
-      }
-    }
-  }
-
-  function addMapping(now: number): PortMapAction[] {
-    return http('add', upnp!.controlUrl!, addPortMappingRequest(upnp!.serviceType!, {
-      externalPort: upnp!.externalPort, internalPort, internalClient: localAddress!, leaseS: upnp!.leaseS, description,
-    }), now);
+    return act(judgeUpnpAnswer(upnp, p.step, result, purpose, upnpClient()), now);
   }
 
   /** A renewal that got no answer: try again in a while, until the mapping expires. */
@@ -605,11 +374,6 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
     if (left <= 0) return lost(`renewal unanswered (${why})`, now);
     held.renewAt = now + Math.max(MIN_RENEW_INTERVAL_MS, Math.min(left / 2, 10_000));
     return [log('debug', 'port mapping renewal unanswered; retrying', { why, leftMs: left })];
-  }
-
-  function randomPort(): number {
-    const b = random(2);
-    return 1024 + (((b[0]! << 8) | b[1]!) % (65536 - 1024));
   }
 
   function startStop(now: number): PortMapAction[] {
@@ -631,7 +395,7 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
     switch (proto) {
       case 'pcp': return [...out, ...startPcp(0, 0, now)];
       case 'natpmp': return [...out, ...startNatpmp(0, 0, false, now)];
-      case 'upnp': return [...out, ...http('delete', upnp!.controlUrl!, deletePortMappingRequest(upnp!.serviceType!, h!.externalPort), now)];
+      case 'upnp': return [...out, ...http(deleteMappingStep(upnp!, h!.externalPort), now)];
     }
   }
 
@@ -652,13 +416,12 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
     }
     if (verify) {
       if (now >= verify.startedAt + timeoutMs) out.push(...verifyFailed('no echo came back through the mapping (the gateway filters it, or a second NAT is in front)'));
-      else out.push(...verifySendDue(now));
+      else out.push(...verifySendDue(verify, now));
     }
     if (phase === 'waiting' && retryAt !== undefined && now >= retryAt) return [...out, ...beginProbing(now)];
     const p = pending;
     if (p) {
-      const limit = p.kind === 'http' ? PORTMAP_HTTP_TIMEOUT_MS : timeoutMs;
-      if (now >= p.startedAt + limit) {
+      if (now >= exchangeDeadline(p, timeoutMs)) {
         if (purpose === 'renew') return [...out, ...retryRenewLater('timeout', now)];
         const why = p.kind === 'ssdp' ? 'no SSDP answer from the gateway' : p.kind === 'http' ? `${p.step}: timeout` : 'no answer';
         return [...out, ...protocolFailed(why, now)];
@@ -712,14 +475,11 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
       let at = Infinity;
       const p = pending;
       if (p) {
-        at = p.startedAt + (p.kind === 'http' ? PORTMAP_HTTP_TIMEOUT_MS : timeoutMs);
-        if (p.kind !== 'http' && p.sends < schedule.length) at = Math.min(at, p.startedAt + schedule[p.sends]!);
+        at = exchangeDeadline(p, timeoutMs);
+        if (p.kind !== 'http') at = Math.min(at, nextSendAt(p, schedule) ?? Infinity);
       }
       if (phase === 'stopping' && stopDeadline !== undefined) at = Math.min(at, stopDeadline);
-      if (verify) {
-        at = Math.min(at, verify.startedAt + timeoutMs);
-        if (verify.sends < schedule.length) at = Math.min(at, verify.startedAt + schedule[verify.sends]!);
-      }
+      if (verify) at = Math.min(at, verify.startedAt + timeoutMs, nextSendAt(verify, schedule) ?? Infinity);
       if (phase === 'waiting' && retryAt !== undefined) at = Math.min(at, retryAt);
       if (held && phase === 'mapped' && !p) at = Math.min(at, held.renewAt, held.expiresAt);
       return at === Infinity ? undefined : at;
@@ -731,14 +491,4 @@ export function createPortMapper(options: PortMapperOptions): PortMapper {
       };
     },
   };
-}
-
-function hex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
-  return s;
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

@@ -15,17 +15,18 @@ import type { Logger } from '../../shared/log.js';
 import type { PortMappingStatus } from '../status.js';
 import { normalizeIp } from '../../shared/net/addr.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
-import {
-  createPortMapper, PORTMAP_HTTP_TIMEOUT_MS, PORTMAP_STOP_TIMEOUT_MS, type PortMapAction, type PortMapCounters, type PortMapEvent,
-  type PortMapping, type PortMapProtocol, type PortMapStatus,
-} from './core.js';
+import { createPortMapper } from './core.js';
 import { findDefaultGateway, type DefaultGateway } from './gateway.js';
+import {
+  PORTMAP_HTTP_TIMEOUT_MS, PORTMAP_STOP_TIMEOUT_MS, type PortMapAction, type PortMapCounters, type PortMapEvent, type PortMapping,
+  type PortMapProtocol, type PortMapStatus,
+} from './types.js';
 import { SSDP_PORT, UPNP_MAX_DESCRIPTION_BYTES } from './upnp.js';
 
+export { createPortMapper, PORTMAP_LIFETIME_S } from './core.js';
 export {
-  createPortMapper, PORTMAP_LIFETIME_S, PORTMAP_PROTOCOLS, type PortMapAction, type PortMapEvent, type PortMapper, type PortMapping,
-  type PortMapProtocol, type PortMapStatus,
-} from './core.js';
+  PORTMAP_PROTOCOLS, type PortMapAction, type PortMapEvent, type PortMapper, type PortMapping, type PortMapProtocol, type PortMapStatus,
+} from './types.js';
 export { findDefaultGateway, parseProcNetRoute, pickLocalAddress, type DefaultGateway } from './gateway.js';
 
 export interface HttpExchange { method: 'GET' | 'POST'; url: string; headers: Record<string, string>; body?: string; localAddress?: string }

@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createPortMapper, type PortMapAction, type PortMapper, type PortMapProtocol } from '../../../agent/portmap/core.js';
+import { createPortMapper } from '../../../agent/portmap/core.js';
+import type { PortMapAction, PortMapper, PortMapProtocol } from '../../../agent/portmap/types.js';
 import { encodeBindingResponse, parseBindingRequest, parseStun } from '../../../shared/wire/stun.js';
 import { seededBytes } from '../../helpers/manual-clock.js';
 
