@@ -1,5 +1,5 @@
 /**
- * The agent runtime's view of endpoint discovery (agent/agent.ts): the
+ * The agent runtime's view of endpoint discovery (agent/self-endpoints.ts): the
  * method-per-event API it was written against — configure, trigger, packet,
  * tick — over the sans-I/O core in discovery.ts. Every decision (schedule,
  * matching, classification) is the core's; this file only maps calls to
