@@ -27,7 +27,8 @@ import { isRelayPacket } from '../shared/wire/relay.js';
 import { isStunPacket } from '../shared/wire/stun.js';
 import { ControlClient, type ControlStatus, type ControlTransport } from './control/client.js';
 import type { Netmap } from './control/netmap.js';
-import { DiscoCore, EAGER_PEER_LIMIT, type DiscoAction } from './disco/core.js';
+import { DiscoCore, EAGER_PEER_LIMIT } from './disco/core.js';
+import type { DiscoAction } from './disco/events.js';
 import { RelayPaths, type RelayPathsAction, type RelayPathsEvent } from './relay/paths.js';
 import {
   birthdayRoutes, desiredEngineConfig, enginePeersChanged, isInitiator, pathlessPeers, RESPONDER_WAIT_MS,

@@ -2,9 +2,10 @@
  * Hard NAT traversal, planned sans-I/O: port prediction and birthday-style
  * many-port probing for a peer pair where one side maps endpoint-dependently
  * ("hard", symmetric NAT) and the other endpoint-independently ("easy"). The
- * disco core (core.ts) owns one HardNatState per peer, asks this module what
- * to send and when, and turns the answer into sealed disco pings. Nothing
- * here touches a socket, a timer or the clock. docs/disco.md, "Hard NATs".
+ * disco core (core.ts) owns one HardNatState per peer; hard-nat-runner.ts asks
+ * this module what to send and when, and turns the answer into sealed disco
+ * pings. Nothing here touches a socket, a timer or the clock. docs/disco.md,
+ * "Hard NATs".
  *
  * Why it is needed: a port-restricted easy NAT admits a packet only from an
  * ip:port it has sent to. The hard side's mapping towards the easy side (port

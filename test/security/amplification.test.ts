@@ -21,7 +21,9 @@ import {
 } from '../../shared/wire/disco.js';
 import { encodeBindingRequest, STUN_KNIT_REQUEST_LEN, STUN_MAX_RESPONSE_LEN } from '../../shared/wire/stun.js';
 import { createObserverCore, OBSERVER_GLOBAL_RATE_LIMIT_PER_SEC, OBSERVER_RATE_LIMIT_PER_SEC } from '../../coordinator/observer/core.js';
-import { DiscoCore, MIN_PING_INTERVAL_MS, PONGS_PER_SOURCE_PER_S, type DiscoAction } from '../../agent/disco/core.js';
+import { DiscoCore } from '../../agent/disco/core.js';
+import type { DiscoAction } from '../../agent/disco/events.js';
+import { MIN_PING_INTERVAL_MS, PONGS_PER_SOURCE_PER_S } from '../../agent/disco/ping-pong.js';
 import { seededBytes } from '../helpers/manual-clock.js';
 
 const rnd = seededBytes(2024);

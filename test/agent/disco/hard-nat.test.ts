@@ -10,7 +10,8 @@ import { test } from 'node:test';
 import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
 import type { UdpEndpoint } from '../../../shared/udp.js';
 import type { NatType } from '../../../shared/wire/control.js';
-import { DiscoCore, type DiscoAction } from '../../../agent/disco/core.js';
+import { DiscoCore } from '../../../agent/disco/core.js';
+import type { DiscoAction } from '../../../agent/disco/events.js';
 import {
   BIRTHDAY_SOCKETS, birthdaySuccessProbability, HARD_NAT_BACKOFF_BASE_MS, HARD_NAT_BACKOFF_CAP_MS, HARD_NAT_HOLD_MS, HARD_NAT_MAX_PROBES_PER_ATTEMPT,
   HARD_NAT_PORT_MAX, HARD_NAT_PORT_MIN, HARD_NAT_PROBES, HARD_NAT_PROBES_PER_S, hardNatRole, newHardNatState, predictPorts, probePorts, startAttempt, takeSlice,

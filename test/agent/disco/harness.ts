@@ -9,7 +9,8 @@ import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
 import { formatEndpoint } from '../../../shared/net/addr.js';
 import type { UdpEndpoint } from '../../../shared/udp.js';
 import type { NatType } from '../../../shared/wire/control.js';
-import { DiscoCore, type DiscoAction, type DiscoPeerInput } from '../../../agent/disco/core.js';
+import { DiscoCore } from '../../../agent/disco/core.js';
+import type { DiscoAction, DiscoPeerInput } from '../../../agent/disco/events.js';
 import { ManualClock, seededBytes } from '../../helpers/manual-clock.js';
 
 export const LATENCY_MS = 10;
