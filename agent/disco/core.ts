@@ -29,7 +29,7 @@ import type { NatType } from '../../shared/wire/control.js';
 import { discoPacketKind, discoSender, openDisco } from '../../shared/wire/disco.js';
 import { DiscoKeyAnnouncer } from './announcements.js';
 import type { DiscoAction, DiscoCounters, DiscoEvent, DiscoPeerInput } from './events.js';
-import { describeAttempt, hardNatNextWakeup, hardNatRole, noteBurstFailed, resetHardNat } from './hard-nat.js';
+import { hardNatNextWakeup, hardNatRole, noteBurstFailed, resetHardNat } from './hard-nat.js';
 import { HardNatRunner } from './hard-nat-runner.js';
 import { newPeer, type Peer } from './peer.js';
 import {
@@ -441,11 +441,5 @@ export class DiscoCore {
       ...(c.via !== undefined && { via: c.via }),
     });
     this.notePathKind(p, now, out);
-  }
-
-  /** What the current hard-NAT attempt towards a peer is doing, for status and logs (undefined: none). */
-  hardNatStatus(nodeKey: string): string | undefined {
-    const a = this.peers.get(nodeKey)?.hardNat.current;
-    return a && describeAttempt(a);
   }
 }

@@ -35,7 +35,7 @@
  * across both sides (K + N), paced at HARD_NAT_PROBES_PER_S per peer, attempts
  * backed off from 20 s doubling to 10 min.
  */
-import { formatEndpoint, isLoopbackIp, isPrivateIp, parseEndpoint } from '../../shared/net/addr.js';
+import { isLoopbackIp, isPrivateIp, parseEndpoint } from '../../shared/net/addr.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
 import type { NatType } from '../../shared/wire/control.js';
@@ -281,10 +281,4 @@ export function hardNatNextWakeup(s: HardNatState, pathless: boolean): number | 
 /** The endpoint an easy-side probe goes to. */
 export function probeTarget(a: HardNatAttempt, i: number): UdpEndpoint {
   return { address: a.target!.address, port: a.ports[i]! };
-}
-
-export function describeAttempt(a: HardNatAttempt): string {
-  return a.role === 'easy'
-    ? `${a.mode} attempt ${a.index + 1}: ${a.ports.length} probes to ${a.target?.address}`
-    : `${a.mode} attempt ${a.index + 1}: ${a.sockets} extra sockets towards ${a.target ? formatEndpoint(a.target) : '?'}`;
 }

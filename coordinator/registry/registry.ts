@@ -26,7 +26,7 @@ import { KnitError } from '../../shared/errors.js';
 import { parseIpv4Prefix, type Ipv4Prefix } from '../../shared/net/cidr.js';
 import { encodeToken, parseToken, TOKEN_ID_LEN, TOKEN_SECRET_LEN, type ParsedToken } from '../../shared/token.js';
 import { joinProof, type JoinRequest, type JoinResponse, type NatType, type PeerChange, type PeerInfo } from '../../shared/wire/control.js';
-import type { ChangeRow, NodeRow, Store, StoreTx, TokenRow } from '../store/store.js';
+import type { ChangeRow, NodeRow, Store, TokenRow } from '../store/store.js';
 import { changeNodeId } from './changes.js';
 import { canonicalIpv4Prefix, DEFAULT_IPV4_PREFIX, joinRow, type JoinMesh } from './join-rows.js';
 import { releaseReplicas, ReplicaLiveness } from './liveness.js';
