@@ -27,6 +27,7 @@ import type { RandomBytes } from '../shared/clock.js';
 import { decodeKey, encodeKey } from '../shared/crypto/keys.js';
 import { formatEndpoint } from '../shared/net/addr.js';
 import type { UdpEndpoint } from '../shared/udp.js';
+import { SourceBudget } from '../shared/source-budget.js';
 import {
   decodeWsData, encodeWsData, isRelayPacket, isWireguardShaped, openRelay, RELAY_WS_CHALLENGE_LEN, relaySender, relaySharedKey, sealRelay,
   type RelayErrorCode, type RelayMessage,
@@ -137,7 +138,7 @@ export class RelayCore {
   private readonly pairsById = new Map<number, Pair>();
   private readonly byPort = new Map<number, { pair: Pair; side: 0 | 1 }>();
   private readonly keys = new LRUCache<string, Uint8Array>({ max: 16_384 });
-  private readonly newKeyBudget = new LRUCache<string, { tokens: number; at: number }>({ max: 4096 });
+  private readonly newKeyBudget = new SourceBudget(RELAY_NEW_KEYS_PER_S);
   private readonly buckets = new Map<string, Bucket>();
   private readonly sessions = new Map<number, WsSession>();
   private readonly wsByNode = new Map<string, number>();
@@ -267,7 +268,7 @@ export class RelayCore {
     }
     let key = this.keys.get(nodeKey);
     if (!key) {
-      if (!this.allowNewKey(from.address, now)) {
+      if (!this.newKeyBudget.allow(from.address, now)) {
         this.counters.dropRateLimited++;
         return undefined;
       }
@@ -281,15 +282,6 @@ export class RelayCore {
     return { key, nodeKey };
   }
 
-  private allowNewKey(source: string, now: number): boolean {
-    const b = this.newKeyBudget.get(source) ?? { tokens: RELAY_NEW_KEYS_PER_S, at: now };
-    b.tokens = Math.min(RELAY_NEW_KEYS_PER_S, b.tokens + ((now - b.at) / 1000) * RELAY_NEW_KEYS_PER_S);
-    b.at = now;
-    this.newKeyBudget.set(source, b);
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
 
   /** Opens a control message from a member, or counts why not. */
   private open(bytes: Uint8Array, from: UdpEndpoint, now: number): { m: RelayMessage; key: Uint8Array; nodeKey: string; nodeBytes: Uint8Array } | undefined {

@@ -8,6 +8,7 @@
  * replays. Adopting a key — re-keying the peer, re-punching — is the core's.
  */
 import { BoundedMap } from '../../shared/bounded-map.js';
+import { SourceBudget } from '../../shared/source-budget.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import { decodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint } from '../../shared/net/addr.js';
@@ -33,7 +34,7 @@ export class DiscoKeyAnnouncer {
   /** Peer|destination pairs we announced our disco key to (once each per run). */
   private readonly announcedTo = new BoundedMap<string, true>(8192);
   // Bounded because packet sources are the attacker's to choose; grown as used (see BoundedMap).
-  private readonly unknownBudget = new BoundedMap<string, { tokens: number; at: number }>(4096);
+  private readonly unknownBudget = new SourceBudget(UNKNOWN_SENDER_TRIES_PER_S);
   private keyEpoch: number | undefined;
 
   constructor(private readonly o: DiscoKeyAnnouncerOptions) {}
@@ -68,7 +69,7 @@ export class DiscoKeyAnnouncer {
    * gets nothing either, so that announcements never ping-pong.
    */
   newDiscoKey(p: Peer | undefined, bytes: Uint8Array, from: UdpEndpoint, now: number): Uint8Array | undefined {
-    if (!p || !this.allowTry(from.address, now)) {
+    if (!p || !this.unknownBudget.allow(from.address, now)) {
       this.o.counters.dropUnknownSender++;
       return undefined;
     }
@@ -87,15 +88,6 @@ export class DiscoKeyAnnouncer {
     return Buffer.from(m.discoKey).toString('base64') === p.input.discoKey ? undefined : m.discoKey;
   }
 
-  private allowTry(source: string, now: number): boolean {
-    const b = this.unknownBudget.get(source) ?? { tokens: UNKNOWN_SENDER_TRIES_PER_S, at: now };
-    b.tokens = Math.min(UNKNOWN_SENDER_TRIES_PER_S, b.tokens + ((now - b.at) / 1000) * UNKNOWN_SENDER_TRIES_PER_S);
-    b.at = now;
-    this.unknownBudget.set(source, b);
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
 
   /** The key for node-sealed packets with this peer (X25519 of the node keys), derived on first use. */
   private nodeBoxKey(p: Peer): Uint8Array | undefined {

@@ -8,6 +8,7 @@
  * path are the core's (core.ts) and peer-path.ts's; docs/disco.md, "Packet".
  */
 import { BoundedMap } from '../../shared/bounded-map.js';
+import { SourceBudget } from '../../shared/source-budget.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
 import { DISCO_TXID_LEN, discoSharedKey, sealDisco, type DiscoMessage } from '../../shared/wire/disco.js';
@@ -46,7 +47,7 @@ export class PingPong {
   private readonly outstanding = new Map<string, OutstandingPing>(); // txid hex → ping
   // Bounded because packet sources are the attacker's to choose; grown as used (see BoundedMap).
   private readonly destLastPing = new BoundedMap<string, number>(4096);
-  private readonly pongBudget = new BoundedMap<string, { tokens: number; at: number }>(4096);
+  private readonly pongBudget = new SourceBudget(PONGS_PER_SOURCE_PER_S);
   /** Pings answered (peer|txid): a replay gets nothing. */
   private readonly seenPings = new BoundedMap<string, true>(SEEN_PINGS_MAX);
 
@@ -109,7 +110,7 @@ export class PingPong {
       return false;
     }
     this.seenPings.set(replayKey, true);
-    if (!this.allowPong(from.address, now)) {
+    if (!this.pongBudget.allow(from.address, now)) {
       this.o.counters.dropRateLimited++;
       return false;
     }
@@ -118,15 +119,6 @@ export class PingPong {
     return true;
   }
 
-  private allowPong(source: string, now: number): boolean {
-    const b = this.pongBudget.get(source) ?? { tokens: PONGS_PER_SOURCE_PER_S, at: now };
-    b.tokens = Math.min(PONGS_PER_SOURCE_PER_S, b.tokens + ((now - b.at) / 1000) * PONGS_PER_SOURCE_PER_S);
-    b.at = now;
-    this.pongBudget.set(source, b);
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
 
   /**
    * The outstanding ping a pong from a peer answers, arrived from candidate `fromKey`; taken off
