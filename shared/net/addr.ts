@@ -39,6 +39,7 @@ export function parseEndpoint(text: unknown): UdpEndpoint | undefined {
 
 /** Lower-cases v6 and strips a v4-mapped prefix so equal addresses compare equal. */
 export function normalizeIp(ip: string): string {
+  if (!ip.includes(':')) return ip; // dotted IPv4 (or not an IP at all): nothing to lower-case or unmap
   const lower = ip.toLowerCase();
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
   return mapped ? mapped[1]! : lower;
@@ -48,27 +49,49 @@ export function sameEndpoint(a: UdpEndpoint, b: UdpEndpoint): boolean {
   return a.port === b.port && normalizeIp(a.address) === normalizeIp(b.address);
 }
 
-function v4Octets(ip: string): number[] {
-  return ip.split('.').map(Number);
+/**
+ * The octets of a dotted-quad IPv4 address, as strict as node's isIPv4 (no
+ * leading zeros, each at most 255); undefined for anything else. By hand, not
+ * by regex: it runs for every candidate endpoint of every peer.
+ */
+export function ipv4Octets(ip: string): [number, number, number, number] | undefined {
+  const out: number[] = [];
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46; // the end closes the last octet like a '.'
+    if (c === 46) {
+      if (digits === 0 || out.length === 4) return undefined;
+      out.push(value);
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && value === 0) return undefined; // a leading zero
+      value = value * 10 + (c - 48);
+      if (++digits > 3 || value > 255) return undefined;
+    } else {
+      return undefined;
+    }
+  }
+  return out.length === 4 ? (out as [number, number, number, number]) : undefined;
 }
 
 export function isLoopbackIp(ip: string): boolean {
   const n = normalizeIp(ip);
-  return isIPv4(n) ? v4Octets(n)[0] === 127 : n === '::1';
+  const v4 = ipv4Octets(n);
+  return v4 ? v4[0] === 127 : n === '::1';
 }
 
 export function isMulticastIp(ip: string): boolean {
   const n = normalizeIp(ip);
-  if (isIPv4(n)) {
-    const a = v4Octets(n)[0]!;
-    return a >= 224 && a <= 239;
-  }
+  const v4 = ipv4Octets(n);
+  if (v4) return v4[0] >= 224 && v4[0] <= 239;
   return n.startsWith('ff');
 }
 
 export function isUnspecifiedIp(ip: string): boolean {
   const n = normalizeIp(ip);
-  return n === '0.0.0.0' || n === '::' || (isIPv4(n) && v4Octets(n)[0] === 0);
+  return n === '::' || ipv4Octets(n)?.[0] === 0;
 }
 
 export function isBroadcastIp(ip: string): boolean {
@@ -77,19 +100,18 @@ export function isBroadcastIp(ip: string): boolean {
 
 export function isLinkLocalIp(ip: string): boolean {
   const n = normalizeIp(ip);
-  if (isIPv4(n)) {
-    const [a, b] = v4Octets(n);
-    return a === 169 && b === 254;
-  }
+  const v4 = ipv4Octets(n);
+  if (v4) return v4[0] === 169 && v4[1] === 254;
   return /^fe[89ab]/.test(n);
 }
 
 /** RFC 1918, RFC 6598 (CGNAT), IPv6 ULA and link-local: addresses that only mean something on a LAN. */
 export function isPrivateIp(ip: string): boolean {
   const n = normalizeIp(ip);
-  if (isIPv4(n)) {
-    const [a, b] = v4Octets(n) as [number, number];
-    return a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || isLinkLocalIp(n);
+  const v4 = ipv4Octets(n);
+  if (v4) {
+    const [a, b] = v4;
+    return a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || (a === 169 && b === 254);
   }
   return /^f[cd]/.test(n) || isLinkLocalIp(n);
 }
