@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import type { StatusDocument } from '../../agent/status.js';
+import { RECONNECT_CAP_MS } from '../../agent/control/client.js';
 import { until } from '../helpers/until.js';
 
 const run = promisify(execFile);
@@ -121,10 +122,12 @@ test('three agents: join with one token, connect pairwise, survive an agent rest
   const during = await allConnected(names);
   assert.ok(Object.values(during).every((d) => d.peers.every((p) => p.path !== 'none')), 'paths stay up during the outage');
   coord = start(coordArgs);
+  // An agent may have just drawn a reconnect delay of up to RECONNECT_CAP_MS (full jitter):
+  // the wait covers that and the coordinator's start.
   await until('control resumes', async () => {
     for (const n of names) if ((await status(stateOf(n))).coordinator.status !== 'connected') return undefined;
     return true;
-  });
+  }, { timeoutMs: RECONNECT_CAP_MS + 15_000 });
   await allConnected(names);
 
   // knit down leaves cleanly.
