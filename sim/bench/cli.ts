@@ -12,19 +12,15 @@
 import { intFlag, parseFlags } from '../../shared/cli/args.js';
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
-import {
-  benchCoordinator, benchReplicas, coordinatorBudgets, coordinatorSizes, replicaBudgets, COORDINATOR_GOAL_AGENTS, REPLICA_DEFAULT,
-  type CoordinatorBenchResult, type ReplicaBenchResult,
-} from './coordinator-bench.js';
+import { budget, type Budget } from './budget.js';
+import { benchCoordinator, benchReplicas } from './coordinator-bench.js';
+import { coordinatorBudgets, coordinatorSizes, replicaBudgets, COORDINATOR_GOAL_AGENTS, REPLICA_DEFAULT } from './coordinator-budgets.js';
+import type { CoordinatorBenchResult, ReplicaBenchResult } from './coordinator-results.js';
 import { benchLan } from './lan-bench.js';
 import { benchTunnel } from './tunnel-bench.js';
 import { benchRelay } from './relay-bench.js';
 import { formatHardNatReport, runGrid, runHardNatSeeds } from '../scenarios/grid.js';
 import { runScenario, runStorm, SCENARIO_NAMES } from '../scenarios/index.js';
-
-interface Budget { name: string; value: number; limit: number; ok: boolean }
-
-const budget = (name: string, value: number, limit: number): Budget => ({ name, value, limit, ok: value <= limit });
 
 /**
  * Replica runs, one per size; `{skipped}` when PostgreSQL can't be started here (said on

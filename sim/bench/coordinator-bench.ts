@@ -40,9 +40,9 @@ import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KnitError } from '../../shared/errors.js';
 import { IpcClient } from './ipc.js';
 import { monoMs } from './light-client.js';
+import type { ClusterFigures, CoordinatorBenchResult, ReplicaBenchResult } from './coordinator-results.js';
 import { startPostgresServer, type PostgresServerOptions, type RunningPostgres } from './postgres-server.js';
 
 export interface CoordinatorBenchOptions {
@@ -52,107 +52,11 @@ export interface CoordinatorBenchOptions {
   idleWindowMs?: number;
 }
 
-export interface CoordinatorBenchResult {
-  agents: number;
-  connected: number;
-  loadWorkers: number;
-  joinPerSec: number;
-  connectPerSec: number;
-  /** Coordinator RSS per agent, after GC: its growth from N/2 to N connected agents, per agent. */
-  bytesPerAgent: number;
-  /** The same from V8's view: heap used plus external (Buffers). */
-  heapBytesPerAgent: number;
-  /** The whole coordinator process with N agents connected, and empty. */
-  coordinatorRssMB: number;
-  emptyCoordinatorRssMB: number;
-  idleCpuPct: number;
-  idleWindowMs: number;
-  fanoutChanges: number;
-  fanoutDeliveries: number;
-  fanoutMissed: number;
-  fanoutP50Ms: number;
-  fanoutP99Ms: number;
-  /** Per change, the time until the last peer had it: the median over changes. */
-  fanoutLastPeerP50Ms: number;
-  /** The coordinator's own work per endpoint change: commit, persist, hand to every socket. */
-  perChangeMs: number;
-  deltaBytesPerEndpointChange: number;
-  snapshotBytes: number;
-  snapshotsEncoded: number;
-  snapshotsSent: number;
-  reconnectStormMs: number;
-  reconnectStormHeld: number;
-  problems: Record<string, number>;
-  problemSamples: string[];
-  wallMs: number;
-  /** The machine's 1-minute load average at the start and the end: other work skews every figure above. */
-  loadAvg: [number, number];
-}
-
 export interface ReplicaBenchOptions extends CoordinatorBenchOptions {
   /** Coordinator replicas sharing one PostgreSQL database (2–8). */
   replicas: number;
   /** Hooks for the throwaway PostgreSQL server: tests register its password and save its log. */
   postgres?: Pick<PostgresServerOptions, 'onSecret' | 'onLog'>;
-}
-
-/** Replicas on PostgreSQL. Figures named as in CoordinatorBenchResult mean the same, over the whole set of replicas. */
-export interface ReplicaBenchResult {
-  replicas: number;
-  agents: number;
-  /** Agents holding a session on each replica (round-robin: N/R each). */
-  agentsPerReplica: number[];
-  connected: number;
-  loadWorkers: number;
-  /** Joins spread over the replicas, each a transaction under the database's write lock. */
-  joinPerSec: number;
-  connectPerSec: number;
-  /** RSS growth of all replicas together from N/2 to N connected agents, per agent. */
-  bytesPerAgent: number;
-  /** Each replica's RSS growth over the same span, per agent that connected to it (each replica also holds every node's record). */
-  replicaBytesPerAgent: number[];
-  replicaRssMB: number[];
-  emptyReplicaRssMB: number[];
-  /** Each replica's CPU over the idle window (percent of one core). */
-  idleCpuPct: number[];
-  idleWindowMs: number;
-  fanoutChanges: number;
-  /** (change, receiver) pairs delivered: every agent but the reporter, on every replica. */
-  fanoutDeliveries: number;
-  fanoutMissed: number;
-  /** From the report reaching one replica to the delta's arrival at every other agent, on all replicas. */
-  fanoutP50Ms: number;
-  fanoutP99Ms: number;
-  fanoutLastPeerP50Ms: number;
-  /** Receivers on the reporter's own replica only. */
-  sameReplicaFanoutP50Ms: number;
-  sameReplicaFanoutP99Ms: number;
-  /** Receivers on the other replicas only: commit, NOTIFY, the other replica reading the feed, its sends. */
-  crossReplicaFanoutP50Ms: number;
-  crossReplicaFanoutP99Ms: number;
-  /** The committing replica's own work per change: the commit to PostgreSQL, reading it back from the feed, its sends. */
-  perChangeMs: number;
-  deltaBytesPerEndpointChange: number;
-  snapshotBytes: number;
-  snapshotsEncoded: number;
-  snapshotsSent: number;
-  reconnectStormMs: number;
-  reconnectStormHeld: number;
-  /**
-   * CPU seconds over the phases (join to storm), of each replica and of the PostgreSQL
-   * server (all its processes), against `measuredMs` of wall time on this machine's cores:
-   * who used the machine. The load generators take most of the rest.
-   */
-  replicaCpuS: number[];
-  postgresCpuS: number;
-  measuredMs: number;
-  /** Each replica's peer-map version at the end; they must all be equal. */
-  versions: number[];
-  versionsAgree: boolean;
-  problems: Record<string, number>;
-  problemSamples: string[];
-  wallMs: number;
-  loadAvg: [number, number];
 }
 
 interface VersionsReport {
@@ -432,6 +336,29 @@ function checkSize(n: number): void {
   if (!Number.isInteger(n) || n < 2 || n > MAX_AGENTS) throw new RangeError(`agents must be 2..${MAX_AGENTS}`);
 }
 
+/**
+ * The figures one coordinator and a set of replicas share, from what the phases measured;
+ * summed over the coordinators where there are several (one coordinator is a sum of one).
+ * wallMs and loadAvg are left to the caller, which knows when its run ends.
+ */
+function clusterFigures(m: Measured, n: number, changes: number, idleWindowMs: number): Omit<ClusterFigures, 'wallMs' | 'loadAvg'> {
+  return {
+    agents: n, connected: m.connected, loadWorkers: m.loadWorkers,
+    joinPerSec: m.joinPerSec, connectPerSec: m.connectPerSec,
+    bytesPerAgent: Math.round(sum(m.loaded.map((l, i) => l.rss - m.half.memory[i]!.rss)) / Math.max(1, m.connected - m.half.mapped)),
+    idleWindowMs,
+    fanoutChanges: changes, fanoutDeliveries: m.latencies.length, fanoutMissed: m.missed,
+    fanoutP50Ms: round1(percentile(m.latencies, 50)), fanoutP99Ms: round1(percentile(m.latencies, 99)),
+    fanoutLastPeerP50Ms: round1(percentile(m.lastPeer, 50)),
+    perChangeMs: m.perChangeMs,
+    deltaBytesPerEndpointChange: m.deltaBytes,
+    snapshotBytes: m.held[0]!.snapshotBytes,
+    snapshotsEncoded: sum(m.after.map((s) => s.snapshotsEncoded)), snapshotsSent: sum(m.after.map((s) => s.snapshotsSent)),
+    reconnectStormMs: Math.round(m.stormMs), reconnectStormHeld: m.heldCount,
+    ...problemsOf(m.held),
+  };
+}
+
 /** One coordinator process with SQLite in a fresh data dir. */
 export async function benchCoordinator(options: CoordinatorBenchOptions): Promise<CoordinatorBenchResult> {
   const n = options.agents;
@@ -445,26 +372,13 @@ export async function benchCoordinator(options: CoordinatorBenchOptions): Promis
   try {
     const { httpPort, admin } = (await coord.ready) as { httpPort: number; admin: string };
     const m = await measure({ coords: [coord], urls: [`http://127.0.0.1:${httpPort}`], admin }, n, changes, idleWindowMs);
-    const [empty, loaded, half, after] = [m.empty[0]!, m.loaded[0]!, m.half.memory[0]!, m.after[0]!];
-    const added = Math.max(1, m.connected - m.half.mapped);
+    const [loaded, half] = [m.loaded[0]!, m.half.memory[0]!];
     return {
-      agents: n, connected: m.connected, loadWorkers: m.loadWorkers,
-      joinPerSec: m.joinPerSec, connectPerSec: m.connectPerSec,
-      bytesPerAgent: Math.round((loaded.rss - half.rss) / added),
-      heapBytesPerAgent: Math.round((loaded.heapUsed + loaded.external - half.heapUsed - half.external) / added),
+      ...clusterFigures(m, n, changes, idleWindowMs),
+      heapBytesPerAgent: Math.round((loaded.heapUsed + loaded.external - half.heapUsed - half.external) / Math.max(1, m.connected - m.half.mapped)),
       coordinatorRssMB: round1(loaded.rss / 2 ** 20),
-      emptyCoordinatorRssMB: round1(empty.rss / 2 ** 20),
+      emptyCoordinatorRssMB: round1(m.empty[0]!.rss / 2 ** 20),
       idleCpuPct: m.idleCpuPct[0]!,
-      idleWindowMs,
-      fanoutChanges: changes, fanoutDeliveries: m.latencies.length, fanoutMissed: m.missed,
-      fanoutP50Ms: round1(percentile(m.latencies, 50)), fanoutP99Ms: round1(percentile(m.latencies, 99)),
-      fanoutLastPeerP50Ms: round1(percentile(m.lastPeer, 50)),
-      perChangeMs: m.perChangeMs,
-      deltaBytesPerEndpointChange: m.deltaBytes,
-      snapshotBytes: m.held[0]!.snapshotBytes,
-      snapshotsEncoded: after.snapshotsEncoded, snapshotsSent: after.snapshotsSent,
-      reconnectStormMs: Math.round(m.stormMs), reconnectStormHeld: m.heldCount,
-      ...problemsOf(m.held),
       wallMs: Math.round(monoMs() - started),
       loadAvg: [loadAtStart, round1(loadavg()[0]!)],
     };
@@ -525,28 +439,18 @@ export async function benchReplicas(options: ReplicaBenchOptions): Promise<Repli
     const versions = m.after.map((s) => s.version);
     const added = m.online.map((o, i) => Math.max(1, o - m.half.online[i]!));
     return {
-      replicas: r, agents: n, agentsPerReplica: m.online, connected: m.connected, loadWorkers: m.loadWorkers,
-      joinPerSec: m.joinPerSec, connectPerSec: m.connectPerSec,
-      bytesPerAgent: Math.round(sum(m.loaded.map((l, i) => l.rss - m.half.memory[i]!.rss)) / Math.max(1, m.connected - m.half.mapped)),
+      ...clusterFigures(m, n, changes, idleWindowMs),
+      replicas: r, agentsPerReplica: m.online,
       replicaBytesPerAgent: m.loaded.map((l, i) => Math.round((l.rss - m.half.memory[i]!.rss) / added[i]!)),
       replicaRssMB: m.loaded.map((l) => round1(l.rss / 2 ** 20)),
       emptyReplicaRssMB: m.empty.map((e) => round1(e.rss / 2 ** 20)),
-      idleCpuPct: m.idleCpuPct, idleWindowMs,
-      fanoutChanges: changes, fanoutDeliveries: m.latencies.length, fanoutMissed: m.missed,
-      fanoutP50Ms: round1(percentile(m.latencies, 50)), fanoutP99Ms: round1(percentile(m.latencies, 99)),
-      fanoutLastPeerP50Ms: round1(percentile(m.lastPeer, 50)),
+      idleCpuPct: m.idleCpuPct,
       sameReplicaFanoutP50Ms: round1(percentile(m.sameReplica, 50)), sameReplicaFanoutP99Ms: round1(percentile(m.sameReplica, 99)),
       crossReplicaFanoutP50Ms: round1(percentile(m.crossReplica, 50)), crossReplicaFanoutP99Ms: round1(percentile(m.crossReplica, 99)),
-      perChangeMs: m.perChangeMs,
-      deltaBytesPerEndpointChange: m.deltaBytes,
-      snapshotBytes: m.held[0]!.snapshotBytes,
-      snapshotsEncoded: sum(m.after.map((s) => s.snapshotsEncoded)), snapshotsSent: sum(m.after.map((s) => s.snapshotsSent)),
-      reconnectStormMs: Math.round(m.stormMs), reconnectStormHeld: m.heldCount,
       replicaCpuS: cpu1.replicas.map((c, i) => round1(c - cpu0.replicas[i]!)),
       postgresCpuS: round1(cpu1.postgres - cpu0.postgres),
       measuredMs: Math.round(cpu1.at - cpu0.at),
       versions, versionsAgree: versions.every((v) => v === versions[0]),
-      ...problemsOf(m.held),
       wallMs: Math.round(monoMs() - started),
       loadAvg: [loadAtStart, round1(loadavg()[0]!)],
     };
@@ -558,72 +462,4 @@ export async function benchReplicas(options: ReplicaBenchOptions): Promise<Repli
   } finally {
     await stopAll(server);
   }
-}
-
-// ---- budgets, as `knit bench` reports them ------------------------------------------
-
-interface Budget { name: string; value: number; limit: number; ok: boolean }
-const MEMORY_BUDGET_MIN_AGENTS = 5000;
-const budget = (name: string, value: number, limit: number): Budget => ({ name, value, limit, ok: value <= limit });
-
-/** The coordinator's scale target (issue: 10,000 connected agents on a 2-core machine) and the sizes `all` runs. */
-export const COORDINATOR_GOAL_AGENTS = 10_000;
-const COORDINATOR_DEFAULT_SIZES = [1000, 10_000];
-
-/**
- * The replica run `all` makes after the single-process ones: modest, about a minute on 2
- * cores, where every replica, PostgreSQL and the load generators share the machine.
- */
-export const REPLICA_DEFAULT = { replicas: 2, agents: 1000 } as const;
-
-/** `--agents` for the coordinator bench: one size or a comma-separated list (e.g. 1000,10000). */
-export function coordinatorSizes(value: string | undefined, fallback: number[] = COORDINATOR_DEFAULT_SIZES): number[] {
-  if (value === undefined) return fallback;
-  const sizes = value.split(',').map((x) => x.trim());
-  if (sizes.length > 4 || !sizes.every((x) => /^[0-9]+$/.test(x) && Number(x) >= 2 && Number(x) <= 20_000)) {
-    throw new KnitError('KNIT_ERR_USAGE', '--agents must be a whole number from 2 to 20000, or a comma-separated list of up to four');
-  }
-  return sizes.map(Number);
-}
-
-export function coordinatorBudgets(runs: CoordinatorBenchResult[], goal: boolean): Budget[] {
-  const out: Budget[] = [];
-  for (const r of runs) {
-    const n = r.agents;
-    out.push(budget(`coordinator ${n}: agents that never held a map`, n - r.connected, 0));
-    // Measured over the second half of the agents; below a few thousand that half is too small
-    // against fixed costs that come with any load (V8 growing its young generation by ~30 MB).
-    if (n >= MEMORY_BUDGET_MIN_AGENTS) out.push(budget(`coordinator ${n}: memory per agent (bytes)`, r.bytesPerAgent, 5 * 1024));
-    // Fan-out: ≤ 100 ms p99 at 1,000 agents, ≤ 1 s at 10,000 (the issue's two points).
-    out.push(budget(`coordinator ${n}: fan-out p99 (ms)`, r.fanoutP99Ms, n <= 1000 ? 100 : 1000));
-    out.push(budget(`coordinator ${n}: fan-out deliveries missed`, r.fanoutMissed, 0));
-    out.push(budget(`coordinator ${n}: bytes of one endpoint change`, r.deltaBytesPerEndpointChange, 200));
-    out.push(budget(`coordinator ${n}: agents not on the current map after the reconnect storm`, r.connected - r.reconnectStormHeld, 0));
-  }
-  // Proportionality: ten times the nodes may cost at most twelve times the coordinator's time per change.
-  for (const small of runs) {
-    const big = runs.find((r) => r.agents === small.agents * 10);
-    if (big) out.push(budget(`coordinator: time per change at ${big.agents} ÷ at ${small.agents}`, Number((big.perChangeMs / small.perChangeMs).toFixed(2)), 12));
-  }
-  if (goal) out.push(budget(`coordinator: agents held at once, short of ${COORDINATOR_GOAL_AGENTS}`, COORDINATOR_GOAL_AGENTS - Math.max(0, ...runs.map((r) => r.connected)), 0));
-  return out;
-}
-
-
-/**
- * What replica runs are held to: correctness only — every agent on the map, every change
- * at every agent on every replica, one version everywhere. The issue's timing budgets are
- * for one coordinator; replica figures are reported next to them, not judged.
- */
-export function replicaBudgets(runs: ReplicaBenchResult[]): Budget[] {
-  const out: Budget[] = [];
-  for (const r of runs) {
-    const name = `coordinator ${r.replicas} replicas × ${r.agents}`;
-    out.push(budget(`${name}: agents that never held a map`, r.agents - r.connected, 0));
-    out.push(budget(`${name}: fan-out deliveries missed (all replicas)`, r.fanoutMissed, 0));
-    out.push(budget(`${name}: bytes of one endpoint change`, r.deltaBytesPerEndpointChange, 200));
-    out.push(budget(`${name}: agents not on the current map after the reconnect storm`, r.connected - r.reconnectStormHeld, 0));
-    out.push(budget(`${name}: replicas at a version other than the first's, at the end`, r.versions.filter((v) => v !== r.versions[0]).length, 0));
-  }
-  return out;
 }

@@ -11,7 +11,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runBenchCli } from '../../../sim/bench/cli.js';
-import { benchCoordinator, benchReplicas, coordinatorBudgets, coordinatorSizes, replicaBudgets } from '../../../sim/bench/coordinator-bench.js';
+import { benchCoordinator, benchReplicas } from '../../../sim/bench/coordinator-bench.js';
+import { coordinatorBudgets, coordinatorSizes, replicaBudgets } from '../../../sim/bench/coordinator-budgets.js';
 import { postgresUnavailable } from '../../../sim/bench/postgres-server.js';
 import { KnitError } from '../../../shared/errors.js';
 import { registerSecret, saveTestLog } from '../../security/log-secrets.js';
