@@ -265,8 +265,9 @@ test('group commit: when the batch cannot be written, every join in it fails and
   assert.equal(reg.hasPending, false);
 });
 
-/** Two registries on one database file, as two replicas sharing a store. */
-async function twoReplicas(dir: string) {
+/** Two registries on one database file in a fresh directory, as two replicas sharing a store; close() removes it all. */
+async function twoReplicas() {
+  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
   const clock = new ManualClock();
   const path = join(dir, 'knit.db');
   const a = await Registry.open(new SqliteStore(path), { clock, url: 'http://127.0.0.1:1', replica: 'a' });
@@ -274,12 +275,15 @@ async function twoReplicas(dir: string) {
   const id = (await a.join({ token: (await a.createToken({})).token, nodeKey: node().nodeKey, hostname: 'n' })).response.node.id;
   for (const r of (await b.store.changesSince(0, 10)).flatMap((x) => x.changes)) b.applyChange(r);
   const holder = async () => (await a.store.nodes()).find((n) => n.id === id)!.onlineReplica;
-  return { clock, a, b, id, holder, close: () => Promise.all([a.store.close(), b.store.close()]) };
+  const close = async () => {
+    await Promise.all([a.store.close(), b.store.close()]);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { clock, a, b, id, holder, close };
 }
 
 test('replicas: a session that moved to another replica is not marked offline by the one it left', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
-  const { a, b, id, holder, close } = await twoReplicas(dir);
+  const { a, b, id, holder, close } = await twoReplicas();
   try {
     a.setOnline(id, true);
     await a.commitWindow(a.takePending().changes);
@@ -295,13 +299,11 @@ test('replicas: a session that moved to another replica is not marked offline by
     assert.equal(a.peer(id)!.online, true, 'memory put back');
   } finally {
     await close();
-    rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test('replicas: the nodes of a replica that stopped stamping itself alive are marked offline in the feed', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
-  const { clock, a, b, id, holder, close } = await twoReplicas(dir);
+  const { clock, a, b, id, holder, close } = await twoReplicas();
   try {
     a.setOnline(id, true);
     await a.commitWindow(a.takePending().changes);
@@ -320,13 +322,11 @@ test('replicas: the nodes of a replica that stopped stamping itself alive are ma
     assert.deepEqual(row!.changes.map((c) => c.op === 'online' && [c.id, c.online]), [[id, false]]);
   } finally {
     await close();
-    rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test('replicas: an "offline" from the replica a session left, committed after the session moved, is answered with "online"', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
-  const { a, b, id, holder, close } = await twoReplicas(dir);
+  const { a, b, id, holder, close } = await twoReplicas();
   try {
     a.setOnline(id, true);
     await a.commitWindow(a.takePending().changes);
@@ -345,13 +345,11 @@ test('replicas: an "offline" from the replica a session left, committed after th
     assert.equal(await holder(), 'b');
   } finally {
     await close();
-    rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test('a node removed while its session changes were queued gets none of them in the feed after its removal', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'knit-reg-'));
-  const { a, b, id, close } = await twoReplicas(dir);
+  const { a, b, id, close } = await twoReplicas();
   try {
     b.setOnline(id, true); // b serves the node; its window is not committed yet…
     b.setEndpoints(id, ['198.18.0.9:41641'], 'none');
@@ -362,6 +360,5 @@ test('a node removed while its session changes were queued gets none of them in 
     assert.equal(await b.store.latestVersion(), before, 'no change for a node peers were told is gone');
   } finally {
     await close();
-    rmSync(dir, { recursive: true, force: true });
   }
 });
