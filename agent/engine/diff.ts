@@ -19,7 +19,7 @@ import { BoundedMap } from '../../shared/bounded-map.js';
 import { decodeKey, publicKeyOf, encodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import type { Decoded } from '../../shared/wire/control.js';
-import { canonicalAddress, canonicalAllowedIp } from './prefix.js';
+import { canonicalAddress, canonicalAllowedIp, prefixListKey } from './prefix.js';
 import type { ApplyOptions, EngineConfig, EnginePeerConfig } from './types.js';
 
 /** Persistent keepalive is a 16-bit field in WireGuard's configuration protocol. */
@@ -101,8 +101,7 @@ function normalizePeer(p: EnginePeerConfig, index: number): Decoded<EnginePeerSt
     checkedKeys.set(p.publicKey, true);
   }
   if (!Array.isArray(p.allowedIps)) return { ok: false, error: `${where}.allowedIps is not a list` };
-  // Joined by a space, which no prefix contains: a list with one in it is never cached.
-  const text = p.allowedIps.every((x) => typeof x === 'string' && !x.includes(' ')) ? p.allowedIps.join(' ') : undefined;
+  const text = prefixListKey(p.allowedIps);
   let allowed = text === undefined ? undefined : canonicalLists.get(text);
   if (!allowed) {
     const list: string[] = [];

@@ -128,17 +128,25 @@ export function prefixWithin(inner: IpPrefix, outer: IpPrefix): boolean {
 }
 
 /**
+ * A cache key for a list of prefixes in text: joined by a space, which no prefix contains, so
+ * two lists share a key only if they are equal. Undefined (don't cache) when an item isn't
+ * text or holds a space: such a list is invalid, and must be checked, never looked up.
+ */
+export function prefixListKey(items: readonly unknown[]): string | undefined {
+  return items.every((x) => typeof x === 'string' && !x.includes(' ')) ? items.join(' ') : undefined;
+}
+
+/**
  * The routes WireGuard may take for a peer: only single mesh addresses (a /32 inside the
  * mesh's IPv4 prefix, a /128 inside its IPv6 prefix). The coordinator is trusted with who is
  * in the mesh, not with our routing table: a peer entry claiming 0.0.0.0/1 or a LAN prefix
  * would pull other traffic into the tunnel, so it is dropped here.
  */
 export function meshAllowedIps(addresses: readonly string[], mesh: { ipv4Prefix: string; ipv6Prefix: string }): string[] {
-  // Every engine apply asks for every peer: the answer is kept by the lists' text (a space
-  // joins them, and a list with one in it isn't kept), so a big map is parsed once, not per
-  // apply, and the simulator's agents, which all list the same peers, share the work.
-  const key = [mesh.ipv4Prefix, mesh.ipv6Prefix, ...addresses];
-  const text = key.every((x) => typeof x === 'string' && !x.includes(' ')) ? key.join(' ') : undefined;
+  // Every engine apply asks for every peer: the answer is kept by the lists' text, so a big
+  // map is parsed once, not per apply, and the simulator's agents, which all list the same
+  // peers, share the work.
+  const text = prefixListKey([mesh.ipv4Prefix, mesh.ipv6Prefix, ...addresses]);
   const cached = text === undefined ? undefined : allowedCache.get(text);
   if (cached) return cached;
   const prefixes = [parsePrefix(mesh.ipv4Prefix), parsePrefix(mesh.ipv6Prefix)].filter((p): p is IpPrefix => p !== undefined);
