@@ -46,6 +46,7 @@ import { PATH_REPORT_DEBOUNCE_MS, PATH_REPORT_MS, pathReports, PathReportTimer }
 import type { PortMapService } from './portmap/index.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
 import { SelfEndpoints, type NetcheckReport } from './self-endpoints.js';
+import type { HealthCheck } from './health.js';
 import type { PathKind, StatusDocument } from './status.js';
 import { buildStatus, safeUrl } from './status-builder.js';
 
@@ -488,7 +489,13 @@ export class Agent {
       control: this.controlStatus, netmap: this.netmap, stats: this.engineStats.stats, counters: this.counters,
       disco: this.disco, relay: this.relay, relayWs: this.relayWs, birthday: this.birthday,
       proxy: this.d.proxy, waker: this.d.waker, lan: this.d.lan, portMap: this.d.portMap,
+      health: this.health(),
     });
+  }
+
+  /** The checks the agent's parts report; status and `knit doctor` show them. */
+  private health(): HealthCheck[] {
+    return [];
   }
 
   /** The peer map held now: cheap, unlike status() (the simulator checks convergence with it). */

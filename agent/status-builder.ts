@@ -18,6 +18,7 @@ import { describePortMapping, type PortMapService } from './portmap/index.js';
 import { RELAY_WS_ENDPOINT } from './relay/core.js';
 import type { RelayPaths } from './relay/paths.js';
 import type { NodeRecord } from './state.js';
+import type { HealthCheck } from './health.js';
 import type { StatusDocument } from './status.js';
 
 export interface StatusSources {
@@ -45,6 +46,8 @@ export interface StatusSources {
   waker?: Pick<SharedModeWaker, 'counters'>;
   lan?: Pick<LanDiscovery, 'counters'>;
   portMap?: Pick<PortMapService, 'status' | 'counters'>;
+  /** The checks the agent's parts report (agent/health.ts). */
+  health: HealthCheck[];
 }
 
 /** A URL fit for logs and status: scheme, host and path only. */
@@ -100,5 +103,6 @@ export function buildStatus(s: StatusSources): StatusDocument {
         lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: path.kind === 'none' ? d?.why : undefined,
       };
     }),
+    health: s.health,
   };
 }

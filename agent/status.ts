@@ -3,6 +3,7 @@
  * GET /v1/status returns. Stable field names; tests and tools read them.
  */
 import type { NatType } from '../shared/wire/control.js';
+import type { HealthCheck } from './health.js';
 
 export type PathKind = 'lan' | 'direct' | 'relay' | 'none';
 
@@ -41,6 +42,8 @@ export interface StatusDocument {
   portMapping?: PortMappingStatus;
   counters: Record<string, number>;
   peers: PeerStatus[];
+  /** What works and what doesn't, each a check with ok / warn / fail (agent/health.ts). */
+  health: HealthCheck[];
 }
 
 /** The gateway port mapping: what `knit status` shows under `portMapping`. */

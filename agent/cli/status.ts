@@ -4,6 +4,7 @@
  */
 import { callAgent } from '../api/client.js';
 import { socketPath } from '../state.js';
+import { healthSummary } from '../health.js';
 import type { StatusDocument } from '../status.js';
 import { KnitError } from '../../shared/errors.js';
 
@@ -23,6 +24,8 @@ export function formatStatus(doc: StatusDocument, now = Date.now()): string {
     const held = pm.external ? `${pm.protocol} ${pm.external}${pm.expiresAt ? `, expires in ${Math.max(0, Math.round((pm.expiresAt - now) / 1000))}s` : ''}${pm.verified ? ', verified' : ''}` : pm.state;
     lines.push(`  port mapping ${held}${pm.detail ? ` (${pm.detail})` : ''}`);
   }
+  const health = healthSummary(doc.health ?? []);
+  if (health) lines.push(`  ${health}`);
   if (doc.peers.length === 0) lines.push('', 'no peers yet');
   else {
     lines.push('', pad('PEER', 16) + pad('IP', 16) + pad('PATH', 9) + pad('ENDPOINT', 24) + pad('RTT', 8) + 'HANDSHAKE');
