@@ -13,6 +13,16 @@ import type { Lab, LabHost, LabProcess, LabRouter } from './netlab.js';
 
 export const BIN = join(process.cwd(), 'bin', 'knit.js');
 
+// A TCP sink and source for `transfer`, run with `node -e` inside the namespaces. The sink
+// prints how many bytes arrived when the source closes, or when its deadline passes (a stalled
+// transfer, as over a path-MTU blackhole); the source gives up at the same deadline.
+const TCP_SINK = `const [ip,port,ms]=process.argv.slice(1);let got=0;const done=()=>{console.log('received '+got);process.exit(0)};
+require('net').createServer(s=>{s.on('data',d=>{got+=d.length});s.on('end',done);s.on('error',done)}).listen(Number(port),ip,()=>console.log('listening'));
+setTimeout(done,Number(ms));`;
+const TCP_SOURCE = `const [ip,port,bytes,ms]=process.argv.slice(1);const s=require('net').connect(Number(port),ip,()=>{s.end(Buffer.alloc(Number(bytes),7))});
+s.on('close',()=>process.exit(0));s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),Number(ms));`;
+let transferCount = 0;
+
 export interface LabAgent {
   host: LabHost;
   proc: LabProcess;
@@ -35,8 +45,13 @@ export interface LabAgents {
    * is confirmed, so a test about the path waits for it.
    */
   untilPath(from: string, to: string, path: StatusDocument['peers'][number]['path'], timeoutMs?: number): Promise<StatusDocument['peers'][number]>;
-  /** One ICMP echo from `from` to `to`'s mesh address, through the tunnel. */
-  pings(from: string, to: string): Promise<boolean>;
+  /** One ICMP echo from `from` to `to`'s mesh address, through the tunnel (`size`: ping's -s, payload bytes). */
+  pings(from: string, to: string, size?: number): Promise<boolean>;
+  /**
+   * Sends `bytes` over TCP from `from` to `to`'s mesh address through the tunnel and returns
+   * how many arrived (all of them, or fewer when the transfer stalled past `timeoutMs`).
+   */
+  transfer(from: string, to: string, bytes?: number, timeoutMs?: number): Promise<number>;
   /** Waits for `fn`; on timeout the error carries every agent's log tail and status. */
   until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs?: number): Promise<T>;
 }
@@ -119,10 +134,25 @@ export function labAgents(lab: Lab, token: string, dir: string, options: { expla
         return p?.path === path && p;
       }, timeoutMs);
     },
-    async pings(from, to) {
+    async pings(from, to, size) {
       const ip = (await status(to)).self.ips[0];
       if (!ip) return false;
-      return (await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ip], { allowFailure: true })).code === 0;
+      const sizeArgs = size === undefined ? [] : ['-s', String(size)];
+      return (await lab.run(agents.get(from)!.host.ns, ['ping', '-c', '1', '-W', '1', ...sizeArgs, ip], { allowFailure: true })).code === 0;
+    },
+    async transfer(from, to, bytes = 1 << 20, timeoutMs = 20_000) {
+      const ip = (await status(to)).self.ips[0];
+      if (!ip) return 0;
+      const port = 5300 + (transferCount++ % 500);
+      const sink = lab.spawn(agents.get(to)!.host.ns, [process.execPath, '-e', TCP_SINK, ip, String(port), String(timeoutMs)]);
+      try {
+        await untilHelper(`${to}'s TCP sink listens`, () => sink.output().includes('listening'), { timeoutMs: 10_000, intervalMs: 50 });
+        await lab.run(agents.get(from)!.host.ns, [process.execPath, '-e', TCP_SOURCE, ip, String(port), String(bytes), String(timeoutMs)], { allowFailure: true, timeoutMs: timeoutMs + 5_000 });
+        const got = await untilHelper(`${to}'s TCP sink reports`, () => /received (\d+)/.exec(sink.output())?.[1], { timeoutMs: timeoutMs + 5_000, intervalMs: 100 });
+        return Number(got);
+      } finally {
+        await sink.stop();
+      }
     },
   };
 }
