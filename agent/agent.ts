@@ -42,6 +42,7 @@ import { BirthdaySockets } from './net/birthday-sockets.js';
 import type { WireguardProxy } from './net/proxy.js';
 import { RelayWsBridge, type RelayWsDeps } from './net/relay-ws-bridge.js';
 import type { SharedModeWaker } from './net/waker.js';
+import { PathConfirmer } from './path-confirm.js';
 import { PATH_REPORT_DEBOUNCE_MS, PATH_REPORT_MS, pathReports, PathReportTimer } from './path-reports.js';
 import type { PortMapService } from './portmap/index.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
@@ -116,6 +117,10 @@ export class Agent {
   /** The hard side's extra sockets and the forwarding of a path found through one (agent/net/birthday-sockets.ts). */
   private readonly birthday?: BirthdaySockets;
   private readonly engineStats: EngineStatsPoller;
+  /** Whether each path carries the tunnel yet (a handshake newer than the path), and forced handshakes when not. */
+  private readonly confirm = new PathConfirmer();
+  /** Peers to re-create at the next apply, so WireGuard handshakes at once (PathConfirmer.due). */
+  private readonly rehandshake = new Set<string>();
   private readonly timer: WakeupTimer;
   private readonly pathReportTimer: PathReportTimer;
   private applying: Promise<void> = Promise.resolve();
@@ -126,8 +131,10 @@ export class Agent {
   private running = false;
   private appliedMap: Netmap | undefined;
   readonly counters = { udpOther: 0, udpTotal: 0 };
-  /** Path changes, for `knit ping --until-direct` and logs. */
+  /** Path changes (the path handed to the engine), for the simulator's timings and logs. */
   onPathChange?: (nodeKey: string, from: PathKind, to: PathKind) => void;
+  /** A path carries the tunnel: WireGuard handshook over it after it was handed over. */
+  onPathConfirmed?: (nodeKey: string, kind: PathKind) => void;
 
   constructor(private readonly o: AgentOptions, private readonly d: AgentDeps) {
     const discoPrivate = d.random(32);
@@ -182,6 +189,15 @@ export class Agent {
         this.discoEvent({ type: 'wireguard-stats', nodeKey: s.publicKey, lastHandshakeMs: s.lastHandshakeMs, endpoint });
       },
       onRead: (list, firstHandshake) => {
+        for (const s of list) {
+          if (!this.confirm.handshake(s.publicKey, s.lastHandshakeMs)) continue;
+          const path = this.relay.path(s.publicKey);
+          this.d.logger.info('path confirmed by a handshake', { peer: this.peerName(s.publicKey), path: path.kind, endpoint: path.endpoint });
+          this.pathReportTimer.schedule(PATH_REPORT_DEBOUNCE_MS);
+          this.onPathConfirmed?.(s.publicKey, path.kind);
+        }
+        this.engineStats.setFast(this.confirm.pending());
+        this.arm();
         // WireGuard roams to the relay port when a relayed packet arrives after we went direct
         // (both sides switch at slightly different moments): put it back on the direct path.
         const roamedBack = !this.d.proxy && list.some((s) => this.relay.isRelayEndpoint(s.endpoint) && this.relay.path(s.publicKey).kind !== 'relay');
@@ -193,7 +209,7 @@ export class Agent {
       clock: d.clock, running: () => this.running,
       report: () => this.control.reportPaths(pathReports({
         now: this.d.clock.now(), peers: this.netmap.peers, eagerLimit: this.o.eagerPeers ?? EAGER_PEER_LIMIT,
-        relay: this.relay, disco: this.disco, stats: this.engineStats.stats,
+        relay: this.relay, disco: this.disco, stats: this.engineStats.stats, confirm: this.confirm,
       })),
     });
     this.control = new ControlClient(
@@ -300,7 +316,11 @@ export class Agent {
     this.netmap = map;
     const peers = [...map.peers.values()];
     const keys = new Set(peers.map((p) => p.nodeKey));
-    for (const k of this.endpoints.keys()) if (!keys.has(k)) this.endpoints.delete(k);
+    for (const k of this.endpoints.keys()) {
+      if (keys.has(k)) continue;
+      this.endpoints.delete(k);
+      this.confirm.forget(k);
+    }
     this.d.lan?.setPeers([...keys]);
     // The map's own objects: the reducer keeps an unchanged peer's object, so the cores can skip it.
     this.discoEvent({ type: 'peers-updated', peers });
@@ -398,6 +418,9 @@ export class Agent {
         case 'ws-claim': this.relayWs?.claim(a.peer); break;
         case 'path': {
           this.d.logger.info('path changed', { peer: this.peerName(a.nodeKey), from: a.from, to: a.to, endpoint: a.endpoint });
+          // Handed to the engine now; it counts once WireGuard handshakes over it (path-confirm.ts).
+          this.confirm.pathChanged(a.nodeKey, a.to, a.endpoint, isInitiator(this.o.identity.publicKey, a.nodeKey), this.d.clock.now(), this.d.clock.wallNow());
+          this.engineStats.setFast(this.confirm.pending());
           this.onPathChange?.(a.nodeKey, a.from, a.to);
           this.pathReportTimer.schedule(PATH_REPORT_DEBOUNCE_MS);
           this.requestApply();
@@ -421,7 +444,9 @@ export class Agent {
   /** One timer for the cores: the earliest wakeup any asks for. */
   private arm(): void {
     if (!this.running) return;
-    this.timer.arm(Math.min(this.disco.nextWakeup() ?? Infinity, this.selfEndpoints.nextWakeup() ?? Infinity, this.relay.nextWakeup() ?? Infinity));
+    this.timer.arm(Math.min(
+      this.disco.nextWakeup() ?? Infinity, this.selfEndpoints.nextWakeup() ?? Infinity, this.relay.nextWakeup() ?? Infinity, this.confirm.nextWakeup() ?? Infinity,
+    ));
   }
 
   private tick(): void {
@@ -429,6 +454,12 @@ export class Agent {
     this.selfEndpoints.tick(now);
     this.perform(this.disco.handle({ type: 'tick' }, now));
     this.performRelay(this.relay.handle({ type: 'tick' }, now));
+    const force = this.confirm.due(now);
+    if (force.length > 0) {
+      for (const k of force) this.rehandshake.add(k);
+      this.d.logger.debug('forcing a handshake', { peers: force.map((k) => this.peerName(k)) });
+      this.requestApply();
+    }
     this.arm();
   }
 
@@ -441,6 +472,8 @@ export class Agent {
       if (!this.running) return;
       const reassert = this.reassert;
       this.reassert = false;
+      const rehandshake = new Set(this.rehandshake);
+      this.rehandshake.clear();
       try {
         await this.d.proxy?.prepare([...this.netmap.peers.values()].map((p) => p.nodeKey));
         await this.relayWs?.prepare(this.relay.wsPeers());
@@ -450,9 +483,9 @@ export class Agent {
         const desired = desiredEngineConfig({
           now: this.d.clock.now(), privateKey: this.o.identity.privateKey, listenPort: proxy ? proxy.enginePort : this.tunnelPort(),
           node: this.o.node, keepaliveS: this.o.keepaliveS, peers: this.netmap.peers.values(), endpoints: this.endpointSources,
-          stats: this.engineStats.stats, birthday: this.birthday, proxy, waker: this.d.waker,
+          stats: this.engineStats.stats, birthday: this.birthday, proxy, waker: this.d.waker, forcing: rehandshake,
         });
-        await this.d.engine.apply(desired, { reassertEndpoints: reassert });
+        await this.d.engine.apply(desired, { reassertEndpoints: reassert, rehandshake });
       } catch (err) {
         this.d.logger.error('engine apply failed', { err: (err as Error).message });
       }
@@ -487,7 +520,7 @@ export class Agent {
       iface: this.o.iface, portMode: this.o.portMode, engineKind: this.d.engine.kind, port: this.tunnelPort(),
       selfEndpoints: this.selfEndpoints.list, natType: this.selfEndpoints.natType, portPreserved: this.selfEndpoints.portPreserved,
       control: this.controlStatus, netmap: this.netmap, stats: this.engineStats.stats, counters: this.counters,
-      disco: this.disco, relay: this.relay, relayWs: this.relayWs, birthday: this.birthday,
+      disco: this.disco, relay: this.relay, confirm: this.confirm, relayWs: this.relayWs, birthday: this.birthday,
       proxy: this.d.proxy, waker: this.d.waker, lan: this.d.lan, portMap: this.d.portMap,
       health: this.health(),
     });

@@ -92,6 +92,8 @@ export interface DesiredConfigInput {
   /** Proxy mode: told each peer's real endpoint as the config is built, it answers with the stand-in. */
   proxy?: Pick<WireguardProxy, 'engineEndpoint'>;
   waker?: Pick<SharedModeWaker, 'endpoint'>;
+  /** Peers re-created for a fresh handshake in this apply (agent/path-confirm.ts): they get keepalive, which makes WireGuard initiate. */
+  forcing?: ReadonlySet<string>;
 }
 
 /** The whole config the engine should have now; applying it twice is a no-op (the engine diffs). */
@@ -108,7 +110,7 @@ export function desiredEngineConfig(c: DesiredConfigInput): EngineConfig {
       // gets endpoint and keepalive at once (setting keepalive makes WireGuard initiate); the
       // responder gets no endpoint for RESPONDER_WAIT_MS — its WireGuard learns it from the
       // initiation — and keepalive only after the first handshake.
-      const keepalive = chosen && (chosen.initiator || handshook) ? c.keepaliveS : 0;
+      const keepalive = chosen && (chosen.initiator || handshook || c.forcing?.has(p.nodeKey)) ? c.keepaliveS : 0;
       const waiting = chosen !== undefined && !chosen.initiator && !handshook && c.now - chosen.at < RESPONDER_WAIT_MS;
       // A path on a hard-NAT extra socket reaches WireGuard through its loopback stand-in.
       const direct = chosen?.via !== undefined ? c.birthday?.standIn(p.nodeKey) : chosen?.endpoint;

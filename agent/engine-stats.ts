@@ -11,6 +11,12 @@ import type { Engine, EnginePeerStats } from './engine/types.js';
 
 /** WireGuard stats are read this often; they confirm paths and feed `knit status`. */
 export const STATS_POLL_MS = 2000;
+/**
+ * While a path waits for its handshake (agent/path-confirm.ts) the stats are read this often:
+ * the handshake is what lets status say `direct`, and what tells the agent a forced handshake
+ * is not needed. One UAPI read is a socket round trip, cheap at this rate for a few seconds.
+ */
+export const STATS_FAST_POLL_MS = 100;
 
 export interface EngineStatsDeps {
   clock: Clock;
@@ -28,13 +34,31 @@ export class EngineStatsPoller {
   /** The latest stats per peer node key. */
   readonly stats = new Map<string, EnginePeerStats>();
   private timer: TimerHandle | undefined;
+  private timerAt = Infinity;
+  private fast = false;
+  private reading = false;
 
   constructor(private readonly d: EngineStatsDeps) {}
 
-  /** Reads in STATS_POLL_MS, then again every STATS_POLL_MS while the agent runs. */
+  /** Reads every STATS_FAST_POLL_MS instead of STATS_POLL_MS while `fast` (a path waits for its handshake). */
+  setFast(fast: boolean): void {
+    if (fast === this.fast) return;
+    this.fast = fast;
+    // A read already scheduled for later is brought forward (one in flight schedules the next itself).
+    if (fast && !this.reading && this.timer !== undefined && this.timerAt > this.d.clock.now() + STATS_FAST_POLL_MS) {
+      this.d.clock.clearTimeout(this.timer);
+      this.poll();
+    }
+  }
+
+  /** Reads in STATS_POLL_MS (STATS_FAST_POLL_MS while fast), then again, while the agent runs. */
   poll(): void {
     if (!this.d.running()) return;
+    const delay = this.fast ? STATS_FAST_POLL_MS : STATS_POLL_MS;
+    this.timerAt = this.d.clock.now() + delay;
     this.timer = this.d.clock.setTimeout(async () => {
+      this.timer = undefined;
+      this.reading = true;
       try {
         const list = await this.d.engine.stats();
         let firstHandshake = false;
@@ -48,8 +72,9 @@ export class EngineStatsPoller {
       } catch (err) {
         this.d.logger.warn('engine stats failed', { err: (err as Error).message });
       }
+      this.reading = false;
       this.poll();
-    }, STATS_POLL_MS);
+    }, delay);
   }
 
   cancel(): void {

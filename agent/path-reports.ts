@@ -8,6 +8,7 @@ import type { Clock, TimerHandle } from '../shared/clock.js';
 import { MAX_PATH_REPORTS, type PathReport, type PeerInfo } from '../shared/wire/control.js';
 import type { DiscoCore } from './disco/core.js';
 import type { EnginePeerStats } from './engine/types.js';
+import type { PathConfirmer } from './path-confirm.js';
 import type { RelayPaths } from './relay/paths.js';
 
 /** Paths are reported to the coordinator (console, `knit nodes`) this often, and this soon after a change. */
@@ -22,6 +23,7 @@ export interface PathReportSources {
   relay: Pick<RelayPaths, 'path'>;
   disco: Pick<DiscoCore, 'rttOf'>;
   stats: ReadonlyMap<string, EnginePeerStats>;
+  confirm: Pick<PathConfirmer, 'state'>;
 }
 
 /**
@@ -36,7 +38,11 @@ export function pathReports(s: PathReportSources): PathReport[] {
     const kind = s.relay.path(p.nodeKey).kind;
     if (big && kind === 'none') continue;
     const rttMs = kind === 'lan' || kind === 'direct' ? s.disco.rttOf(p.nodeKey, s.now) : undefined;
-    out.push({ peer: p.nodeKey, kind, lastHandshake: s.stats.get(p.nodeKey)?.lastHandshakeMs ?? 0, ...(rttMs !== undefined ? { rttMs } : {}) });
+    const handshaking = kind !== 'none' && s.confirm.state(p.nodeKey, kind) !== kind;
+    out.push({
+      peer: p.nodeKey, kind, lastHandshake: s.stats.get(p.nodeKey)?.lastHandshakeMs ?? 0,
+      ...(rttMs !== undefined ? { rttMs } : {}), ...(handshaking ? { handshaking: true as const } : {}),
+    });
     if (out.length >= MAX_PATH_REPORTS) break;
   }
   return out;

@@ -17,6 +17,7 @@ import type { SharedModeWaker } from './net/waker.js';
 import { describePortMapping, type PortMapService } from './portmap/index.js';
 import { RELAY_WS_ENDPOINT } from './relay/core.js';
 import type { RelayPaths } from './relay/paths.js';
+import type { PathConfirmer } from './path-confirm.js';
 import type { NodeRecord } from './state.js';
 import type { HealthCheck } from './health.js';
 import type { StatusDocument } from './status.js';
@@ -40,6 +41,8 @@ export interface StatusSources {
   counters: Record<string, number>;
   disco: Pick<DiscoCore, 'peerStatus' | 'counters'>;
   relay: Pick<RelayPaths, 'path' | 'transport' | 'client'>;
+  /** Whether each path carries the tunnel yet: `direct` only after a handshake over it. */
+  confirm: Pick<PathConfirmer, 'state' | 'forced'>;
   relayWs?: Pick<RelayWsBridge, 'counters'>;
   birthday?: Pick<BirthdaySockets, 'counters' | 'size'>;
   proxy?: Pick<WireguardProxy, 'counters'>;
@@ -88,6 +91,7 @@ export function buildStatus(s: StatusSources): StatusDocument {
       ...(s.proxy ? prefixed('proxy', s.proxy.counters) : {}), ...(s.waker ? prefixed('waker', s.waker.counters) : {}),
       ...(s.lan?.counters ? prefixed('lan', { ...s.lan.counters }) : {}),
       ...(s.portMap ? prefixed('portmap', { ...s.portMap.counters }) : {}),
+      handshakesForced: s.confirm.forced,
       ...prefixed('relay', { ...s.relay.client.counters }),
       ...(s.relayWs ? prefixed('relayWs', { ...s.relayWs.counters, open: s.relay.client.webSocketState === 'ready' ? 1 : 0 }) : {}),
       ...(s.birthday ? prefixed('birthday', { ...s.birthday.counters, open: s.birthday.size }) : {}),
@@ -98,7 +102,7 @@ export function buildStatus(s: StatusSources): StatusDocument {
       const path = s.relay.path(p.nodeKey);
       return {
         id: p.id, name: p.name, nodeKey: p.nodeKey, ip: p.addresses[0]?.split('/')[0] ?? '', ips: p.addresses.map((a) => a.split('/')[0]!),
-        online: p.online, path: path.kind, endpoint: path.kind === 'relay' ? relayEndpointText(path.endpoint, s.relay) : d?.endpoint,
+        online: p.online, path: s.confirm.state(p.nodeKey, path.kind), endpoint: path.kind === 'relay' ? relayEndpointText(path.endpoint, s.relay) : d?.endpoint,
         ...(path.kind === 'relay' ? { transport: s.relay.transport(p.nodeKey) } : {}), rttMs: path.kind === 'relay' ? undefined : d?.rttMs,
         lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: path.kind === 'none' ? d?.why : undefined,
       };

@@ -6,6 +6,12 @@ import type { NatType } from '../shared/wire/control.js';
 import type { HealthCheck } from './health.js';
 
 export type PathKind = 'lan' | 'direct' | 'relay' | 'none';
+/**
+ * A path as the user sees it: `lan`, `direct` or `relay` only once WireGuard has a handshake
+ * over it newer than the moment it was handed over; before that, `direct (handshaking)` and so
+ * on (agent/path-confirm.ts). A script comparing with 'direct' sees only a working path.
+ */
+export type PathState = PathKind | `${Exclude<PathKind, 'none'>} (handshaking)`;
 
 export interface PeerStatus {
   id: number;
@@ -14,7 +20,7 @@ export interface PeerStatus {
   ip: string; // first mesh IPv4
   ips: string[];
   online: boolean;
-  path: PathKind;
+  path: PathState;
   endpoint?: string;
   /** With path `relay`: how the packets reach the relay — UDP, or its WebSocket (`ws`) when UDP to the relay fails. */
   transport?: 'udp' | 'ws';

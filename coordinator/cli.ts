@@ -248,10 +248,12 @@ async function openAdmin(values: { data?: string; store?: string; coordinator?: 
   return values.coordinator ? remoteAdmin(values.coordinator) : localAdmin(values.data ?? './knit-data', storeFlag(values.store));
 }
 
-/** "lan 1 direct 2 relay 1 none 0", or "no report" before the node's first. */
-function summarizePaths(edges: Pick<PathEdge, 'kind'>[]): string {
+/** "lan 1 direct 2 relay 1 none 0" (+ "handshaking 1": handed to WireGuard, not carrying yet), or "no report" before the node's first. */
+function summarizePaths(edges: Pick<PathEdge, 'kind' | 'handshaking'>[]): string {
   if (edges.length === 0) return 'no report';
-  return (['lan', 'direct', 'relay', 'none'] as const).map((k) => `${k} ${edges.filter((e) => e.kind === k).length}`).join(' ');
+  const working = (['lan', 'direct', 'relay', 'none'] as const).map((k) => `${k} ${edges.filter((e) => e.kind === k && !e.handshaking).length}`);
+  const handshaking = edges.filter((e) => e.handshaking).length;
+  return [...working, ...(handshaking > 0 ? [`handshaking ${handshaking}`] : [])].join(' ');
 }
 
 async function runToken(argv: string[]): Promise<number> {

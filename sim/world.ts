@@ -22,8 +22,8 @@ import { Agent } from '../agent/agent.js';
 import type { ControlTransport } from '../agent/control/client.js';
 import type { Netmap } from '../agent/control/netmap.js';
 import type { NodeRecord } from '../agent/state.js';
-import { createMemoryEngine } from '../agent/engine/memory.js';
-import type { PathKind } from '../agent/status.js';
+import { createMemoryEngine, memoryHandshakes } from '../agent/engine/memory.js';
+import type { PathKind, PathState } from '../agent/status.js';
 import type { SimHost, SimNat } from './net.js';
 import { LanDiscovery } from '../agent/lan/discovery.js';
 import { createSimLanTransport, simLanInterfaces } from './lan.js';
@@ -66,6 +66,8 @@ export class World extends Topology {
   readonly coordinator: SimHost;
   readonly agents: SimAgent[] = [];
   private coordinatorUp = true;
+  /** Every agent's memory engine in one set: a path's handshake shows on both sides (agent/engine/memory.ts). */
+  private readonly handshakes = memoryHandshakes(() => this.clock.wallNow());
   private readonly sessions = new Set<{ h: SessionHandle; close: (code: number, reason: string) => void }>();
   private token = '';
   /** POST /v1/join's group commit: agents added in one turn join in one transaction, as one map version. */
@@ -223,7 +225,7 @@ export class World extends Topology {
       { identity: { privateKey: sa.privateKey, publicKey: sa.nodeKey }, node: sa.node, stunHost: this.coordinator.ip, iface: 'knit0', keepaliveS, portMode: 'memory', initialNetmap: sa.cachedMap },
       {
         clock: this.clock, random: this.random.bytes, logger: silentLogger, udp: sa.host.bindUdp(TUNNEL_PORT),
-        transport: this.transport(), engine: createMemoryEngine(), localAddresses: () => sa.host.addresses(),
+        transport: this.transport(), engine: createMemoryEngine({ handshakes: this.handshakes }), localAddresses: () => sa.host.addresses(),
         saveNetmap: (m) => { sa.cachedMap = m; },
         // Hard-NAT birthday probing's extra sockets (ephemeral ports on the host) and loopback stand-ins.
         extraUdp: { open: () => sa.host.bindUdp(0), openLoopback: async () => sa.host.bindUdp(0) },
@@ -232,10 +234,11 @@ export class World extends Topology {
           : undefined,
       },
     );
-    agent.onPathChange = (peer, _from, to) => {
-      if (to !== 'none' && !sa.firstPath.has(peer)) sa.firstPath.set(peer, this.clock.now() - sa.startedAt);
+    // Timings count from a path that carries the tunnel (a handshake over it), as status does.
+    agent.onPathConfirmed = (peer, kind) => {
+      if (!sa.firstPath.has(peer)) sa.firstPath.set(peer, this.clock.now() - sa.startedAt);
       const at = sa.pathAt.get(peer) ?? {};
-      at[to] ??= this.clock.now() - sa.startedAt;
+      at[kind] ??= this.clock.now() - sa.startedAt;
       sa.pathAt.set(peer, at);
     };
     sa.agent = agent;
@@ -243,7 +246,7 @@ export class World extends Topology {
   }
 
   /** a's current path to b. */
-  path(a: SimAgent, b: SimAgent): PathKind {
+  path(a: SimAgent, b: SimAgent): PathState {
     return a.agent.status().peers.find((p) => p.nodeKey === b.nodeKey)?.path ?? 'none';
   }
 

@@ -28,10 +28,10 @@ export function formatStatus(doc: StatusDocument, now = Date.now()): string {
   if (health) lines.push(`  ${health}`);
   if (doc.peers.length === 0) lines.push('', 'no peers yet');
   else {
-    lines.push('', pad('PEER', 16) + pad('IP', 16) + pad('PATH', 9) + pad('ENDPOINT', 24) + pad('RTT', 8) + 'HANDSHAKE');
+    lines.push('', pad('PEER', 16) + pad('IP', 16) + pad('PATH', 22) + pad('ENDPOINT', 24) + pad('RTT', 8) + 'HANDSHAKE');
     for (const p of doc.peers) {
       const hs = p.lastHandshake ? `${Math.max(0, Math.round((now - p.lastHandshake) / 1000))}s ago` : '-';
-      lines.push(pad(p.name, 16) + pad(p.ip, 16) + pad(p.path === 'relay' && p.transport === 'ws' ? 'relay-ws' : p.path, 9) + pad(p.endpoint ?? '-', 24) + pad(p.rttMs === undefined ? '-' : `${p.rttMs}ms`, 8) + hs);
+      lines.push(pad(p.name, 16) + pad(p.ip, 16) + pad(p.transport === 'ws' ? p.path.replace('relay', 'relay-ws') : p.path, 22) + pad(p.endpoint ?? '-', 24) + pad(p.rttMs === undefined ? '-' : `${p.rttMs}ms`, 8) + hs);
       if (p.why) lines.push(`  └ ${p.why}`);
     }
   }

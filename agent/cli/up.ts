@@ -57,7 +57,10 @@ export interface UpOptions {
 }
 
 async function createEngine(choice: EngineChoice, iface: string, logger: Logger): Promise<Engine> {
-  if (choice === 'memory') return (await import('../engine/memory.js')).createMemoryEngine({ logger });
+  if (choice === 'memory') {
+    const memory = await import('../engine/memory.js');
+    return memory.createMemoryEngine({ logger, handshakes: memory.memoryHandshakes(Date.now) });
+  }
   if (choice === 'wireguard-go') {
     const m = await import('../engine/wireguard-go.js');
     return m.createWireguardGoEngine({ iface, logger });
@@ -203,12 +206,15 @@ export async function runUp(o: UpOptions): Promise<number> {
     },
   );
   const connected = new Set<string>();
+  const nameOf = (nodeKey: string) => agent.findPeer(nodeKey)?.name ?? nodeKey.slice(0, 8);
+  // "Connected" only once WireGuard handshook over the path: a pong alone carries no tunnel traffic.
+  agent.onPathConfirmed = (nodeKey, kind) => {
+    if (connected.has(nodeKey)) return;
+    connected.add(nodeKey);
+    say(`peer ${nameOf(nodeKey)} connected (${kind})`);
+  };
   agent.onPathChange = (nodeKey, _from, to) => {
-    const name = agent.findPeer(nodeKey)?.name ?? nodeKey.slice(0, 8);
-    if (to !== 'none' && !connected.has(nodeKey)) {
-      connected.add(nodeKey);
-      say(`peer ${name} connected (${to})`);
-    } else if (to === 'none' && connected.delete(nodeKey)) say(`peer ${name} lost its path; re-punching`);
+    if (to === 'none' && connected.delete(nodeKey)) say(`peer ${nameOf(nodeKey)} lost its path; re-punching`);
   };
   let stop!: () => void;
   const stopped = new Promise<void>((resolve) => { stop = resolve; });

@@ -206,6 +206,12 @@ export function computeEngineDiff(
       });
       continue;
     }
+    if (options.rehandshake?.has(d.publicKey) && endpoint !== undefined) {
+      // Re-created in the same write: removal first, then the whole peer (ApplyOptions.rehandshake).
+      diff.removePeers.push(d.publicKey);
+      diff.upsertPeers.push({ publicKey: d.publicKey, create: true, endpoint, persistentKeepaliveS: d.persistentKeepaliveS, allowedIps: d.allowedIps });
+      continue;
+    }
     const u: PeerUpdate = { publicKey: d.publicKey, create: false };
     if (d.endpoint !== undefined && (d.endpoint !== old.endpoint || options.reassertEndpoints)) u.endpoint = d.endpoint;
     else if (options.reassertEndpoints && old.endpoint !== undefined) u.endpoint = old.endpoint;

@@ -6,6 +6,7 @@
  * handshake/byte/roamed-endpoint figures from a test hook, since nothing here
  * ever carries a packet.
  */
+import { decodeKey, encodeKey, publicKeyOf } from '../../shared/crypto/keys.js';
 import { silentLogger, type Logger } from '../../shared/log.js';
 import { EMPTY_ENGINE_STATE, type EngineDiff, type EngineState } from './diff.js';
 import { createDiffingEngine, type ManagedEngine } from './diffing-engine.js';
@@ -39,12 +40,45 @@ const clone = <T>(v: T): T => structuredClone(v);
  */
 export const HISTORY_LIMIT = 64;
 
-export function createMemoryEngine(options: { logger?: Logger } = {}): MemoryEngine {
+/**
+ * A model of WireGuard's handshakes between memory engines: when an engine is handed an
+ * endpoint for a peer (new, moved, or re-created for a fresh handshake), both it and the
+ * peer's engine, if it is in the same set, report a handshake at `wallNow()` — as the
+ * initiation and its response would. Nothing here carries a packet, so this says what real
+ * engines would do over a path disco has proven. The simulator puts all its engines in one
+ * set; `knit up --engine memory` has a set of one (only its own side handshakes).
+ */
+export interface MemoryHandshakes {
+  readonly wallNow: () => number;
+  /** Each engine's handshake hook, by its own public key. */
+  readonly engines: Map<string, (peerKey: string, atMs: number) => void>;
+}
+
+export function memoryHandshakes(wallNow: () => number): MemoryHandshakes {
+  return { wallNow, engines: new Map() };
+}
+
+export interface MemoryEngineOptions {
+  logger?: Logger;
+  /** Handshakes modelled (see MemoryHandshakes). Absent: handshakes come only from setPeerStats. */
+  handshakes?: MemoryHandshakes;
+}
+
+export function createMemoryEngine(options: MemoryEngineOptions = {}): MemoryEngine {
   let state: EngineState | undefined;
   let closed = false;
   const history: EngineDiff[] = [];
   let changes = 0;
   const fed = new Map<string, MemoryPeerStatsPatch>();
+  let peerKeys = new Set<string>(); // the applied peers' keys, when handshakes are modelled
+  const handshook = (peerKey: string, atMs: number) => {
+    if (peerKeys.has(peerKey)) fed.set(peerKey, { ...fed.get(peerKey), lastHandshakeMs: atMs });
+  };
+  let ownKeyCache: [string, string] | undefined;
+  const ownKey = (privateKey: string) => {
+    if (ownKeyCache?.[0] !== privateKey) ownKeyCache = [privateKey, encodeKey(publicKeyOf(decodeKey(privateKey)!))];
+    return ownKeyCache[1];
+  };
 
   const engine = createDiffingEngine(
     {
@@ -64,6 +98,18 @@ export function createMemoryEngine(options: { logger?: Logger } = {}): MemoryEng
         // WireGuard forgets a removed peer's counters; so does this.
         for (const key of diff.removePeers) fed.delete(key);
         state = next;
+        const hs = options.handshakes;
+        if (hs) {
+          peerKeys = new Set(next.peers.map((p) => p.publicKey));
+          const own = ownKey(next.privateKey);
+          hs.engines.set(own, handshook);
+          for (const u of diff.upsertPeers) {
+            if (u.endpoint === undefined) continue;
+            const at = hs.wallNow();
+            handshook(u.publicKey, at);
+            hs.engines.get(u.publicKey)?.(own, at);
+          }
+        }
       },
       async readStats() {
         return (state?.peers ?? []).map((p) => {

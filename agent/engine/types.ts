@@ -42,6 +42,14 @@ export interface ApplyOptions {
    * once, so the roaming monitor asks for this after an address change.
    */
   reassertEndpoints?: boolean;
+  /**
+   * Peers (public keys) to re-create so that WireGuard starts a fresh handshake at once.
+   * wireguard-go initiates at most once per REKEY_TIMEOUT (5 s) and never re-handshakes an
+   * existing session just because its endpoint moved; re-creating the peer (same config) is the
+   * one knob both UAPI and `wg` have. Costs the peer's current session (about one round trip).
+   * A peer without an endpoint to write is left alone: it could not initiate anyway.
+   */
+  rehandshake?: ReadonlySet<string>;
 }
 
 export interface Engine {

@@ -15,6 +15,8 @@ export interface PathEdge {
   rttMs?: number;
   lastHandshake: number;
   reportedAt: number; // wall ms
+  /** Handed to WireGuard, no handshake over it yet: shown as "direct (handshaking)". */
+  handshaking?: true;
 }
 
 /** Agents report paths every 30 s and on change; anything faster than this is dropped (by the hub, per session). */
@@ -33,7 +35,10 @@ export class PathReports {
     for (const r of reports) {
       const to = idOf(r.peer);
       if (to === undefined || to === from) continue;
-      edges.push({ from, to, kind: r.kind, lastHandshake: r.lastHandshake, reportedAt, ...(r.rttMs !== undefined ? { rttMs: Math.round(r.rttMs * 10) / 10 } : {}) });
+      edges.push({
+        from, to, kind: r.kind, lastHandshake: r.lastHandshake, reportedAt,
+        ...(r.rttMs !== undefined ? { rttMs: Math.round(r.rttMs * 10) / 10 } : {}), ...(r.handshaking ? { handshaking: true as const } : {}),
+      });
     }
     this.byNode.set(from, edges);
     for (const l of this.listeners) l(from, edges);

@@ -231,9 +231,11 @@ function renderMatrix(now) {
           h('span', { 'aria-hidden': 'true' }, '·'), h('span', { class: 'sr-only' }, 'no report'));
       }
       const rtt = formatRtt(e.rttMs);
-      const title = `${from.name} → ${to.name}: ${e.kind}${rtt ? `, ${rtt}` : ''}; last handshake ${ago(e.lastHandshake, now)}; reported ${ago(e.reportedAt, now)}`;
-      return h('td', { class: `k-${e.kind}`, 'data-from': from.name, 'data-to': to.name, 'data-kind': e.kind, title },
-        h('span', { class: 'kind' }, e.kind), rtt ? h('span', { class: 'rtt' }, rtt) : null);
+      // A path handed to WireGuard without a handshake over it yet carries nothing: say so.
+      const label = e.handshaking ? `${e.kind} (handshaking)` : e.kind;
+      const title = `${from.name} → ${to.name}: ${label}${rtt ? `, ${rtt}` : ''}; last handshake ${ago(e.lastHandshake, now)}; reported ${ago(e.reportedAt, now)}`;
+      return h('td', { class: `k-${e.kind}${e.handshaking ? ' handshaking' : ''}`, 'data-from': from.name, 'data-to': to.name, 'data-kind': e.kind, ...(e.handshaking ? { 'data-handshaking': 'true' } : {}), title },
+        h('span', { class: 'kind' }, label), rtt ? h('span', { class: 'rtt' }, rtt) : null);
     })));
   table.querySelector('thead')?.replaceChildren(head);
   table.querySelector('tbody')?.replaceChildren(...rows);

@@ -13,7 +13,7 @@
  * @typedef {{ id: number, name: string, nodeKey: string, discoKey: string, addresses: string[],
  *   endpoints: string[], natType: string, online: boolean, lastSeen: number, tags: string[] }} PeerInfo
  * @typedef {{ from: number, to: number, kind: 'lan' | 'direct' | 'relay' | 'none', rttMs?: number,
- *   lastHandshake: number, reportedAt: number }} PathEdge
+ *   lastHandshake: number, reportedAt: number, handshaking?: true }} PathEdge
  * @typedef {{ version: number, nodes: Map<number, PeerInfo>, paths: Map<number, PathEdge[]> }} Model
  */
 

@@ -107,6 +107,8 @@ export interface PathReport {
   kind: PathReportKind;
   rttMs?: number;
   lastHandshake: number; // wall ms of the last WireGuard handshake, 0 = never
+  /** The path is handed to WireGuard but has no handshake over it yet (shown as "direct (handshaking)"). */
+  handshaking?: true;
 }
 export const PATH_REPORT_KINDS = ['lan', 'direct', 'relay', 'none'] as const;
 export type PathReportKind = (typeof PATH_REPORT_KINDS)[number];
@@ -201,7 +203,11 @@ export function decodeClientMessage(raw: string | Uint8Array): Decoded<ClientMes
       for (const r of m.paths as unknown[]) {
         if (!isObj(r) || !isKeyText(r.peer) || !PATH_REPORT_KINDS.includes(r.kind as PathReportKind) || !isNonNegInt(r.lastHandshake)) return bad('each path needs peer, kind and lastHandshake');
         if (r.rttMs !== undefined && !(typeof r.rttMs === 'number' && Number.isFinite(r.rttMs) && r.rttMs >= 0 && r.rttMs <= 600_000)) return bad('rttMs must be 0..600000');
-        paths.push({ peer: r.peer, kind: r.kind as PathReportKind, lastHandshake: r.lastHandshake, ...(r.rttMs !== undefined ? { rttMs: r.rttMs as number } : {}) });
+        if (r.handshaking !== undefined && (r.handshaking !== true || r.kind === 'none')) return bad('handshaking is true or absent, and never with kind none');
+        paths.push({
+          peer: r.peer, kind: r.kind as PathReportKind, lastHandshake: r.lastHandshake,
+          ...(r.rttMs !== undefined ? { rttMs: r.rttMs as number } : {}), ...(r.handshaking ? { handshaking: true as const } : {}),
+        });
       }
       return ok({ type: 'paths', paths });
     }

@@ -17,8 +17,11 @@ import { silentLogger } from '../../shared/log.js';
 import { createCoordinator } from '../../coordinator/index.js';
 import { Agent } from '../../agent/agent.js';
 import { wsTransport } from '../../agent/control/ws-transport.js';
-import { createMemoryEngine } from '../../agent/engine/memory.js';
+import { createMemoryEngine, memoryHandshakes } from '../../agent/engine/memory.js';
 import { openUdpSocket } from '../../agent/net/udp-socket.js';
+
+/** One set for every memory engine here, so both sides of a path see its handshake (agent/engine/memory.ts). */
+const MEMORY_HANDSHAKES = memoryHandshakes(Date.now);
 
 export interface AgentBenchResult {
   agents: number;
@@ -59,7 +62,7 @@ export async function benchAgents(n = 8, idleWindowMs = 5000): Promise<AgentBenc
           stunHost: '127.0.0.1', iface: `bench${i}`, keepaliveS: 25, portMode: 'memory',
         },
         {
-          clock: systemClock, random: defaultRandomBytes, logger: silentLogger, udp, transport: wsTransport, engine: createMemoryEngine(),
+          clock: systemClock, random: defaultRandomBytes, logger: silentLogger, udp, transport: wsTransport, engine: createMemoryEngine({ handshakes: MEMORY_HANDSHAKES }),
           localAddresses: () => ['127.0.0.1'],
           saveNetmap: (m) => {
             const now = performance.now();

@@ -18,10 +18,13 @@ import { silentLogger } from '../../shared/log.js';
 import type { PeerInfo } from '../../shared/wire/control.js';
 import { Agent } from '../../agent/agent.js';
 import { wsTransport } from '../../agent/control/ws-transport.js';
-import { createMemoryEngine } from '../../agent/engine/memory.js';
+import { createMemoryEngine, memoryHandshakes } from '../../agent/engine/memory.js';
 import { LanDiscovery } from '../../agent/lan/discovery.js';
 import { createMdnsTransport } from '../../agent/lan/mdns-transport.js';
 import { openUdpSocket } from '../../agent/net/udp-socket.js';
+
+/** One set for every memory engine here, so both sides of a path see its handshake (agent/engine/memory.ts). */
+const MEMORY_HANDSHAKES = memoryHandshakes(Date.now);
 
 export interface LanBenchResult {
   rounds: number;
@@ -71,7 +74,7 @@ export async function benchLan(rounds = 10, mdnsPort = 35353 + (process.pid % 10
             stunHost: '127.0.0.1', iface: `lan${i}`, keepaliveS: 25, portMode: 'memory',
             initialNetmap: { version: 1, selfId: i + 1, peers: new Map([[2 - i, peer(1 - i)]]) },
           },
-          { clock: systemClock, random: defaultRandomBytes, logger: silentLogger, udp: sockets[i]!, transport: wsTransport, engine: createMemoryEngine(), localAddresses: () => ['127.0.0.1'], lan },
+          { clock: systemClock, random: defaultRandomBytes, logger: silentLogger, udp: sockets[i]!, transport: wsTransport, engine: createMemoryEngine({ handshakes: MEMORY_HANDSHAKES }), localAddresses: () => ['127.0.0.1'], lan },
         );
         agent.onPathChange = (_peer, _from, to) => { if (to === 'lan') connected.add(i); };
         agents.push(agent);

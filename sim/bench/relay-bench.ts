@@ -29,11 +29,14 @@ import type { UdpSocket } from '../../shared/udp.js';
 import { createCoordinator } from '../../coordinator/index.js';
 import { Agent } from '../../agent/agent.js';
 import { wsTransport } from '../../agent/control/ws-transport.js';
-import { createMemoryEngine } from '../../agent/engine/memory.js';
+import { createMemoryEngine, memoryHandshakes } from '../../agent/engine/memory.js';
 import { openUdpSocket } from '../../agent/net/udp-socket.js';
 import { RelayClient } from '../../agent/relay/core.js';
 import { createRelayServer } from '../../relay/index.js';
 import { World } from '../world.js';
+
+/** One set for every memory engine here, so both sides of a path see its handshake (agent/engine/memory.ts). */
+const MEMORY_HANDSHAKES = memoryHandshakes(Date.now);
 
 export interface RelayBenchResult {
   firstPacket: { pairs: number; delivered: number; p50Ms: number; maxMs: number };
@@ -86,7 +89,7 @@ export async function benchFirstRelayedPacket(n = 4): Promise<RelayBenchResult['
           stunHost: '127.0.0.1', iface: `rbench${i}`, keepaliveS: 25, portMode: 'memory',
         },
         {
-          clock: systemClock, random: defaultRandomBytes, logger: silentLogger, udp, transport: wsTransport, engine: createMemoryEngine(),
+          clock: systemClock, random: defaultRandomBytes, logger: silentLogger, udp, transport: wsTransport, engine: createMemoryEngine({ handshakes: MEMORY_HANDSHAKES }),
           localAddresses: () => ['127.0.0.1'],
           saveNetmap: (m) => {
             const now = performance.now();

@@ -4,7 +4,7 @@
  * until both sides first held that path. `expectedPath` is the theory the tests hold
  * the grid to.
  */
-import type { PathKind } from '../../agent/status.js';
+import type { PathKind, PathState } from '../../agent/status.js';
 import { World, type SimAgent } from '../world.js';
 import type { SimNat } from '../net.js';
 
@@ -15,7 +15,7 @@ export type GridType = (typeof GRID_TYPES)[number] | 'same-lan' | 'hard-seq';
 export interface GridCell {
   a: GridType;
   b: GridType;
-  path: PathKind;
+  path: PathState;
   /** Virtual ms from both agents started to both having an authenticated path; undefined if none. */
   timeMs?: number;
   expected: PathKind;
@@ -73,7 +73,7 @@ export async function runGridCell(a: GridType, b: GridType, seed: number): Promi
     await w.clock.runUntil(w.clock.now() + GRID_CELL_BUDGET_MS, () => punched(sa, sb) && punched(sb, sa));
     const exp = expectedPath(a, b);
     const path = w.path(sa, sb);
-    const at = (x: SimAgent, y: SimAgent) => x.pathAt.get(y.nodeKey)?.[path];
+    const at = (x: SimAgent, y: SimAgent) => (path.endsWith('(handshaking)') ? undefined : x.pathAt.get(y.nodeKey)?.[path as PathKind]);
     const ta = at(sa, sb);
     const tb = at(sb, sa);
     const first = (x: SimAgent, y: SimAgent) => x.firstPath.get(y.nodeKey);

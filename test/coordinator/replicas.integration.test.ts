@@ -33,12 +33,15 @@ import { PostgresStore } from '../../coordinator/store/postgres.js';
 import { Agent } from '../../agent/agent.js';
 import { joinMesh, parseJoinToken } from '../../agent/control/join.js';
 import { wsTransport } from '../../agent/control/ws-transport.js';
-import { createMemoryEngine, type MemoryEngine } from '../../agent/engine/memory.js';
+import { createMemoryEngine, memoryHandshakes, type MemoryEngine } from '../../agent/engine/memory.js';
 import { openUdpSocket } from '../../agent/net/udp-socket.js';
 import { until } from '../helpers/until.js';
 import { registerSecret, saveTestLog } from '../security/log-secrets.js';
 import { startPostgres, type PostgresServer } from '../support/postgres.js';
 import { connectMiniAgent, type MiniAgent } from './fixtures/mini-agent.js';
+
+/** One set for every memory engine here, so both sides of a path see its handshake (agent/engine/memory.ts). */
+const MEMORY_HANDSHAKES = memoryHandshakes(Date.now);
 
 const server = await startPostgres();
 const skip = 'skip' in server ? `skipped: ${server.skip}` : undefined;
@@ -432,7 +435,7 @@ async function startAgent(t: TestContext, token: string, name: string): Promise<
   const parsed = parseJoinToken(token);
   const res = await joinMesh(parsed, token, { privateKey: kp.privateKey, publicKey: nodeKey, discoKey: encodeKey(generateKeyPair().publicKey), hostname: name });
   const udp = await openUdpSocket({ port: 0, host: '127.0.0.1' });
-  const engine = createMemoryEngine();
+  const engine = createMemoryEngine({ handshakes: MEMORY_HANDSHAKES });
   const events: RealAgent['events'] = [];
   const agent = new Agent(
     {

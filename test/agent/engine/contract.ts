@@ -161,6 +161,20 @@ export function runEngineContract(name: string, makeEngine: () => Promise<Engine
         assert.equal(h.writes().length, before + 1);
       }));
 
+    it('rehandshake re-creates the named peer with the same config, once; a peer with no endpoint is left alone', () =>
+      withEngine(async (h) => {
+        await h.engine.apply(contractConfig());
+        const before = h.writes().length;
+        const statsBefore = new Map((await h.engine.stats()).map((s) => [s.publicKey, s.endpoint]));
+        await h.engine.apply(contractConfig(), { rehandshake: new Set([A, C]) });
+        // One write, naming A (a harness may list it twice: removed, then created).
+        assert.deepEqual(h.writes().slice(before).map((w) => ({ kind: w.kind, peers: [...new Set(w.peers)] })), [{ kind: 'peers', peers: [A] }], 'C has no endpoint to write');
+        const after = new Map((await h.engine.stats()).map((s) => [s.publicKey, s.endpoint]));
+        assert.deepEqual(after, statsBefore, 'the same peers and endpoints');
+        await h.engine.apply(contractConfig());
+        assert.equal(h.writes().length, before + 1, 'and nothing more to write');
+      }));
+
     it('stats reflect the applied peers, with no handshake yet', () =>
       withEngine(async (h) => {
         assert.deepEqual(await h.engine.stats(), [], 'nothing applied, nothing to report');

@@ -128,6 +128,23 @@ describe('computeEngineDiff', () => {
       want: { ...empty(), upsertPeers: [{ publicKey: K(1), create: false, endpoint: '198.18.0.2:51820' }] },
     },
     {
+      name: 'rehandshake: the peer removed and created again whole, in one write',
+      current: norm(config()),
+      desired: config(),
+      options: { rehandshake: new Set([K(1)]) },
+      want: {
+        ...empty(), removePeers: [K(1)],
+        upsertPeers: [{ publicKey: K(1), create: true, endpoint: '198.18.0.2:51820', persistentKeepaliveS: 0, allowedIps: ['100.96.0.2/32'] }],
+      },
+    },
+    {
+      name: 'rehandshake of a peer with no endpoint known: nothing (it could not initiate)',
+      current: norm(config()),
+      desired: config(),
+      options: { rehandshake: new Set([K(2)]) },
+      want: empty(),
+    },
+    {
       name: 'a peer goes: removed with its routes',
       current: norm(config()),
       desired: config({ peers: [config().peers[0]!] }),

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { diffTouchesInterface, diffTouchesWireGuard } from '../../../agent/engine/diff.js';
-import { createMemoryEngine, type MemoryEngine } from '../../../agent/engine/memory.js';
+import { createMemoryEngine, memoryHandshakes, type MemoryEngine } from '../../../agent/engine/memory.js';
+import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
 import { CONTRACT_KEYS, contractConfig, runEngineContract, type EngineWrite } from './contract.js';
 
 /** What a memory engine wrote, in the contract's terms, derived from its recorded diffs. */
@@ -88,5 +89,30 @@ describe('memory engine', () => {
     assert.equal(engine.changes(), 3);
     assert.equal(engine.applied()!.peers.find((p) => p.publicKey === a.pub)!.endpoint, '198.18.99.2:51820');
     await engine.close();
+  });
+});
+
+describe('memory engine: modelled handshakes', () => {
+  it('an endpoint handed over shows a handshake on both engines of the set; none without an endpoint', async () => {
+    let wall = 5_000;
+    const set = memoryHandshakes(() => wall);
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const a = createMemoryEngine({ handshakes: set });
+    const b = createMemoryEngine({ handshakes: set });
+    const config = (priv: Uint8Array, peer: Uint8Array, addr: string, endpoint?: string) => ({
+      privateKey: encodeKey(priv), listenPort: 0, addresses: [], peers: [{ publicKey: encodeKey(peer), allowedIps: [addr], endpoint }],
+    });
+    await b.apply(config(kb.privateKey, ka.publicKey, '100.96.0.1/32')); // the responder: no endpoint yet
+    assert.equal((await b.stats())[0]!.lastHandshakeMs, 0);
+    wall = 6_000;
+    await a.apply(config(ka.privateKey, kb.publicKey, '100.96.0.2/32', '127.0.0.1:4000'));
+    assert.equal((await a.stats())[0]!.lastHandshakeMs, 6_000);
+    assert.equal((await b.stats())[0]!.lastHandshakeMs, 6_000, 'the responder saw the initiation');
+    wall = 7_000;
+    await a.apply(config(ka.privateKey, kb.publicKey, '100.96.0.2/32', '127.0.0.1:4000'), { rehandshake: new Set([encodeKey(kb.publicKey)]) });
+    assert.equal((await b.stats())[0]!.lastHandshakeMs, 7_000, 'a forced handshake is a new one');
+    await a.close();
+    await b.close();
   });
 });

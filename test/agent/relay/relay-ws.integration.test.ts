@@ -24,11 +24,14 @@ import { isRelayPacket, isWireguardShaped } from '../../../shared/wire/relay.js'
 import { createCoordinator } from '../../../coordinator/index.js';
 import { Agent } from '../../../agent/agent.js';
 import { wsTransport } from '../../../agent/control/ws-transport.js';
-import { createMemoryEngine, type MemoryEngine } from '../../../agent/engine/memory.js';
+import { createMemoryEngine, memoryHandshakes, type MemoryEngine } from '../../../agent/engine/memory.js';
 import { WireguardProxy } from '../../../agent/net/proxy.js';
 import { connectRelayWs } from '../../../agent/net/relay-ws-bridge.js';
 import { openUdpSocket } from '../../../agent/net/udp-socket.js';
 import { until } from '../../helpers/until.js';
+
+/** One set for every memory engine here, so both sides of a path see its handshake (agent/engine/memory.ts). */
+const MEMORY_HANDSHAKES = memoryHandshakes(Date.now);
 
 interface TestAgent {
   name: string;
@@ -80,7 +83,7 @@ test('relay over WebSocket when UDP to the relay is blocked: packets both ways, 
       };
       wg.onMessage((b) => { if (isWireguardShaped(b)) ta.received.push(b[4]!); });
       const proxy = new WireguardProxy({ publicSocket: udp, enginePort: wg.localPort(), openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }) });
-      const engine = createMemoryEngine();
+      const engine = createMemoryEngine({ handshakes: MEMORY_HANDSHAKES });
       const agent: Agent = new Agent(
         {
           identity: { privateKey: kp.privateKey, publicKey: nodeKey },
