@@ -52,7 +52,7 @@ function engineError(e: unknown, what: string): KnitError {
   return new KnitError('KNIT_ERR_ENGINE', `${what}: ${detail}`, { cause: e });
 }
 
-/** `now` gives wall ms for health's timestamps (the simulator passes its virtual clock's). */
+/** `now` gives wall ms for health's timestamps (Date.now unless a test hands in a virtual clock's). */
 export function createDiffingEngine(backend: EngineBackend, logger: Logger, now: () => number = Date.now): ManagedEngine {
   let queue: Promise<unknown> = Promise.resolve();
   let started = false;
