@@ -34,6 +34,7 @@ import {
   birthdayRoutes, desiredEngineConfig, enginePeersChanged, isInitiator, pathlessPeers, RESPONDER_WAIT_MS,
   type ChosenEndpoint, type EndpointSources,
 } from './engine-config.js';
+import { engineHealthChecks, familyRecheckDue } from './engine-health.js';
 import { EngineStatsPoller } from './engine-stats.js';
 import type { Engine } from './engine/types.js';
 import type { LanDiscovery } from './lan/discovery.js';
@@ -126,6 +127,8 @@ export class Agent {
   private applying: Promise<void> = Promise.resolve();
   private applyQueued = false;
   private reassert = false;
+  /** When a switched-off address family was last tried again (agent/engine-health.ts). */
+  private familyRecheckAt = 0;
   private controlStatus: { status: ControlStatus; detail?: string } = { status: 'disconnected' };
   private pingWaiters = new Map<string, (r: PingResult) => void>();
   private running = false;
@@ -203,6 +206,12 @@ export class Agent {
         const roamedBack = !this.d.proxy && list.some((s) => this.relay.isRelayEndpoint(s.endpoint) && this.relay.path(s.publicKey).kind !== 'relay');
         if (roamedBack) this.reassert = true;
         if (firstHandshake || roamedBack) this.requestApply(); // the responder side may now turn its keepalive on
+        // A family the host had switched off (IPv6) is picked up once it is back.
+        const now = this.d.clock.now();
+        if (familyRecheckDue(this.d.engine.health(), this.familyRecheckAt, now)) {
+          this.familyRecheckAt = now;
+          this.requestApply();
+        }
       },
     });
     this.pathReportTimer = new PathReportTimer({
@@ -528,7 +537,9 @@ export class Agent {
 
   /** The checks the agent's parts report; status and `knit doctor` show them. */
   private health(): HealthCheck[] {
-    return [];
+    return [
+      ...engineHealthChecks(this.d.engine.health(), this.d.engine.kind, this.d.clock.wallNow()),
+    ];
   }
 
   /** The peer map held now: cheap, unlike status() (the simulator checks convergence with it). */

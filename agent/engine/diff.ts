@@ -20,7 +20,7 @@ import { decodeKey, publicKeyOf, encodeKey } from '../../shared/crypto/keys.js';
 import { formatEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import type { Decoded } from '../../shared/wire/control.js';
 import { canonicalAddress, canonicalAllowedIp, prefixListKey } from './prefix.js';
-import type { ApplyOptions, EngineConfig, EnginePeerConfig } from './types.js';
+import type { ApplyOptions, EngineConfig, EnginePeerConfig, IpFamily } from './types.js';
 
 /** Persistent keepalive is a 16-bit field in WireGuard's configuration protocol. */
 export const KEEPALIVE_MAX_S = 65535;
@@ -269,6 +269,27 @@ export function diffTouchesInterface(d: EngineDiff): boolean {
 
 export function isEmptyDiff(d: EngineDiff): boolean {
   return !diffTouchesWireGuard(d) && !diffTouchesInterface(d);
+}
+
+/** The family of a canonical prefix (only IPv6 text holds a colon). */
+export function familyOfPrefix(prefix: string): IpFamily {
+  return prefix.includes(':') ? 6 : 4;
+}
+
+/** Whether the diff adds an interface address or route of `family`. */
+export function diffAddsFamily(d: EngineDiff, family: IpFamily): boolean {
+  return d.addAddresses.some((a) => familyOfPrefix(a) === family) || d.addRoutes.some((r) => familyOfPrefix(r) === family);
+}
+
+/**
+ * The state an engine holds after a push that skipped whole families (the host has them
+ * switched off): `next` without the addresses and routes of those families that the diff
+ * added. Left out of the held state, they are in the next diff again: pending, not lost.
+ */
+export function withoutSkippedAdditions(next: EngineState, d: EngineDiff, families: readonly IpFamily[]): EngineState {
+  if (families.length === 0) return next;
+  const skipped = new Set([...d.addAddresses, ...d.addRoutes].filter((x) => families.includes(familyOfPrefix(x))));
+  return { ...next, addresses: next.addresses.filter((a) => !skipped.has(a)), routes: next.routes.filter((r) => !skipped.has(r)) };
 }
 
 /** Counts for a log line: never keys, never endpoints. */

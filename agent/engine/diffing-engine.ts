@@ -7,15 +7,21 @@
  *   know the current state (read back once, then track what was written)
  *   diff; nothing to do → return without a single write
  *   backend.push(diff) → on failure forget the current state, so the next apply
- *                         reads it back instead of trusting a half-written guess
+ *                         reads it back instead of trusting a half-written guess;
+ *                         a family the host has switched off is skipped, not a
+ *                         failure: its additions stay out of the held state, so
+ *                         every later diff carries them again until they land
+ *   note the outcome for health(): last success, last error, skipped families
  *
  * Calls are serialised: an apply never interleaves with another apply, stats or
  * close. close() is idempotent and final.
  */
 import { KnitError, isKnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
-import { computeEngineDiff, isEmptyDiff, normalizeEngineConfig, summarizeDiff, type EngineDiff, type EngineState } from './diff.js';
-import type { ApplyOptions, Engine, EngineConfig, EngineKind, EnginePeerStats } from './types.js';
+import {
+  computeEngineDiff, isEmptyDiff, normalizeEngineConfig, summarizeDiff, withoutSkippedAdditions, type EngineDiff, type EngineState,
+} from './diff.js';
+import type { ApplyOptions, Engine, EngineConfig, EngineHealth, EngineKind, EnginePeerStats, UnavailableFamily } from './types.js';
 
 /** One engine's language. Only diffing-engine.ts calls these, one at a time. */
 export interface EngineBackend {
@@ -24,8 +30,12 @@ export interface EngineBackend {
   start(): Promise<void>;
   /** Reads what the engine holds now; used to seed the diff and after a failed push. */
   readState(): Promise<EngineState>;
-  /** Writes a non-empty diff; `next` is the state the engine holds afterwards. */
-  push(diff: EngineDiff, next: EngineState): Promise<void>;
+  /**
+   * Writes a non-empty diff; `next` is the state the engine holds afterwards, less the
+   * additions of any family it returns as unavailable (the host has it switched off), which
+   * it skipped while writing everything else.
+   */
+  push(diff: EngineDiff, next: EngineState): Promise<UnavailableFamily[]>;
   readStats(): Promise<EnginePeerStats[]>;
   /** Tears down what start() and push() made. Called at most once, even if start() never ran. */
   stop(): Promise<void>;
@@ -42,12 +52,34 @@ function engineError(e: unknown, what: string): KnitError {
   return new KnitError('KNIT_ERR_ENGINE', `${what}: ${detail}`, { cause: e });
 }
 
-export function createDiffingEngine(backend: EngineBackend, logger: Logger): ManagedEngine {
+/** `now` gives wall ms for health's timestamps (Date.now unless a test hands in a virtual clock's). */
+export function createDiffingEngine(backend: EngineBackend, logger: Logger, now: () => number = Date.now): ManagedEngine {
   let queue: Promise<unknown> = Promise.resolve();
   let started = false;
   let closed = false;
   let closing: Promise<void> | undefined;
   let current: EngineState | undefined;
+  let lastSuccessMs = 0;
+  let lastError: EngineHealth['lastError'];
+  let unavailable: UnavailableFamily[] = [];
+
+  const noteFailure = (e: unknown) => {
+    lastError = { message: e instanceof Error ? e.message : String(e), code: isKnitError(e) ? e.code : undefined, atMs: now() };
+  };
+
+  // Said once when a family goes missing and once when it is back, not at every apply.
+  const noteSuccess = (skipped: UnavailableFamily[]) => {
+    for (const u of skipped) {
+      if (unavailable.some((x) => x.family === u.family)) continue;
+      logger.warn(`IPv${u.family} is switched off on this host: the tunnel carries IPv${u.family === 6 ? 4 : 6} only; its IPv${u.family} addresses and routes wait until it is back`, { reason: u.reason });
+    }
+    for (const u of unavailable) {
+      if (!skipped.some((x) => x.family === u.family)) logger.info(`IPv${u.family} addresses and routes are applied now`);
+    }
+    unavailable = skipped;
+    lastSuccessMs = now();
+    lastError = undefined;
+  };
 
   // Serialise every operation behind the previous one, whatever its outcome.
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -74,7 +106,11 @@ export function createDiffingEngine(backend: EngineBackend, logger: Logger): Man
 
     apply(desired: EngineConfig, options: ApplyOptions = {}): Promise<void> {
       const norm = normalizeEngineConfig(desired);
-      if (!norm.ok) return Promise.reject(new TypeError(`invalid engine config: ${norm.error}`));
+      if (!norm.ok) {
+        const e = new TypeError(`invalid engine config: ${norm.error}`);
+        noteFailure(e);
+        return Promise.reject(e);
+      }
       return serial(async () => {
         await ensureStarted();
         try {
@@ -83,15 +119,24 @@ export function createDiffingEngine(backend: EngineBackend, logger: Logger): Man
           throw engineError(e, `reading the ${backend.kind} engine's state failed`);
         }
         const { diff, next } = computeEngineDiff(current, norm.value, options);
-        if (isEmptyDiff(diff)) return;
+        // Nothing to write means nothing pending either: skipped additions are always in the diff.
+        if (isEmptyDiff(diff)) {
+          noteSuccess([]);
+          return;
+        }
+        let skipped: UnavailableFamily[];
         try {
-          await backend.push(diff, next);
+          skipped = await backend.push(diff, next);
         } catch (e) {
           current = undefined; // unknown now: read it back before the next diff
           throw engineError(e, `applying to the ${backend.kind} engine failed`);
         }
-        current = next;
+        current = withoutSkippedAdditions(next, diff, skipped.map((u) => u.family));
+        noteSuccess(skipped);
         logger.debug('engine applied', summarizeDiff(diff));
+      }).catch((e: unknown) => {
+        noteFailure(e);
+        throw e;
       });
     },
 
@@ -105,6 +150,10 @@ export function createDiffingEngine(backend: EngineBackend, logger: Logger): Man
           throw engineError(e, `reading ${backend.kind} engine stats failed`);
         }
       });
+    },
+
+    health(): EngineHealth {
+      return { lastSuccessMs, ...(lastError && { lastError: { ...lastError } }), unavailableFamilies: unavailable.map((u) => ({ ...u })) };
     },
 
     close(): Promise<void> {

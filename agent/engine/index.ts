@@ -4,7 +4,9 @@
  * pure codecs (diff.ts, uapi.ts, wg-tool.ts), which the simulator and tests may
  * import directly. docs/engines.md describes the contract and each adapter.
  */
-export type { ApplyOptions, Engine, EngineConfig, EngineKind, EnginePeerConfig, EnginePeerStats } from './types.js';
+export type {
+  ApplyOptions, Engine, EngineConfig, EngineHealth, EngineKind, EnginePeerConfig, EnginePeerStats, IpFamily, UnavailableFamily,
+} from './types.js';
 export type { ManagedEngine } from './diffing-engine.js';
 export type { ExecFn, SpawnFn } from './exec.js';
 export { createMemoryEngine, type MemoryEngine, type MemoryPeerStatsPatch } from './memory.js';

@@ -121,7 +121,7 @@ export function createKernelEngine(options: KernelEngineOptions): KernelEngine {
         } else {
           await withPrivateKeyFile(diff.privateKey, (path) => exec(wgSetArgv(iface, diff, path)!));
         }
-        if (diffTouchesInterface(diff)) await applyInterfaceDiff(exec, iface, diff);
+        return diffTouchesInterface(diff) ? applyInterfaceDiff(exec, iface, diff) : [];
       },
       async readStats() {
         return statsFromWgDump(await readDump());

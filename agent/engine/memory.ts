@@ -4,13 +4,14 @@
  * the simulator use it; it shows what was applied, the diffs it was handed
  * (so a test can prove that a repeated apply wrote nothing), and takes
  * handshake/byte/roamed-endpoint figures from a test hook, since nothing here
- * ever carries a packet.
+ * ever carries a packet. A switch plays a host with IPv6 turned off, so the
+ * per-family rule is checked by the same contract suite as the real engines.
  */
 import { decodeKey, encodeKey, publicKeyOf } from '../../shared/crypto/keys.js';
 import { silentLogger, type Logger } from '../../shared/log.js';
-import { EMPTY_ENGINE_STATE, type EngineDiff, type EngineState } from './diff.js';
+import { EMPTY_ENGINE_STATE, diffAddsFamily, familyOfPrefix, withoutSkippedAdditions, type EngineDiff, type EngineState } from './diff.js';
 import { createDiffingEngine, type ManagedEngine } from './diffing-engine.js';
-import type { EnginePeerStats } from './types.js';
+import type { EnginePeerStats, UnavailableFamily } from './types.js';
 
 /** What a test may feed for one peer; unset fields keep their defaults (0, the applied endpoint). */
 export type MemoryPeerStatsPatch = Partial<Omit<EnginePeerStats, 'publicKey'>>;
@@ -30,6 +31,12 @@ export interface MemoryEngine extends ManagedEngine {
    * endpoint it roamed to). Ignored for peers not applied; forgotten when the peer is removed.
    */
   setPeerStats(publicKey: string, patch: MemoryPeerStatsPatch): void;
+  /**
+   * Test hook: switches IPv6 off or on, as `disable_ipv6` does on a host. Switching it off
+   * drops the IPv6 addresses and routes, as the kernel does; applies then skip IPv6 the way
+   * the real engines do when `ip` answers "IPv6 is disabled on this device".
+   */
+  setIpv6Available(available: boolean): void;
 }
 
 const clone = <T>(v: T): T => structuredClone(v);
@@ -60,12 +67,15 @@ export function memoryHandshakes(wallNow: () => number): MemoryHandshakes {
 
 export interface MemoryEngineOptions {
   logger?: Logger;
+  /** Wall ms for the engine's health record (engine/diffing-engine.ts). */
+  now?: () => number;
   /** Handshakes modelled (see MemoryHandshakes). Absent: handshakes come only from setPeerStats. */
   handshakes?: MemoryHandshakes;
 }
 
 export function createMemoryEngine(options: MemoryEngineOptions = {}): MemoryEngine {
   let state: EngineState | undefined;
+  let ipv6Off = false;
   let closed = false;
   const history: EngineDiff[] = [];
   let changes = 0;
@@ -97,7 +107,8 @@ export function createMemoryEngine(options: MemoryEngineOptions = {}): MemoryEng
         if (history.length > HISTORY_LIMIT) history.shift();
         // WireGuard forgets a removed peer's counters; so does this.
         for (const key of diff.removePeers) fed.delete(key);
-        state = next;
+        const skipped: UnavailableFamily[] = ipv6Off && diffAddsFamily(diff, 6) ? [{ family: 6, reason: 'IPv6 is disabled on this device' }] : [];
+        state = withoutSkippedAdditions(next, diff, skipped.map((u) => u.family));
         const hs = options.handshakes;
         if (hs) {
           peerKeys = new Set(next.peers.map((p) => p.publicKey));
@@ -110,6 +121,7 @@ export function createMemoryEngine(options: MemoryEngineOptions = {}): MemoryEng
             hs.engines.get(u.publicKey)?.(own, at);
           }
         }
+        return skipped;
       },
       async readStats() {
         return (state?.peers ?? []).map((p) => {
@@ -130,6 +142,7 @@ export function createMemoryEngine(options: MemoryEngineOptions = {}): MemoryEng
       },
     },
     options.logger ?? silentLogger,
+    options.now,
   );
 
   return {
@@ -142,6 +155,13 @@ export function createMemoryEngine(options: MemoryEngineOptions = {}): MemoryEng
     setPeerStats(publicKey, patch) {
       if (!state?.peers.some((p) => p.publicKey === publicKey)) return;
       fed.set(publicKey, { ...fed.get(publicKey), ...patch });
+    },
+    setIpv6Available(available) {
+      ipv6Off = !available;
+      if (ipv6Off && state) {
+        const v4 = (x: string) => familyOfPrefix(x) === 4;
+        state = { ...state, addresses: state.addresses.filter(v4), routes: state.routes.filter(v4) };
+      }
     },
   };
 }

@@ -3,7 +3,8 @@
  * configuration; an engine computes the diff against what it has and applies
  * only that, so `apply` is idempotent and the agent never tracks engine state.
  * `stats` reads back what WireGuard itself knows (handshakes, bytes, the
- * endpoint it roamed to), which feeds back into path state.
+ * endpoint it roamed to), which feeds back into path state; `health` says how
+ * the last applies went, for the agent's health checks.
  *
  * Implementations: memory (tests, sim), wireguard-go (UAPI), kernel (wg/ip).
  * test/agent/engine/contract.ts runs one suite against every implementation.
@@ -33,6 +34,29 @@ export interface EnginePeerStats {
 
 export type EngineKind = 'memory' | 'wireguard-go' | 'kernel';
 
+export type IpFamily = 4 | 6;
+
+/**
+ * An address family the host has switched off (`disable_ipv6`, or no IPv6 in the kernel at
+ * all): the interface addresses and routes of that family are not on the interface. They stay
+ * pending, so every later apply tries them again and they appear once the family is back.
+ */
+export interface UnavailableFamily {
+  family: IpFamily;
+  /** What the host answered, in its words ("IPv6 is disabled on this device"). */
+  reason: string;
+}
+
+/** How the engine's applies are going: what `Agent.health()` turns into checks. */
+export interface EngineHealth {
+  /** Wall ms when an apply last ended without an error; 0 = none has yet. */
+  lastSuccessMs: number;
+  /** The last apply's failure; cleared by the next apply that succeeds. */
+  lastError?: { message: string; code?: string; atMs: number };
+  /** Families skipped by the last apply that wrote to the interface (empty: none missing). */
+  unavailableFamilies: UnavailableFamily[];
+}
+
 export interface ApplyOptions {
   /**
    * Write every peer's endpoint again even where it is unchanged. wireguard-go
@@ -54,9 +78,14 @@ export interface ApplyOptions {
 
 export interface Engine {
   readonly kind: EngineKind;
-  /** Brings the engine to `desired`, touching only what differs. */
+  /**
+   * Brings the engine to `desired`, touching only what differs. Never all-or-nothing across
+   * address families: a family the host has switched off is skipped (and reported by
+   * `health`), the rest is applied.
+   */
   apply(desired: EngineConfig, options?: ApplyOptions): Promise<void>;
   stats(): Promise<EnginePeerStats[]>;
+  health(): EngineHealth;
   /** Removes the interface, addresses and routes it created. Idempotent. */
   close(): Promise<void>;
 }

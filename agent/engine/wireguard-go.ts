@@ -168,7 +168,7 @@ export function createWireguardGoEngine(options: WireguardGoEngineOptions): Wire
       async push(diff) {
         const req = uapiSetFromDiff(diff);
         if (req) await uapiSet(socketPath, encodeUapiSet(req), transport);
-        if (diffTouchesInterface(diff)) await applyInterfaceDiff(exec, iface, diff);
+        return diffTouchesInterface(diff) ? applyInterfaceDiff(exec, iface, diff) : [];
       },
       async readStats() {
         return peerStats(await uapiGet(socketPath, transport));

@@ -97,10 +97,19 @@ if (!check.ok) {
       return proc;
     }
 
+    /** IPv6 off or on for one interface, the way `disable_ipv6` does it for a whole host. */
+    const setIpv6 = (iface: string) => async (available: boolean) => {
+      await lab.run(eng.ns, ['sysctl', '-qw', `net.ipv6.conf.${iface}.disable_ipv6=${available ? 0 : 1}`]);
+    };
+
     runEngineContract('wireguard-go (UAPI) in a namespace', async (): Promise<EngineUnderTest> => {
       const writes: EngineWrite[] = [];
       const iface = nextIface('wgc');
-      return { engine: wireguardGo(eng, iface, writes), writes: () => writes, inspect: () => inspect(eng.ns, iface) };
+      const engine = wireguardGo(eng, iface, writes);
+      return {
+        engine, writes: () => writes, inspect: () => inspect(eng.ns, iface),
+        setIpv6: async (available) => { await engine.start(); await setIpv6(iface)(available); },
+      };
     });
 
     runEngineContract('kernel adapter (wg set / wg show dump) on a wireguard-go interface', async (): Promise<EngineUnderTest> => {
@@ -108,7 +117,7 @@ if (!check.ok) {
       const iface = nextIface('wgk');
       const proc = await startWireguardGo(eng, iface);
       const engine = createKernelEngine({ iface, logger: silentLogger, exec: tappedExec(eng.ns, writes) });
-      return { engine, writes: () => writes, inspect: () => inspect(eng.ns, iface), cleanup: () => proc.stop() };
+      return { engine, writes: () => writes, inspect: () => inspect(eng.ns, iface), cleanup: () => proc.stop(), setIpv6: setIpv6(iface) };
     });
 
     describe('start, attach, failure', () => {

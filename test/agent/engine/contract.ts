@@ -9,7 +9,7 @@
  * real traffic to WireGuard, not against the engine's own account of itself.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { encodeKey, publicKeyOf } from '../../../shared/crypto/keys.js';
 import type { Engine, EngineConfig } from '../../../agent/engine/types.js';
 
@@ -26,6 +26,11 @@ export interface EngineUnderTest {
   inspect(): Promise<{ exists: boolean; addresses: string[]; routes: string[] }>;
   /** Anything the harness itself started; runs after engine.close(). */
   cleanup?(): Promise<void>;
+  /**
+   * Switches IPv6 off or on for the engine's interface, as `disable_ipv6` does (the engine is
+   * started first where the interface must exist). Absent: the per-family case is skipped.
+   */
+  setIpv6?(available: boolean): Promise<void>;
 }
 
 function fixedKey(seed: number): { priv: string; pub: string } {
@@ -55,6 +60,14 @@ export function contractConfig(): EngineConfig {
 
 const sorted = (xs: string[]) => [...xs].sort();
 const BASE_ROUTES = sorted(['10.200.0.0/24', '100.96.0.2/32', '100.96.0.3/32', '100.96.0.4/32']);
+
+/** The baseline with a mesh IPv6 address and an IPv6 allowed IP beside the IPv4 ones. */
+function dualStackConfig(): EngineConfig {
+  const config = contractConfig();
+  config.addresses.push('fd7a:115c:a1e0::1/64');
+  config.peers[0]!.allowedIps.push('fd7a:115c:a1e0::2/128');
+  return config;
+}
 
 export function runEngineContract(name: string, makeEngine: () => Promise<EngineUnderTest>): void {
   const withEngine = async (fn: (h: EngineUnderTest) => Promise<void>) => {
@@ -206,6 +219,53 @@ export function runEngineContract(name: string, makeEngine: () => Promise<Engine
         await assert.rejects(h.engine.apply(injected), TypeError);
         assert.equal(h.writes().length, before);
         assert.deepEqual(await view(), statsBefore);
+      }));
+
+    it('health: no success before the first apply, a failure reported, and cleared by the next success', () =>
+      withEngine(async (h) => {
+        assert.deepEqual(h.engine.health(), { lastSuccessMs: 0, unavailableFamilies: [] });
+        await h.engine.apply(contractConfig());
+        const ok = h.engine.health();
+        assert.ok(ok.lastSuccessMs > 0);
+        assert.equal(ok.lastError, undefined);
+        const bad = contractConfig();
+        bad.listenPort = 70_000;
+        await assert.rejects(h.engine.apply(bad), TypeError);
+        assert.match(h.engine.health().lastError?.message ?? '', /invalid engine config: listenPort/);
+        assert.equal(h.engine.health().lastSuccessMs, ok.lastSuccessMs);
+        await h.engine.apply(contractConfig());
+        assert.equal(h.engine.health().lastError, undefined);
+      }));
+
+    it('IPv6 switched off: IPv4 is applied, IPv6 waits and is applied once IPv6 is back', (t: TestContext) =>
+      withEngine(async (h) => {
+        if (!h.setIpv6) return void t.skip('skipped: this harness cannot switch IPv6 off');
+        await h.setIpv6(false);
+        await h.engine.apply(dualStackConfig());
+        const v4Only = await h.inspect();
+        assert.deepEqual(v4Only.addresses, ['100.96.0.1/24']);
+        assert.deepEqual(v4Only.routes, BASE_ROUTES);
+        assert.equal((await h.engine.stats()).length, 3, 'WireGuard itself has every peer');
+        const off = h.engine.health();
+        assert.equal(off.lastError, undefined, 'a skipped family is not a failed apply');
+        assert.deepEqual(off.unavailableFamilies.map((u) => u.family), [6]);
+        assert.match(off.unavailableFamilies[0]!.reason, /IPv6 is disabled/);
+
+        // Pending, not forgotten: every apply tries IPv6 again, and nothing else is rewritten.
+        const before = h.writes().length;
+        await h.engine.apply(dualStackConfig());
+        assert.ok(h.writes().slice(before).every((w) => w.kind === 'interface'));
+        assert.deepEqual(h.engine.health().unavailableFamilies.map((u) => u.family), [6]);
+
+        await h.setIpv6(true);
+        await h.engine.apply(dualStackConfig());
+        const both = await h.inspect();
+        assert.deepEqual(both.addresses, sorted(['100.96.0.1/24', 'fd7a:115c:a1e0::1/64']));
+        assert.deepEqual(both.routes, sorted([...BASE_ROUTES, 'fd7a:115c:a1e0::2/128']));
+        assert.deepEqual(h.engine.health().unavailableFamilies, []);
+        const settled = h.writes().length;
+        await h.engine.apply(dualStackConfig());
+        assert.equal(h.writes().length, settled, 'nothing pending: an apply is a no-op again');
       }));
 
     it('close removes the interface and is idempotent', () =>

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeKey, publicKeyOf } from '../../../shared/crypto/keys.js';
 import {
-  EMPTY_ENGINE_STATE, computeEngineDiff, isEmptyDiff, normalizeEngineConfig, type EngineDiff, type EngineState,
+  EMPTY_ENGINE_STATE, computeEngineDiff, diffAddsFamily, isEmptyDiff, normalizeEngineConfig, withoutSkippedAdditions, type EngineDiff, type EngineState,
 } from '../../../agent/engine/diff.js';
 import type { ApplyOptions, EngineConfig } from '../../../agent/engine/types.js';
 
@@ -183,4 +183,30 @@ describe('computeEngineDiff', () => {
       assert.equal(isEmptyDiff(computeEngineDiff(next, norm(s.desired)).diff), true);
     });
   }
+});
+
+describe('withoutSkippedAdditions', () => {
+  const base = { privateKey: '', listenPort: 0, peers: [] };
+  const next = { ...base, addresses: ['100.96.0.1/24', 'fd7a:115c:a1e0::1/64'], routes: ['100.96.0.2/32', 'fd7a:115c:a1e0::2/128', 'fd7a:115c:a1e0::3/128'] };
+  const diff = {
+    removePeers: [], upsertPeers: [], addAddresses: ['fd7a:115c:a1e0::1/64', '100.96.0.1/24'], removeAddresses: [],
+    addRoutes: ['fd7a:115c:a1e0::2/128'], removeRoutes: [],
+  };
+  const cases: Array<{ name: string; families: Array<4 | 6>; want: { addresses: string[]; routes: string[] } }> = [
+    { name: 'nothing skipped: next as it is', families: [], want: { addresses: next.addresses, routes: next.routes } },
+    {
+      name: 'IPv6 skipped: its additions are not held (held before, ::3 stays)', families: [6],
+      want: { addresses: ['100.96.0.1/24'], routes: ['100.96.0.2/32', 'fd7a:115c:a1e0::3/128'] },
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const held = withoutSkippedAdditions(next, diff, c.families);
+      assert.deepEqual({ addresses: held.addresses, routes: held.routes }, c.want);
+    });
+  }
+  it('diffAddsFamily sees each family added', () => {
+    assert.deepEqual([diffAddsFamily(diff, 4), diffAddsFamily(diff, 6)], [true, true]);
+    assert.deepEqual([diffAddsFamily({ ...diff, addAddresses: [] }, 4), diffAddsFamily({ ...diff, addAddresses: [] }, 6)], [false, true]);
+  });
 });

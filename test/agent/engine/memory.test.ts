@@ -28,6 +28,7 @@ runEngineContract('memory', async () => {
       const s = engine.applied();
       return { exists: s !== undefined && !engine.isClosed(), addresses: s?.addresses ?? [], routes: s?.routes ?? [] };
     },
+    setIpv6: async (available) => engine.setIpv6Available(available),
   };
 });
 
