@@ -96,6 +96,8 @@ export interface AgentDeps {
    * agent never opens extra sockets (it still probes when it is the easy side).
    */
   extraUdp?: { open: () => UdpSocket; openLoopback: () => Promise<UdpSocket> };
+  /** The host's input firewall and Knit's scoped rules in it (agent/firewall/); absent with the memory engine. */
+  firewall?: { health(): HealthCheck };
 }
 
 export interface PingResult { ok: boolean; path: PathKind; endpoint?: string; rttMs?: number; error?: string }
@@ -495,7 +497,7 @@ export class Agent {
 
   /** The checks the agent's parts report; status and `knit doctor` show them. */
   private health(): HealthCheck[] {
-    return [];
+    return [...(this.d.firewall ? [this.d.firewall.health()] : [])];
   }
 
   /** The peer map held now: cheap, unlike status() (the simulator checks convergence with it). */
