@@ -98,6 +98,8 @@ export interface AgentDeps {
    * agent never opens extra sockets (it still probes when it is the easy side).
    */
   extraUdp?: { open: () => UdpSocket; openLoopback: () => Promise<UdpSocket> };
+  /** The host's input firewall and Knit's scoped rules in it (agent/firewall/); absent with the memory engine. */
+  firewall?: { health(): HealthCheck };
 }
 
 export interface PingResult { ok: boolean; path: PathKind; endpoint?: string; rttMs?: number; error?: string }
@@ -539,6 +541,7 @@ export class Agent {
   private health(): HealthCheck[] {
     return [
       ...engineHealthChecks(this.d.engine.health(), this.d.engine.kind, this.d.clock.wallNow()),
+      ...(this.d.firewall ? [this.d.firewall.health()] : []),
     ];
   }
 

@@ -27,7 +27,8 @@ const HELP: Record<string, string> = {
   --port-mapping-protocols LIST  which of pcp,natpmp,upnp to try, in that order (default pcp,natpmp,upnp)
   --keepalive SECONDS   WireGuard persistent keepalive (default 25)
   --hostname NAME       name to register (default: this machine's)
-  --eager-peers N       punch every peer at once up to N peers, on demand beyond (default 128)`,
+  --eager-peers N       punch every peer at once up to N peers, on demand beyond (default 128)
+  --firewall MODE       on | off: add scoped accept rules for the tunnel to host input chains that drop (default on; off = report what to open)`,
   down: 'usage: knit down [--state DIR]',
   status: 'usage: knit status [--json] [--state DIR]',
   netcheck: 'usage: knit netcheck [--json] [--state DIR]   (asks the running agent to probe from its tunnel port)',
@@ -118,7 +119,7 @@ async function up(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     token: { type: 'string' }, engine: { type: 'string' }, iface: { type: 'string' }, port: { type: 'string' },
     state: { type: 'string' }, interfaces: { type: 'string' }, keepalive: { type: 'string' }, hostname: { type: 'string' },
-    'port-mode': { type: 'string' }, 'eager-peers': { type: 'string' },
+    'port-mode': { type: 'string' }, 'eager-peers': { type: 'string' }, firewall: { type: 'string' },
     'lan-interfaces': { type: 'string' }, 'no-lan-discovery': { type: 'boolean' },
     'no-port-mapping': { type: 'boolean' }, 'port-mapping-protocols': { type: 'string' },
   });
@@ -140,6 +141,7 @@ async function up(argv: string[]): Promise<number> {
     portMappingProtocols: portMappingProtocols(values['port-mapping-protocols'], values['no-port-mapping'] === true),
     keepaliveS: intFlag(values.keepalive, 'keepalive', 1, 3600, 25),
     hostname: values.hostname,
+    firewall: oneOf(values.firewall, 'firewall', ['on', 'off'] as const, 'on'),
     eagerPeers: values['eager-peers'] === undefined ? undefined : intFlag(values['eager-peers'], 'eager-peers', 0, 100_000, 128),
   });
 }

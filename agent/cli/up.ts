@@ -21,6 +21,7 @@ import type { Engine } from '../engine/types.js';
 import { WireguardProxy } from '../net/proxy.js';
 import { connectRelayWs } from '../net/relay-ws-bridge.js';
 import { installSharedPort } from '../net/shared-port.js';
+import { startHostFirewall, type FirewallMode } from '../firewall/host-firewall.js';
 import { SharedModeWaker } from '../net/waker.js';
 import { openUdpSocket } from '../net/udp-socket.js';
 import { openEphemeralUdp } from '../net/birthday-sockets.js';
@@ -54,6 +55,8 @@ export interface UpOptions {
   keepaliveS: number;
   hostname?: string;
   eagerPeers?: number;
+  /** on (default): scoped accept rules in the host's input chains that block the tunnel; off: only report (docs/firewall.md). */
+  firewall?: FirewallMode;
 }
 
 async function createEngine(choice: EngineChoice, iface: string, logger: Logger): Promise<Engine> {
@@ -183,6 +186,10 @@ export async function runUp(o: UpOptions): Promise<number> {
       throw err;
     });
   }
+  // Before the agent punches: a host firewall that drops input would drop the peers' answers.
+  const firewall = o.engine === 'memory'
+    ? undefined
+    : await startHostFirewall({ iface: o.iface, tunnelPort: tunnelPort ?? udp.localPort(), mode: o.firewall ?? 'on' }, { clock: systemClock, logger });
   const monitor = createInterfaceMonitor({ clock: systemClock, interfaces: o.interfaces, exclude: [o.iface], netlink: true, onChange: () => agent.networkChanged() });
   const lan = o.lanDiscovery
     ? new LanDiscovery({
@@ -203,6 +210,7 @@ export async function runUp(o: UpOptions): Promise<number> {
       relayWs: { connect: (url, h) => connectRelayWs(url, h), openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }) },
       // Hard-NAT birthday probing: extra ephemeral sockets, and loopback stand-ins for a path found on one.
       extraUdp: { open: openEphemeralUdp, openLoopback: () => openUdpSocket({ port: 0, host: '127.0.0.1', ipv6: false }) },
+      firewall,
     },
   );
   const connected = new Set<string>();
@@ -235,6 +243,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   await agent.stop();
   await engine.close();
   await shared?.close();
+  await firewall?.close();
   await api.close();
   say('down');
   return 0;

@@ -1,8 +1,7 @@
 /**
  * Shared mode: WireGuard owns the tunnel port and the agent shares it at no
- * cost to the data path. Stateless nftables rules (raw priority, notrack, so
- * conntrack never sees them and can't confuse WireGuard's flows) do two
- * rewrites in the kernel:
+ * cost to the data path. Stateless nftables rules (notrack, so conntrack never
+ * sees them and can't confuse WireGuard's flows) do two rewrites in the kernel:
  *
  *   in:  udp dport TUNNEL and payload starts with the disco magic "KNIT"
  *        or carries the STUN cookie at payload offset 4  →  dport := AGENT
@@ -10,13 +9,28 @@
  *
  * So disco and STUN leave from the tunnel port (the NAT mapping they open is
  * the one WireGuard uses) and come back to the agent's own socket; every other
- * packet on the tunnel port goes to WireGuard untouched. The ruleset is a pure
+ * packet on the tunnel port goes to WireGuard untouched.
+ *
+ * The inbound rewrite happens at the input hook after every filter chain, not
+ * in prerouting: a host firewall (input policy drop) then sees these packets
+ * still addressed to the tunnel port, so the one rule that opens the tunnel
+ * port (docs/firewall.md) admits them. Rewritten in prerouting they reached
+ * the firewall untracked and addressed to the agent's ephemeral port, and were
+ * dropped — replies to our own punches included. The ruleset is a pure
  * function; the shell applies it with `nft -f -` and deletes the table on close.
  */
 import { execFile } from 'node:child_process';
 import { KnitError } from '../../shared/errors.js';
 import { DISCO_MAGIC } from '../../shared/wire/disco.js';
 import { STUN_MAGIC_COOKIE } from '../../shared/wire/stun.js';
+
+/**
+ * The steering chain's place at the input hook: after the filter chains a host
+ * firewall uses (iptables and nftables filter 0, firewalld 10, security 50, input
+ * NAT 100), so each of them sees disco and STUN still addressed to the tunnel port.
+ * The socket lookup comes after the whole hook, so the rewrite still delivers.
+ */
+const STEER_IN_PRIORITY = 1000;
 
 const hex32 = (b: Uint8Array) => '0x' + Buffer.from(b.subarray(0, 4)).toString('hex');
 
@@ -31,12 +45,19 @@ export function sharedPortRuleset(iface: string, tunnelPort: number, agentPort: 
   }
   const table = sharedPortTable(iface);
   // @th,64,32 = the first 4 payload bytes (after the 8-byte UDP header); @th,96,32 = bytes 4..7.
+  const disco = `udp dport ${tunnelPort} @th,64,32 ${hex32(DISCO_MAGIC)}`;
+  const stun = `udp dport ${tunnelPort} @th,96,32 0x${STUN_MAGIC_COOKIE.toString(16)}`;
   return [
     `table inet ${table} {`,
-    '  chain steer_in {',
+    '  chain untrack_in {',
     '    type filter hook prerouting priority raw; policy accept;',
-    `    udp dport ${tunnelPort} @th,64,32 ${hex32(DISCO_MAGIC)} notrack udp dport set ${agentPort}`,
-    `    udp dport ${tunnelPort} @th,96,32 0x${STUN_MAGIC_COOKIE.toString(16)} notrack udp dport set ${agentPort}`,
+    `    ${disco} notrack`,
+    `    ${stun} notrack`,
+    '  }',
+    '  chain steer_in {',
+    `    type filter hook input priority ${STEER_IN_PRIORITY}; policy accept;`,
+    `    ${disco} udp dport set ${agentPort}`,
+    `    ${stun} udp dport set ${agentPort}`,
     '  }',
     '  chain stamp_out {',
     '    type filter hook output priority raw; policy accept;',

@@ -146,6 +146,7 @@ test('CLI input errors: one clear line and a non-zero exit', async () => {
     { args: ['up', '--token', 'not-a-token', '--state', join(root, 'x')], code: 1, match: /not a Knit join token/ },
     { args: ['up', '--engine', 'nope'], code: 2, match: /--engine must be one of/ },
     { args: ['up', '--port', '70000'], code: 2, match: /--port must be/ },
+    { args: ['up', '--firewall', 'maybe'], code: 2, match: /--firewall must be one of/ },
     { args: ['status', '--state', join(root, 'nobody')], code: 1, match: /no agent is running/ },
     { args: ['frobnicate'], code: 2, match: /unknown command/ },
     { args: ['token', 'create', '--uses', '3', '--data', join(root, 'tokdata')], code: 2, match: /--uses needs --reusable/ },
