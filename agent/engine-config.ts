@@ -92,6 +92,8 @@ export interface DesiredConfigInput {
   /** Proxy mode: told each peer's real endpoint as the config is built, it answers with the stand-in. */
   proxy?: Pick<WireguardProxy, 'engineEndpoint'>;
   waker?: Pick<SharedModeWaker, 'endpoint'>;
+  /** A peer's route MTU when its path carries less than the interface's (agent/tunnel-mtu.ts). */
+  routeMtu?: (nodeKey: string) => number | undefined;
 }
 
 /** The whole config the engine should have now; applying it twice is a no-op (the engine diffs). */
@@ -116,7 +118,8 @@ export function desiredEngineConfig(c: DesiredConfigInput): EngineConfig {
       // Shared mode: a peer without a path points at the waker, so WireGuard's wish to reach it
       // is seen (on-demand punching); the proxy's stand-ins do the same in proxy mode.
       const endpoint = waiting ? undefined : real ?? c.waker?.endpoint;
-      return { publicKey: p.nodeKey, allowedIps: meshAllowedIps(p.addresses, c.node), endpoint, persistentKeepaliveS: keepalive };
+      const mtu = c.routeMtu?.(p.nodeKey);
+      return { publicKey: p.nodeKey, allowedIps: meshAllowedIps(p.addresses, c.node), endpoint, persistentKeepaliveS: keepalive, ...(mtu !== undefined && { mtu }) };
     }),
   };
 }
