@@ -49,6 +49,8 @@ import type { PortMapService } from './portmap/index.js';
 import type { NodeIdentity, NodeRecord } from './state.js';
 import { SelfEndpoints, type NetcheckReport } from './self-endpoints.js';
 import type { HealthCheck } from './health.js';
+import { WG_DEFAULT_MTU } from './engine/ip-link.js';
+import { mtuHealth, peerTunnelMtu, type PathMtuReport, type TunnelMtuSources } from './tunnel-mtu.js';
 import type { PathKind, StatusDocument } from './status.js';
 import { buildStatus, safeUrl } from './status-builder.js';
 
@@ -117,6 +119,9 @@ export class Agent {
   private netmap: Netmap;
   private readonly endpoints = new Map<string, ChosenEndpoint>(); // node key → disco's chosen endpoint
   private readonly endpointSources: EndpointSources;
+  /** What disco proved each peer's chosen path carries (agent/tunnel-mtu.ts), by node key. */
+  private readonly pathMtus = new Map<string, PathMtuReport>();
+  private readonly mtuSources: TunnelMtuSources;
   /** The hard side's extra sockets and the forwarding of a path found through one (agent/net/birthday-sockets.ts). */
   private readonly birthday?: BirthdaySockets;
   private readonly engineStats: EngineStatsPoller;
@@ -184,6 +189,7 @@ export class Agent {
       this.relay.alsoRelayEndpoint = (endpoint) => bridge.isStandIn(endpoint);
     }
     this.endpointSources = { selfNodeKey: o.identity.publicKey, relay: this.relay, relayWs: this.relayWs, disco: this.endpoints };
+    this.mtuSources = { interfaceMtu: WG_DEFAULT_MTU, relay: this.relay, pathMtus: this.pathMtus };
     this.engineStats = new EngineStatsPoller({
       clock: d.clock, logger: d.logger, engine: d.engine, running: () => this.running,
       onHandshake: (s) => {
@@ -332,6 +338,7 @@ export class Agent {
       this.endpoints.delete(k);
       this.confirm.forget(k);
     }
+    for (const k of this.pathMtus.keys()) if (!keys.has(k)) this.pathMtus.delete(k);
     this.d.lan?.setPeers([...keys]);
     // The map's own objects: the reducer keeps an unchanged peer's object, so the cores can skip it.
     this.discoEvent({ type: 'peers-updated', peers });
@@ -389,6 +396,12 @@ export class Agent {
           // Disco's own view; what the peer's path is (relay included) comes back as a relay 'path' action.
           this.relayEvent({ type: 'disco-path', nodeKey: a.nodeKey, kind: a.to, endpoint: a.endpoint });
           if (a.to === 'none') this.selfEndpoints.rediscoverSoon();
+          break;
+        case 'path-mtu':
+          if (a.tunnelMtu === undefined) this.pathMtus.delete(a.nodeKey);
+          else this.pathMtus.set(a.nodeKey, { endpoint: a.endpoint, pathMtu: a.pathMtu, tunnelMtu: a.tunnelMtu });
+          if (a.tunnelMtu !== undefined && a.tunnelMtu < WG_DEFAULT_MTU) this.d.logger.info('path MTU', { peer: this.peerName(a.nodeKey), endpoint: a.endpoint, pathMtu: a.pathMtu, tunnelMtu: a.tunnelMtu });
+          this.requestApply();
           break;
         case 'pong': {
           const w = this.pingWaiters.get(a.nodeKey);
@@ -495,6 +508,7 @@ export class Agent {
           now: this.d.clock.now(), privateKey: this.o.identity.privateKey, listenPort: proxy ? proxy.enginePort : this.tunnelPort(),
           node: this.o.node, keepaliveS: this.o.keepaliveS, peers: this.netmap.peers.values(), endpoints: this.endpointSources,
           stats: this.engineStats.stats, birthday: this.birthday, proxy, waker: this.d.waker, forcing: rehandshake,
+          routeMtu: (nodeKey) => peerTunnelMtu(nodeKey, this.mtuSources).routeMtu,
         });
         await this.d.engine.apply(desired, { reassertEndpoints: reassert, rehandshake });
       } catch (err) {
@@ -533,6 +547,7 @@ export class Agent {
       control: this.controlStatus, netmap: this.netmap, stats: this.engineStats.stats, counters: this.counters,
       disco: this.disco, relay: this.relay, confirm: this.confirm, relayWs: this.relayWs, birthday: this.birthday,
       proxy: this.d.proxy, waker: this.d.waker, lan: this.d.lan, portMap: this.d.portMap,
+      tunnelMtu: (nodeKey) => peerTunnelMtu(nodeKey, this.mtuSources),
       health: this.health(),
     });
   }
@@ -542,7 +557,14 @@ export class Agent {
     return [
       ...engineHealthChecks(this.d.engine.health(), this.d.engine.kind, this.d.clock.wallNow()),
       ...(this.d.firewall ? [this.d.firewall.health()] : []),
+      this.mtuCheck(),
     ];
+  }
+
+  /** Paths smaller than the interface's MTU, and those too small for IPv6 (agent/tunnel-mtu.ts). */
+  private mtuCheck(): HealthCheck {
+    const peers = [...this.netmap.peers.values()].map((p) => ({ name: p.name, ...peerTunnelMtu(p.nodeKey, this.mtuSources) }));
+    return mtuHealth(peers, this.mtuSources.interfaceMtu);
   }
 
   /** The peer map held now: cheap, unlike status() (the simulator checks convergence with it). */

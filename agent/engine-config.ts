@@ -94,6 +94,8 @@ export interface DesiredConfigInput {
   waker?: Pick<SharedModeWaker, 'endpoint'>;
   /** Peers re-created for a fresh handshake in this apply (agent/path-confirm.ts): they get keepalive, which makes WireGuard initiate. */
   forcing?: ReadonlySet<string>;
+  /** A peer's route MTU when its path carries less than the interface's (agent/tunnel-mtu.ts). */
+  routeMtu?: (nodeKey: string) => number | undefined;
 }
 
 /** The whole config the engine should have now; applying it twice is a no-op (the engine diffs). */
@@ -118,7 +120,8 @@ export function desiredEngineConfig(c: DesiredConfigInput): EngineConfig {
       // Shared mode: a peer without a path points at the waker, so WireGuard's wish to reach it
       // is seen (on-demand punching); the proxy's stand-ins do the same in proxy mode.
       const endpoint = waiting ? undefined : real ?? c.waker?.endpoint;
-      return { publicKey: p.nodeKey, allowedIps: meshAllowedIps(p.addresses, c.node), endpoint, persistentKeepaliveS: keepalive };
+      const mtu = c.routeMtu?.(p.nodeKey);
+      return { publicKey: p.nodeKey, allowedIps: meshAllowedIps(p.addresses, c.node), endpoint, persistentKeepaliveS: keepalive, ...(mtu !== undefined && { mtu }) };
     }),
   };
 }

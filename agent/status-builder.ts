@@ -49,6 +49,8 @@ export interface StatusSources {
   waker?: Pick<SharedModeWaker, 'counters'>;
   lan?: Pick<LanDiscovery, 'counters'>;
   portMap?: Pick<PortMapService, 'status' | 'counters'>;
+  /** What the tunnel sends to a peer, and what its path was proven to carry (agent/tunnel-mtu.ts). */
+  tunnelMtu?: (nodeKey: string) => { mtu: number; pathMtu?: number };
   /** The checks the agent's parts report (agent/health.ts). */
   health: HealthCheck[];
 }
@@ -100,11 +102,13 @@ export function buildStatus(s: StatusSources): StatusDocument {
       const d = disco.get(p.nodeKey);
       const st = s.stats.get(p.nodeKey);
       const path = s.relay.path(p.nodeKey);
+      const mtu = s.tunnelMtu?.(p.nodeKey);
       return {
         id: p.id, name: p.name, nodeKey: p.nodeKey, ip: p.addresses[0]?.split('/')[0] ?? '', ips: p.addresses.map((a) => a.split('/')[0]!),
         online: p.online, path: s.confirm.state(p.nodeKey, path.kind), endpoint: path.kind === 'relay' ? relayEndpointText(path.endpoint, s.relay) : d?.endpoint,
         ...(path.kind === 'relay' ? { transport: s.relay.transport(p.nodeKey) } : {}), rttMs: path.kind === 'relay' ? undefined : d?.rttMs,
         lastHandshake: st?.lastHandshakeMs ?? 0, rxBytes: st?.rxBytes ?? 0, txBytes: st?.txBytes ?? 0, why: path.kind === 'none' ? d?.why : undefined,
+        ...(mtu && { mtu: mtu.mtu, ...(mtu.pathMtu !== undefined && { pathMtu: mtu.pathMtu }) }),
       };
     }),
     health: s.health,

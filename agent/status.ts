@@ -29,6 +29,13 @@ export interface PeerStatus {
   rxBytes: number;
   txBytes: number;
   why?: string; // when there is no direct path, a sentence a person can act on
+  /**
+   * The largest packet the tunnel sends to this peer: the interface's (1420), less where the
+   * path was proven smaller or is relayed over UDP (agent/tunnel-mtu.ts).
+   */
+  mtu?: number;
+  /** The largest underlay packet disco's probes proved the direct path carries both ways. */
+  pathMtu?: number;
 }
 
 export interface StatusDocument {

@@ -11,7 +11,8 @@
  *  - ping-pong.ts: pings out and pongs back, with their replay and rate rules;
  *  - announcements.ts: node-sealed disco-key announcements;
  *  - hard-nat-runner.ts: hard-NAT attempts and their extra sockets;
- *  - peer-status.ts: what is reported about a peer, and why it has no path.
+ *  - peer-status.ts: what is reported about a peer, and why it has no path;
+ *  - path-mtu.ts: how big a packet the chosen path carries (padded probes).
  *
  * Safety rules, enforced by the core and those helpers:
  *  - only packets sealed by a known peer's disco key are looked at;
@@ -38,6 +39,8 @@ import {
 } from './peer-path.js';
 import { describePeer, type DiscoPeerStatus, type NoPathContext } from './peer-status.js';
 import { PingPong } from './ping-pong.js';
+import { dueProbes, followPath, noteProbeAnswered, pathMtuNextWakeup, probePayloadBytes, tunnelMtuFor } from './path-mtu.js';
+import { WG_DEFAULT_MTU } from '../engine/ip-link.js';
 
 /** A peer is asked to call back at most this often. */
 export const CALL_ME_MAYBE_INTERVAL_MS = 2000;
@@ -67,6 +70,8 @@ export interface DiscoCoreOptions {
   nodePrivateKey?: Uint8Array;
   /** The shell can open extra UDP sockets (the hard side of birthday probing, hard-nat.ts). */
   hardNatSockets?: boolean;
+  /** The tunnel interface's MTU, the most a path's tunnel MTU can be (default WG_DEFAULT_MTU). */
+  interfaceMtu?: number;
 }
 
 export class DiscoCore {
@@ -82,6 +87,7 @@ export class DiscoCore {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
     dropUnexpectedPong: 0, dropRateLimited: 0, dropReplay: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, discoKeysAdopted: 0, discoKeysAnnounced: 0,
     hardNatAttempts: 0, hardNatProbes: 0, hardNatOpeners: 0, hardNatSockets: 0, hardNatDirect: 0, dropWrongSocket: 0,
+    mtuProbesSent: 0, dropShortMtuPong: 0,
   };
   private readonly pings: PingPong;
   private readonly announcements: DiscoKeyAnnouncer;
@@ -212,7 +218,8 @@ export class DiscoCore {
   private rearm(p: Peer): void {
     const a = peerNextWakeup(p.path);
     const h = p.discoPub ? hardNatNextWakeup(p.hardNat, !p.path.best) : undefined; // runTimers skips a peer without a disco key
-    const at = a === undefined ? h : h === undefined ? a : Math.min(a, h);
+    const m = p.discoPub ? pathMtuNextWakeup(p.mtu) : undefined;
+    const at = [a, h, m].reduce<number | undefined>((t, x) => (x === undefined ? t : t === undefined ? x : Math.min(t, x)), undefined);
     if (at === p.wake) return;
     p.wake = at;
     p.wakeGen++;
@@ -351,6 +358,7 @@ export class DiscoCore {
       for (const c of d.ping) this.ping(p, c, now, out, false);
       if (d.burstEnded && !p.path.best && hardNatRole(this.selfNatType, p.input.natType)) noteBurstFailed(p.hardNat, now);
       this.hardNat.run(p, now, out);
+      this.probeMtu(p, now, out);
       if (d.died || d.burstEnded) {
         expireCandidates(p.path, now);
         // A peer nobody wants any more is left alone until traffic or the peer asks again.
@@ -361,7 +369,30 @@ export class DiscoCore {
     }
   }
 
+  /** Follows the chosen path with path MTU probing (path-mtu.ts) and sends a round when one is due. */
+  private probeMtu(p: Peer, now: number, out: DiscoAction[]): void {
+    this.followMtu(p, now, out);
+    const due = dueProbes(p.mtu, now);
+    if (due.changed) this.notePathMtu(p, out);
+    const c = p.mtu.key !== undefined ? p.path.candidates.get(p.mtu.key) : undefined;
+    if (!c) return;
+    for (const size of due.sizes) this.pings.probeMtu(p, c, size, probePayloadBytes(size, p.mtu.ipv6), now, out);
+  }
+
+  /** A new chosen path (or none) forgets what the last one carried. */
+  private followMtu(p: Peer, now: number, out: DiscoAction[]): void {
+    const c = pathKind(p.path, now) !== 'none' && p.path.best ? p.path.candidates.get(p.path.best.key) : undefined;
+    if (followPath(p.mtu, c?.key, c?.ep.address.includes(':') ?? false, now)) this.notePathMtu(p, out);
+  }
+
+  private notePathMtu(p: Peer, out: DiscoAction[]): void {
+    const pathMtu = p.mtu.provenBytes;
+    const tunnelMtu = pathMtu === undefined ? undefined : tunnelMtuFor(pathMtu, p.mtu.ipv6, this.o.interfaceMtu ?? WG_DEFAULT_MTU);
+    out.push({ type: 'path-mtu', nodeKey: p.input.nodeKey, endpoint: p.mtu.key, pathMtu, tunnelMtu });
+  }
+
   private notePathKind(p: Peer, now: number, out: DiscoAction[]): void {
+    this.followMtu(p, now, out);
     const kind = pathKind(p.path, now);
     if (kind === p.lastKind) return;
     const best = p.path.best && p.path.candidates.get(p.path.best.key);
@@ -406,7 +437,7 @@ export class DiscoCore {
     }
     const fromKey = candidateKey(from, via);
     if (m.type === 'ping') {
-      if (!this.pings.answerPing(p, m, from, via, now, out)) return;
+      if (!this.pings.answerPing(p, m, bytes.length, from, via, now, out)) return;
       p.wantedUntil = now + WANT_TTL_MS;
       // The ping's source is where the peer's packets come from: a candidate worth pinging back
       // at once — that return ping is what opens our side of a NAT for the crossing.
@@ -418,6 +449,12 @@ export class DiscoCore {
     if (m.type === 'pong') {
       const o = this.pings.takePong(p, m.txid, fromKey, now);
       if (!o) return;
+      if (o.mtuProbe) {
+        // Proof only at full length: a shorter pong (a peer that doesn't pad) says nothing of the size.
+        if (bytes.length !== o.mtuProbe.wireBytes) return void this.counters.dropShortMtuPong++;
+        if (noteProbeAnswered(p.mtu, fromKey, o.mtuProbe.pathBytes)) this.notePathMtu(p, out);
+        return;
+      }
       // A hard-NAT probe or opener met: the port it went to (or the socket it left from) is a path.
       if (o.hardNat) addCandidate(p.path, o.hardNat.ep, 'hard-nat', now, o.hardNat.via);
       const rtt = Math.max(0, Math.round(now - o.sentAt));

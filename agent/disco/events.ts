@@ -43,7 +43,13 @@ export type DiscoAction =
   /** These hard-NAT extra sockets are no longer needed: close them. */
   | { type: 'release-sockets'; ids: number[] }
   | { type: 'path-changed'; nodeKey: string; from: PathKind; to: PathKind; endpoint?: string; rttMs?: number }
-  | { type: 'pong'; nodeKey: string; endpoint: string; rttMs: number; path: PathKind };
+  | { type: 'pong'; nodeKey: string; endpoint: string; rttMs: number; path: PathKind }
+  /**
+   * What the peer's chosen path `endpoint` carries changed (path-mtu.ts): `pathMtu` is the largest
+   * underlay packet proven both ways, `tunnelMtu` the largest tunnel packet that fits in it;
+   * both undefined = not proven (a new path, or none).
+   */
+  | { type: 'path-mtu'; nodeKey: string; endpoint?: string; pathMtu?: number; tunnelMtu?: number };
 
 export interface DiscoCounters {
   pingsSent: number;
@@ -70,4 +76,7 @@ export interface DiscoCounters {
   hardNatDirect: number;
   /** Packets on an extra socket from a peer other than the one it was opened for. */
   dropWrongSocket: number;
+  /** Path MTU probes sent, and answers refused for being shorter than the probe (a peer that doesn't pad its pongs). */
+  mtuProbesSent: number;
+  dropShortMtuPong: number;
 }

@@ -18,6 +18,8 @@ export interface DiscoPeerStatus {
   rttMs?: number;
   lastPongAt?: number;
   candidates: number;
+  /** The largest underlay packet proven both ways on the path (path-mtu.ts); undefined until proven. */
+  pathMtu?: number;
   why?: string;
 }
 
@@ -39,6 +41,7 @@ export function describePeer(p: Peer, now: number, context: NoPathContext): Disc
     endpoint: path !== 'none' ? best?.key : undefined, rttMs: path !== 'none' ? best?.rttMs : undefined,
     lastPongAt: best && Number.isFinite(best.lastPongAt) ? best.lastPongAt : undefined,
     candidates: p.path.candidates.size,
+    pathMtu: path !== 'none' ? p.mtu.provenBytes : undefined,
     why: path === 'none' ? explainNoPath(p, context) : undefined,
   };
 }

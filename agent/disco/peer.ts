@@ -8,6 +8,7 @@ import type { PathKind } from '../status.js';
 import type { DiscoPeerInput } from './events.js';
 import { newHardNatState, type HardNatState } from './hard-nat.js';
 import { newPeerPath, type PeerPathState } from './peer-path.js';
+import { newPathMtu, type PathMtuState } from './path-mtu.js';
 
 export interface Peer {
   /** The epoch of the newest disco-key announcement adopted from this peer: older ones are replays. */
@@ -26,6 +27,8 @@ export interface Peer {
   lastHandshakeMs: number;
   /** Port prediction / birthday probing towards this peer (hard-nat.ts). */
   hardNat: HardNatState;
+  /** What the chosen path carries (path-mtu.ts). */
+  mtu: PathMtuState;
   /** When this peer's timers want to run (cached), and a generation that invalidates stale heap entries. */
   wake?: number;
   wakeGen: number;
@@ -33,5 +36,5 @@ export interface Peer {
 
 /** A peer just seen in the map: no keys derived, no path, never wanted. */
 export function newPeer(input: DiscoPeerInput): Peer {
-  return { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, hardNat: newHardNatState(), wakeGen: 0, wantedUntil: -Infinity };
+  return { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, hardNat: newHardNatState(), mtu: newPathMtu(), wakeGen: 0, wantedUntil: -Infinity };
 }

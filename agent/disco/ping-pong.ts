@@ -4,14 +4,15 @@
  * ping is answered only if it carries the peer's own node key, was never
  * answered before (replays get nothing) and its source is within its pong
  * budget; a pong counts only for an outstanding ping — same txid, same
- * address, in time. Which candidates to ping and what a pong means for the
+ * address, in time. A padded ping (a path MTU probe, path-mtu.ts) gets a pong
+ * padded to its own length. Which candidates to ping and what a pong means for the
  * path are the core's (core.ts) and peer-path.ts's; docs/disco.md, "Packet".
  */
 import { BoundedMap } from '../../shared/bounded-map.js';
 import { SourceBudget } from '../../shared/source-budget.js';
 import type { RandomBytes } from '../../shared/clock.js';
 import type { UdpEndpoint } from '../../shared/udp.js';
-import { DISCO_TXID_LEN, discoSharedKey, sealDisco, type DiscoMessage } from '../../shared/wire/disco.js';
+import { DISCO_TXID_LEN, discoPingPadding, discoPongPadding, discoSharedKey, sealDisco, type DiscoMessage } from '../../shared/wire/disco.js';
 import type { DiscoAction, DiscoCounters } from './events.js';
 import type { Peer } from './peer.js';
 import { candidateKey, PING_TIMEOUT_MS, type Candidate } from './peer-path.js';
@@ -32,6 +33,8 @@ export interface OutstandingPing {
   sentAt: number;
   /** A hard-NAT probe or opener: not a candidate yet; its pong makes one. */
   hardNat?: { ep: UdpEndpoint; via?: number };
+  /** A path MTU probe: the path MTU it tests and its length on the wire, which its pong must match. */
+  mtuProbe?: { pathBytes: number; wireBytes: number };
 }
 
 export interface PingPongOptions {
@@ -80,6 +83,18 @@ export class PingPong {
     out.push({ type: 'send-udp', to, bytes: this.seal(p, { type: 'ping', txid, nodeKey: this.o.nodeKey }), ...(via !== undefined && { via }) });
   }
 
+  /**
+   * A path MTU probe on candidate `c`: a ping padded to `wireBytes`. Not spaced like other pings
+   * (a round is a handful of sizes at once) and not a heartbeat: its pong only proves the size.
+   */
+  probeMtu(p: Peer, c: Candidate, pathBytes: number, wireBytes: number, now: number, out: DiscoAction[]): void {
+    const txid = this.o.random(DISCO_TXID_LEN);
+    this.expect(txid, { nodeKey: p.input.nodeKey, key: c.key, sentAt: now, mtuProbe: { pathBytes, wireBytes } });
+    this.o.counters.mtuProbesSent++;
+    const bytes = this.seal(p, { type: 'ping', txid, nodeKey: this.o.nodeKey, padding: discoPingPadding(wireBytes) });
+    out.push({ type: 'send-udp', to: c.ep, bytes, ...(c.via !== undefined && { via: c.via }) });
+  }
+
   private expect(txid: Uint8Array, ping: OutstandingPing): void {
     this.outstanding.set(Buffer.from(txid).toString('hex'), ping);
     if (this.outstanding.size > MAX_OUTSTANDING) this.outstanding.delete(this.outstanding.keys().next().value!);
@@ -94,10 +109,11 @@ export class PingPong {
   }
 
   /**
-   * Answers a ping from a known peer, arrived from `from` (on extra socket `via`), with a pong —
-   * unless it is forged, replayed or over its source's budget (counted). Returns whether it answered.
+   * Answers a ping from a known peer, `pingBytes` long on the wire, arrived from `from` (on extra
+   * socket `via`), with a pong — unless it is forged, replayed or over its source's budget
+   * (counted). Returns whether it answered.
    */
-  answerPing(p: Peer, m: Extract<DiscoMessage, { type: 'ping' }>, from: UdpEndpoint, via: number | undefined, now: number, out: DiscoAction[]): boolean {
+  answerPing(p: Peer, m: Extract<DiscoMessage, { type: 'ping' }>, pingBytes: number, from: UdpEndpoint, via: number | undefined, now: number, out: DiscoAction[]): boolean {
     if (Buffer.from(m.nodeKey).toString('base64') !== p.input.nodeKey) {
       this.o.counters.dropBadNodeKey++;
       return false;
@@ -115,7 +131,7 @@ export class PingPong {
       return false;
     }
     this.o.counters.pongsSent++;
-    out.push({ type: 'send-udp', to: from, bytes: this.seal(p, { type: 'pong', txid: m.txid, src: from }), ...(via !== undefined && { via }) });
+    out.push({ type: 'send-udp', to: from, bytes: this.seal(p, { type: 'pong', txid: m.txid, src: from, padding: discoPongPadding(pingBytes) }), ...(via !== undefined && { via }) });
     return true;
   }
 

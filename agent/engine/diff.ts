@@ -24,6 +24,9 @@ import type { ApplyOptions, EngineConfig, EnginePeerConfig, IpFamily } from './t
 
 /** Persistent keepalive is a 16-bit field in WireGuard's configuration protocol. */
 export const KEEPALIVE_MAX_S = 65535;
+/** A peer's route MTU: IPv4's minimum datagram every host must take (RFC 791) up to jumbo frames. */
+export const ROUTE_MTU_MIN = 576;
+export const ROUTE_MTU_MAX = 9000;
 
 /** A normalised peer: keepalive always a number (0 = off), lists sorted and canonical. */
 export interface EnginePeerState {
@@ -31,6 +34,8 @@ export interface EnginePeerState {
   allowedIps: string[];
   endpoint?: string;
   persistentKeepaliveS: number;
+  /** The MTU of the routes to its allowed IPs; undefined = the interface's. */
+  mtu?: number;
 }
 
 /** What an engine holds: the normalised config plus the routes pointing into the interface. */
@@ -39,6 +44,7 @@ export interface EngineState {
   listenPort: number; // 0 = let the engine pick
   addresses: string[];
   peers: EnginePeerState[]; // sorted by publicKey
+  /** "prefix", or "prefix mtu N" for a peer with its own MTU (routeText): as `ip route` takes them. */
   routes: string[];
 }
 
@@ -78,7 +84,18 @@ const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.
  * own packets); full-tunnel mode needs policy routing, which is not this job.
  */
 export function routesForPeers(peers: readonly EnginePeerState[]): string[] {
-  return sortedUnique(peers.flatMap((p) => p.allowedIps).filter((cidr) => !cidr.endsWith('/0')));
+  return sortedUnique(peers.flatMap((p) => p.allowedIps.filter((cidr) => !cidr.endsWith('/0')).map((cidr) => routeText(cidr, p.mtu))));
+}
+
+/** A route as the state holds it and `ip route` takes it: the prefix, then its MTU if it has one. */
+export function routeText(prefix: string, mtu?: number): string {
+  return mtu === undefined ? prefix : `${prefix} mtu ${mtu}`;
+}
+
+/** The prefix of a route text. */
+export function routePrefix(route: string): string {
+  const space = route.indexOf(' ');
+  return space < 0 ? route : route.slice(0, space);
 }
 
 function isPort(v: unknown): v is number {
@@ -123,8 +140,11 @@ function normalizePeer(p: EnginePeerConfig, index: number): Decoded<EnginePeerSt
   if (!Number.isInteger(keepalive) || keepalive < 0 || keepalive > KEEPALIVE_MAX_S) {
     return { ok: false, error: `${where}.persistentKeepaliveS must be an integer 0..${KEEPALIVE_MAX_S}` };
   }
+  if (p.mtu !== undefined && (!Number.isInteger(p.mtu) || p.mtu < ROUTE_MTU_MIN || p.mtu > ROUTE_MTU_MAX)) {
+    return { ok: false, error: `${where}.mtu must be an integer ${ROUTE_MTU_MIN}..${ROUTE_MTU_MAX}` };
+  }
   // `allowed` may be shared with other peers' states and engines: nothing changes one in place.
-  return { ok: true, value: { publicKey: p.publicKey, allowedIps: allowed, endpoint, persistentKeepaliveS: keepalive } };
+  return { ok: true, value: { publicKey: p.publicKey, allowedIps: allowed, endpoint, persistentKeepaliveS: keepalive, ...(p.mtu !== undefined && { mtu: p.mtu }) } };
 }
 
 /**
@@ -231,7 +251,10 @@ export function computeEngineDiff(
   diff.removeAddresses = addrs.remove;
   const routes = diffLists(current.routes, desired.routes);
   diff.addRoutes = routes.add;
-  diff.removeRoutes = routes.remove;
+  // A route whose MTU changed is replaced in place (`route replace`): deleting it first would
+  // leave its prefix to the default route, outside the tunnel, for a moment.
+  const added = new Set(routes.add.map(routePrefix));
+  diff.removeRoutes = routes.remove.filter((r) => !added.has(routePrefix(r)));
 
   const next: EngineState = {
     privateKey: desired.privateKey,

@@ -14,7 +14,7 @@
  * gets its IPv4 addresses and routes: the IPv6 batch is then reported as
  * skipped, not failed (docs/engines.md, "Address families").
  */
-import { familyOfPrefix, type EngineDiff } from './diff.js';
+import { familyOfPrefix, routeText, type EngineDiff } from './diff.js';
 import { ExecError, type ExecFn } from './exec.js';
 import { canonicalAddress, canonicalAllowedIp } from './prefix.js';
 import type { IpFamily, UnavailableFamily } from './types.js';
@@ -85,9 +85,10 @@ interface IpRouteJson {
   dst?: string;
   protocol?: string;
   type?: string;
+  metrics?: Array<{ mtu?: number }>;
 }
 
-/** Routes through the interface that Knit added (proto static), both families, canonical. */
+/** Routes through the interface that Knit added (proto static), both families, canonical, with their MTU if set (routeText). */
 export async function readRoutes(exec: ExecFn, iface: string): Promise<string[]> {
   const out: string[] = [];
   for (const family of ['-4', '-6']) {
@@ -102,7 +103,8 @@ export async function readRoutes(exec: ExecFn, iface: string): Promise<string[]>
       if (r.dst === undefined || (r.type !== undefined && r.type !== 'unicast')) continue;
       const dst = r.dst === 'default' ? (family === '-4' ? '0.0.0.0/0' : '::/0') : r.dst;
       const c = canonicalAllowedIp(dst);
-      if (c) out.push(c);
+      const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
+      if (c) out.push(routeText(c, mtu));
     }
   }
   return out.sort();

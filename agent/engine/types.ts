@@ -15,6 +15,12 @@ export interface EnginePeerConfig {
   allowedIps: string[]; // CIDR
   endpoint?: string; // "ip:port" | "[v6]:port"; undefined = no endpoint known
   persistentKeepaliveS?: number; // 0/undefined = off
+  /**
+   * The largest packet the tunnel carries to this peer (its path's MTU less WireGuard's
+   * overhead: agent/disco/path-mtu.ts), set as the MTU of the routes to its allowed IPs;
+   * undefined = the interface's MTU.
+   */
+  mtu?: number;
 }
 
 export interface EngineConfig {

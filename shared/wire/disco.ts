@@ -12,8 +12,8 @@
  *   sealed box = XChaCha20-Poly1305 under deriveSharedKey(own disco key, peer disco
  *   key, "disco"), nonce as above, the 38-byte header as associated data:
  *     type (1) | version (1) | body
- *       ping          1: txid (12) | sender node key (32) | padding
- *       pong          2: txid (12) | observed source (16-byte IP + 2-byte port)
+ *       ping          1: txid (12) | sender node key (32) | padding (zeros; a path MTU probe)
+ *       pong          2: txid (12) | observed source (16-byte IP + 2-byte port) | padding
  *       call-me-maybe 3: up to DISCO_MAX_ENDPOINTS × (16-byte IP + 2-byte port)
  *
  *       disco-key     4: the sender's current disco key (32) | its epoch (8, big-endian ms)
@@ -27,9 +27,13 @@
  *
  * A pong (DISCO_PONG_LEN = 110 bytes on the wire) is always smaller than the
  * ping it answers (DISCO_MIN_PING_LEN = 124 bytes or more: the decoder refuses
- * a shorter ping body), so answering can never amplify; pings may carry padding
- * on top. Decoders never throw: malformed or unauthenticated input returns
- * undefined.
+ * a shorter ping body), so answering can never amplify. A padded ping is a path
+ * MTU probe (agent/disco/path-mtu.ts): its pong is padded to the ping's length
+ * on the wire (discoPongPadding), never beyond, so the pair proves that packets
+ * of that size cross in both directions. Padding is zeros; receivers ignore
+ * trailing bytes, so an older peer answers a probe with a short pong, which the
+ * prober refuses as proof. Decoders never throw: malformed or unauthenticated
+ * input returns undefined.
  */
 import { KEY_LEN } from '../crypto/keys.js';
 import { deriveSharedKey, openWithKey, SEAL_NONCE_LEN, SEAL_TAG_LEN, sealWithKey } from '../crypto/seal.js';
@@ -44,8 +48,11 @@ export const DISCO_TXID_LEN = 12;
 export const DISCO_MAX_ENDPOINTS = 16;
 /** The magic of node-sealed packets (see above). */
 export const DISCO_MAGIC_NODE = Uint8Array.from([0x4b, 0x4e, 0x49, 0x54, 0xf0, 0xa0]);
-/** Largest disco packet accepted: a full call-me-maybe plus slack for newer versions' fields. */
-export const DISCO_MAX_LEN = 1024;
+/**
+ * Largest disco packet accepted: the biggest path MTU probe, a whole 1500-byte IPv4 packet less
+ * its IP (20) and UDP (8) headers. A full call-me-maybe (368 bytes) fits with room to spare.
+ */
+export const DISCO_MAX_LEN = 1472;
 
 /** A sealed pong on the wire: header + type/version + txid + observed endpoint + tag. */
 export const DISCO_PONG_LEN = DISCO_HEADER_LEN + 2 + DISCO_TXID_LEN + ENDPOINT_BYTES_LEN + SEAL_TAG_LEN; // 110
@@ -53,6 +60,20 @@ export const DISCO_PONG_LEN = DISCO_HEADER_LEN + 2 + DISCO_TXID_LEN + ENDPOINT_B
 export const DISCO_MIN_PING_LEN = DISCO_HEADER_LEN + 2 + DISCO_TXID_LEN + KEY_LEN + SEAL_TAG_LEN; // 124
 // The no-amplification rule as an invariant of the format: a change that breaks it fails at load.
 if (DISCO_PONG_LEN > DISCO_MIN_PING_LEN) throw new Error('disco: a pong must never be larger than a ping');
+
+/** The padding that makes a ping `wireLen` bytes long on the wire (a path MTU probe of that size). */
+export function discoPingPadding(wireLen: number): number {
+  if (!Number.isInteger(wireLen) || wireLen < DISCO_MIN_PING_LEN || wireLen > DISCO_MAX_LEN) throw new RangeError('probe length out of range');
+  return wireLen - DISCO_MIN_PING_LEN;
+}
+
+/**
+ * The padding of the pong that answers a ping of `pingLen` bytes on the wire: a padded ping (a
+ * path MTU probe) gets a pong of exactly its length, an unpadded one the plain DISCO_PONG_LEN.
+ */
+export function discoPongPadding(pingLen: number): number {
+  return pingLen > DISCO_MIN_PING_LEN && pingLen <= DISCO_MAX_LEN ? pingLen - DISCO_PONG_LEN : 0;
+}
 
 export const DISCO_TYPE_PING = 1;
 export const DISCO_TYPE_PONG = 2;
@@ -62,7 +83,7 @@ export const DISCO_TYPE_DISCO_KEY = 4;
 export type DiscoMessage =
   | { type: 'ping'; txid: Uint8Array; nodeKey: Uint8Array; padding?: number }
   | { type: 'disco-key'; discoKey: Uint8Array; epoch: number }
-  | { type: 'pong'; txid: Uint8Array; src: UdpEndpoint }
+  | { type: 'pong'; txid: Uint8Array; src: UdpEndpoint; padding?: number }
   | { type: 'call-me-maybe'; endpoints: UdpEndpoint[] };
 
 /** Which kind of disco packet this is by its magic: sealed with disco keys, with node keys, or not disco. */
@@ -99,7 +120,7 @@ export function encodeDiscoPlaintext(m: DiscoMessage): Uint8Array {
     }
     case 'pong': {
       if (m.txid.length !== DISCO_TXID_LEN) throw new RangeError('bad pong txid');
-      const out = new Uint8Array(2 + DISCO_TXID_LEN + ENDPOINT_BYTES_LEN);
+      const out = new Uint8Array(2 + DISCO_TXID_LEN + ENDPOINT_BYTES_LEN + (m.padding ?? 0));
       out[0] = DISCO_TYPE_PONG; out[1] = DISCO_VERSION;
       out.set(m.txid, 2);
       out.set(endpointToBytes(m.src), 2 + DISCO_TXID_LEN);

@@ -2,7 +2,8 @@
  * Two (or more) DiscoCores wired through a tiny in-test network on a manual
  * clock: per-host addresses, 10 ms one-way latency, call-me-maybe relayed
  * "via the coordinator" in 20 ms, and an optional per-host inbound filter to
- * model a NAT or firewall. Enough to test the core's behaviour in tables;
+ * model a NAT or firewall, and an optional link MTU per host (bigger packets to
+ * or from it vanish, as on a link with no ICMP). Enough to test the core's behaviour in tables;
  * the full NAT models live in sim/.
  */
 import { encodeKey, generateKeyPair } from '../../../shared/crypto/keys.js';
@@ -26,8 +27,11 @@ export interface Host {
   chosen: { endpoint: string; path: string }[];
   actions: DiscoAction[];
   node: ReturnType<typeof generateKeyPair>;
+  disco: ReturnType<typeof generateKeyPair>;
   /** Inbound filter: return false to drop a packet from `from`. */
   accept: (from: UdpEndpoint) => boolean;
+  /** The MTU of this host's link (whole IPv4 packets: UDP payload + 28); undefined = no limit. */
+  linkMtu?: number;
   timer?: ReturnType<ManualClock['setTimeout']>;
 }
 
@@ -44,7 +48,7 @@ export class Net {
     const h: Host = {
       name, nodeKey: encodeKey(node.publicKey), discoKey: encodeKey(disco.publicKey), addr,
       core: new DiscoCore({ nodeKey: encodeKey(node.publicKey), discoPrivateKey: disco.privateKey, discoPublicKey: disco.publicKey, random: this.random, eagerLimit: opts.eagerLimit, nodePrivateKey: opts.bind ? node.privateKey : undefined }),
-      endpoints: opts.endpoints ?? [formatEndpoint(addr)], natType: opts.natType ?? 'none', chosen: [], actions: [], accept: () => true, node,
+      endpoints: opts.endpoints ?? [formatEndpoint(addr)], natType: opts.natType ?? 'none', chosen: [], actions: [], accept: () => true, node, disco,
     };
     this.hosts.push(h);
     return h;
@@ -84,7 +88,8 @@ export class Net {
   private send(from: Host, to: UdpEndpoint, bytes: Uint8Array): void {
     const dest = this.hosts.find((x) => formatEndpoint(x.addr) === formatEndpoint(to) || x.endpoints.includes(formatEndpoint(to)));
     this.clock.setTimeout(() => {
-      if (!dest || !dest.accept(from.addr)) {
+      const ipBytes = bytes.length + 28;
+      if (!dest || !dest.accept(from.addr) || ipBytes > (from.linkMtu ?? Infinity) || ipBytes > (dest.linkMtu ?? Infinity)) {
         this.dropped++;
         return;
       }

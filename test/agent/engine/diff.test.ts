@@ -76,6 +76,9 @@ describe('normalizeEngineConfig', () => {
     ['an allowed IP claimed twice once masked', (c) => { c.peers[0]!.allowedIps = ['10.9.0.1/24']; }],
     ['our own key as a peer', (c) => { c.peers[0]!.publicKey = OWN_PUB; }],
     ['peers not a list', (c) => { (c as unknown as { peers: unknown }).peers = {}; }],
+    ['a route MTU below IPv4\'s minimum', (c) => { c.peers[0]!.mtu = 575; }],
+    ['a route MTU past jumbo frames', (c) => { c.peers[0]!.mtu = 9001; }],
+    ['a fractional route MTU', (c) => { c.peers[0]!.mtu = 1280.5; }],
   ];
   for (const [name, mutate] of bad) {
     it(`rejects ${name}, without echoing the private key`, () => {
@@ -173,6 +176,30 @@ describe('computeEngineDiff', () => {
       current: norm(config()),
       desired: config({ listenPort: 41641 }),
       want: { ...empty(), listenPort: 41641 },
+    },
+    {
+      name: 'a peer gets a path MTU: its routes are replaced in place with it, WireGuard is not touched',
+      current: norm(config()),
+      desired: config({ peers: [config().peers[0]!, { ...config().peers[1]!, mtu: 1216 }] }),
+      want: { ...empty(), addRoutes: ['10.9.0.0/24 mtu 1216', '100.96.0.3/32 mtu 1216'] },
+    },
+    {
+      name: 'its MTU changes, then goes (the interface\'s again): replaced in place, never deleted first',
+      current: norm(config({ peers: [config().peers[0]!, { ...config().peers[1]!, mtu: 1216 }] })),
+      desired: config({ peers: [config().peers[0]!, { ...config().peers[1]!, mtu: 1420 }] }),
+      want: { ...empty(), addRoutes: ['10.9.0.0/24 mtu 1420', '100.96.0.3/32 mtu 1420'] },
+    },
+    {
+      name: 'a peer with an MTU goes: its routes are removed as they were written',
+      current: norm(config({ peers: [config().peers[0]!, { ...config().peers[1]!, mtu: 1216 }] })),
+      desired: config({ peers: [config().peers[0]!] }),
+      want: { ...empty(), removePeers: [K(2)], removeRoutes: ['10.9.0.0/24 mtu 1216', '100.96.0.3/32 mtu 1216'] },
+    },
+    {
+      name: 'a peer loses its MTU: plain routes replace the old ones in place',
+      current: norm(config({ peers: [{ ...config().peers[0]!, mtu: 1296 }, config().peers[1]!] })),
+      desired: config(),
+      want: { ...empty(), addRoutes: ['100.96.0.2/32'] },
     },
   ];
   for (const s of steps) {

@@ -112,3 +112,48 @@ test('node-sealed disco-key announcement: its own magic, opens only under the no
   flipped[5] = 0x9f; // re-labelled as a disco-sealed packet: the magic is authenticated
   assert.equal(openDisco(flipped, kAB), undefined);
 });
+
+test('path MTU probe: a padded ping of each size is answered by a pong of exactly its length, never longer', async () => {
+  const { discoPingPadding, discoPongPadding, DISCO_MAX_LEN, DISCO_MIN_PING_LEN, DISCO_PONG_LEN } = await import('../../../shared/wire/disco.js');
+  const k = discoSharedKey(A_PRIV, B_PUB)!;
+  const src = { address: '198.18.0.5', port: 41641 };
+  const rows: { ping: number; pong: number }[] = [
+    { ping: DISCO_MIN_PING_LEN, pong: DISCO_PONG_LEN }, // an ordinary ping: the short pong
+    { ping: DISCO_MIN_PING_LEN + 1, pong: DISCO_MIN_PING_LEN + 1 },
+    { ping: 1252, pong: 1252 }, // a 1280-byte IPv4 path
+    { ping: 1472, pong: 1472 }, // a 1500-byte IPv4 path, the largest
+  ];
+  for (const r of rows) {
+    const ping = sealDisco({ type: 'ping', txid: TXID, nodeKey: A_PUB, padding: discoPingPadding(r.ping) }, A_PUB, k, NONCE);
+    assert.equal(ping.length, r.ping);
+    assert.deepEqual(openDisco(ping, k), { type: 'ping', txid: TXID, nodeKey: A_PUB }, 'padding is not a field');
+    const pong = sealDisco({ type: 'pong', txid: TXID, src, padding: discoPongPadding(ping.length) }, B_PUB, k, NONCE);
+    assert.equal(pong.length, r.pong, `pong to a ${r.ping}-byte ping`);
+    assert.ok(pong.length <= ping.length);
+    assert.deepEqual(openDisco(pong, k), { type: 'pong', txid: TXID, src });
+  }
+  // Golden: a pong padded by 3 is the plain pong plus three zeros.
+  assert.equal(hex(encodeDiscoPlaintext({ type: 'pong', txid: TXID, src, padding: 3 })), '0201' + hex(TXID) + '00000000000000000000ffffc6120005a2a9' + '000000');
+  // Framing: a probe can't be asked for beyond the largest packet a receiver accepts, or below a ping.
+  assert.throws(() => discoPingPadding(DISCO_MAX_LEN + 1), RangeError);
+  assert.throws(() => discoPingPadding(DISCO_MIN_PING_LEN - 1), RangeError);
+  assert.equal(discoPongPadding(DISCO_MAX_LEN + 1), 0, 'nothing a receiver would accept is that long');
+  const tooLong = sealDisco({ type: 'ping', txid: TXID, nodeKey: A_PUB, padding: discoPingPadding(DISCO_MAX_LEN) + 1 }, A_PUB, k, NONCE);
+  assert.equal(openDisco(tooLong, k), undefined, 'longer than DISCO_MAX_LEN: refused');
+});
+
+test('fuzz: padded pings and pongs of random sizes round trip, and a pong never outgrows its ping (bounded budget)', async () => {
+  const { discoPingPadding, discoPongPadding, DISCO_MAX_LEN, DISCO_MIN_PING_LEN } = await import('../../../shared/wire/disco.js');
+  const rnd = seededBytes(11);
+  const k = discoSharedKey(A_PRIV, B_PUB)!;
+  for (let i = 0; i < fuzzIterations(500); i++) {
+    const r = rnd(2);
+    const len = DISCO_MIN_PING_LEN + (((r[0]! << 8) | r[1]!) % (DISCO_MAX_LEN - DISCO_MIN_PING_LEN + 1));
+    const ping = sealDisco({ type: 'ping', txid: TXID, nodeKey: A_PUB, padding: discoPingPadding(len) }, A_PUB, k, NONCE);
+    assert.equal(ping.length, len);
+    assert.equal(openDisco(ping, k)?.type, 'ping');
+    const pong = sealDisco({ type: 'pong', txid: TXID, src: { address: '2001:db8::1', port: 1 }, padding: discoPongPadding(len) }, B_PUB, k, NONCE);
+    assert.ok(pong.length <= ping.length, `${pong.length} > ${ping.length}`);
+    assert.equal(openDisco(pong, k)?.type, 'pong');
+  }
+});
