@@ -11,8 +11,18 @@ export interface UdpEndpoint {
 
 export type UdpMessageHandler = (data: Uint8Array, from: UdpEndpoint) => void;
 
+export interface UdpSendOptions {
+  /**
+   * The IP TTL (hop limit) of this datagram. A TTL of 1 leaves the host and dies at the first
+   * router, which still refreshes the NAT mapping the packet matched (Linux looks conntrack up
+   * before the TTL check) without reaching anything beyond it: disco keeps its own NAT mapping
+   * open that way without touching the peer's router (agent/disco/quiet-punch.ts).
+   */
+  ttl?: number;
+}
+
 export interface UdpSocket {
-  send(data: Uint8Array, to: UdpEndpoint): void;
+  send(data: Uint8Array, to: UdpEndpoint, options?: UdpSendOptions): void;
   onMessage(handler: UdpMessageHandler): void;
   /** The local port the socket is bound to. */
   localPort(): number;

@@ -5,7 +5,7 @@
  * plus multicast membership for LAN discovery. Sending hands the packet to
  * the network (net.ts), which does all routing and timing.
  */
-import type { UdpEndpoint, UdpMessageHandler, UdpSocket } from '../shared/udp.js';
+import type { UdpEndpoint, UdpMessageHandler, UdpSocket, UdpSendOptions } from '../shared/udp.js';
 import type { SimNetwork } from './net.js';
 import { isMulticastV4, type HostInterface, type Segment } from './segment.js';
 
@@ -102,12 +102,12 @@ export class VirtualUdpSocket implements UdpSocket {
 
   constructor(readonly host: SimHost, readonly port: number, readonly boundAddress?: string) {}
 
-  send(data: Uint8Array, to: UdpEndpoint): void {
+  send(data: Uint8Array, to: UdpEndpoint, options?: UdpSendOptions): void {
     if (!(data instanceof Uint8Array)) throw new TypeError('send: data must be a Uint8Array');
     if (to === null || typeof to !== 'object' || typeof to.address !== 'string') throw new TypeError('send: bad destination');
     // node:dgram throws on a bad port too (ERR_SOCKET_BAD_PORT).
     if (!Number.isInteger(to.port) || to.port < 1 || to.port > 65535) throw new RangeError(`send: bad port ${String(to.port)}`);
-    this.host.net.send(this, data, to);
+    this.host.net.send(this, data, to, options?.ttl);
   }
 
   onMessage(h: UdpMessageHandler): void {

@@ -21,6 +21,14 @@
  *   refreshOnInbound (§4.3) outbound traffic always refreshes a mapping; inbound only when set
  *   hairpin    (§6) inside hosts reach each other through the public address;
  *              the receiver sees the sender's public endpoint (REQ-9)
+ *   wanInput   what the box does with an unsolicited packet to its public address:
+ *              drop  a home router's WAN firewall (nothing remembered)
+ *              accept a plain Linux box or cloud NAT instance: its own stack takes the
+ *                    packet (answering ICMP port unreachable) and conntrack keeps that
+ *                    inbound flow; an inside host's later flow to the same remote that
+ *                    would use the same public port clashes with it and is given another
+ *                    port, as masquerade does (LAB-NOTES). The flow lives on while the
+ *                    remote keeps sending, and for the timeout after.
  *
  * Double NAT is not a behaviour: it is two NATs chained in the topology (net.ts).
  */
@@ -39,6 +47,7 @@ export interface NatBehaviour {
   timeoutMs: number;
   refreshOnInbound: boolean;
   hairpin: boolean;
+  wanInput: 'drop' | 'accept';
 }
 
 /** RFC 4787 §4.3 REQ-5 lower bound, and the value it recommends. */
@@ -47,7 +56,7 @@ export const NAT_TIMEOUT_REQ5_MS = 120_000;
 export const NAT_TIMEOUT_RECOMMENDED_MS = 300_000;
 
 const napt = (mapping: Dependence, filtering: Dependence, ports: PortAssignment, extra: Partial<NatBehaviour> = {}): NatBehaviour => ({
-  kind: 'napt', mapping, filtering, ports, timeoutMs: NAT_TIMEOUT_DEFAULT_MS, refreshOnInbound: false, hairpin: false, ...extra,
+  kind: 'napt', mapping, filtering, ports, timeoutMs: NAT_TIMEOUT_DEFAULT_MS, refreshOnInbound: false, hairpin: false, wanInput: 'drop', ...extra,
 });
 
 /**
@@ -114,6 +123,8 @@ export interface NatCounters {
 export class NatTable {
   private readonly byKey = new Map<string, Mapping>();
   private readonly byPort = new Map<number, Mapping>();
+  /** wanInput accept: inbound flows the box's own stack took, "publicPort<remote ip:port" → last packet. */
+  private readonly stackFlows = new Map<string, number>();
   private nextPort: number;
   private sweepAt = 256;
   readonly counters: NatCounters = { translated: 0, admitted: 0, filtered: 0, created: 0, expired: 0 };
@@ -132,14 +143,25 @@ export class NatTable {
   /** The public port an outbound packet leaves from; creates or refreshes its mapping. */
   outbound(inner: UdpEndpoint, dst: UdpEndpoint, now: number): number {
     const b = this.behaviour;
-    const key = b.mapping === 'EI' ? `${inner.address}:${inner.port}`
+    let key = b.mapping === 'EI' ? `${inner.address}:${inner.port}`
       : b.mapping === 'AD' ? `${inner.address}:${inner.port}>${dst.address}`
         : `${inner.address}:${inner.port}>${dst.address}:${dst.port}`;
+    // A flow that once clashed with the box's own inbound flow keeps its other port while it lives.
+    const clashKey = `${inner.address}:${inner.port}>${dst.address}:${dst.port}!`;
+    const clash = this.byKey.get(clashKey);
+    if (clash !== undefined && this.alive(clash, now)) key = clashKey;
     let m = this.byKey.get(key);
     if (m !== undefined && !this.alive(m, now)) m = undefined;
+    if (m !== undefined && key !== clashKey && this.stackFlow(m.publicPort, dst, now)) {
+      key = clashKey; // this remote already "owns" that public port on the box's own stack
+      m = undefined;
+    }
     if (m === undefined) {
       if (this.byPort.size >= this.sweepAt) this.sweep(now);
-      m = { key, inner: { address: inner.address, port: inner.port }, publicPort: this.allocatePort(inner.port, now), lastActive: now, permits: new Map() };
+      const preferred = key === clashKey ? -1 : inner.port;
+      let port = this.allocatePort(preferred, now);
+      if (key !== clashKey && this.stackFlow(port, dst, now)) port = this.allocatePort(-1, now);
+      m = { key, inner: { address: inner.address, port: inner.port }, publicPort: port, lastActive: now, permits: new Map() };
       this.byKey.set(key, m);
       this.byPort.set(m.publicPort, m);
       this.counters.created++;
@@ -170,6 +192,39 @@ export class NatTable {
     if (b.refreshOnInbound) m.lastActive = now;
     this.counters.admitted++;
     return m.inner;
+  }
+
+  /**
+   * A packet from `inner` to `dst` that dies at this box (its TTL ran out): it refreshes the flow
+   * it matches, if one is live, and creates nothing (Linux drops the unconfirmed entry).
+   */
+  touch(inner: UdpEndpoint, dst: UdpEndpoint, now: number): void {
+    const b = this.behaviour;
+    const clash = this.byKey.get(`${inner.address}:${inner.port}>${dst.address}:${dst.port}!`);
+    const key = b.mapping === 'EI' ? `${inner.address}:${inner.port}`
+      : b.mapping === 'AD' ? `${inner.address}:${inner.port}>${dst.address}`
+        : `${inner.address}:${inner.port}>${dst.address}:${dst.port}`;
+    const m = clash !== undefined && this.alive(clash, now) ? clash : this.byKey.get(key);
+    if (m === undefined || !this.alive(m, now)) return;
+    if (b.filtering === 'EI') return void (m.lastActive = now);
+    const pk = b.filtering === 'AD' ? dst.address : `${dst.address}:${dst.port}`;
+    const t = m.permits.get(pk);
+    if (t === undefined || now - t >= b.timeoutMs) return; // no flow to that remote: nothing to refresh
+    m.permits.set(pk, now);
+    m.lastActive = now;
+  }
+
+  /** wanInput accept: an unsolicited packet from `src` to `publicPort` was taken by the box's own stack. */
+  unsolicited(src: UdpEndpoint, publicPort: number, now: number): void {
+    if (this.stackFlows.size >= 4096) for (const [k, t] of this.stackFlows) if (now - t >= this.behaviour.timeoutMs) this.stackFlows.delete(k);
+    this.stackFlows.set(`${publicPort}<${src.address}:${src.port}`, now);
+  }
+
+  /** Whether the box's own stack holds a live inbound flow from `remote` to `publicPort`. */
+  private stackFlow(publicPort: number, remote: UdpEndpoint, now: number): boolean {
+    if (this.stackFlows.size === 0) return false;
+    const t = this.stackFlows.get(`${publicPort}<${remote.address}:${remote.port}`);
+    return t !== undefined && now - t < this.behaviour.timeoutMs;
   }
 
   /** The public port of the live mapping `inner` would use towards `dst`, without creating or refreshing one. */
@@ -217,7 +272,7 @@ export class NatTable {
   private allocatePort(innerPort: number, now: number): number {
     const ports = this.behaviour.ports;
     if (ports === 'preserve' && innerPort >= NAT_PORT_MIN && this.free(innerPort, now)) return innerPort;
-    if (ports === 'random') {
+    if (ports === 'random' || innerPort < 0) { // -1: a clash, resolved with a random port as masquerade does
       // A few draws find a free port unless the table is nearly full; then the scan below does.
       for (let i = 0; i < 32; i++) {
         const p = this.random.int(NAT_PORT_MIN, NAT_PORT_MAX);
@@ -240,6 +295,7 @@ export function checkBehaviour(b: NatBehaviour): void {
   if (!dep.includes(b.mapping) || !dep.includes(b.filtering)) throw new RangeError(`NAT mapping/filtering ${String(b.mapping)}/${String(b.filtering)}`);
   if (!['preserve', 'sequential', 'random'].includes(b.ports)) throw new RangeError(`NAT ports ${String(b.ports)}`);
   if (!(b.timeoutMs > 0) || !Number.isFinite(b.timeoutMs)) throw new RangeError(`NAT timeoutMs ${b.timeoutMs}`);
+  if (b.wanInput !== 'drop' && b.wanInput !== 'accept') throw new RangeError(`NAT wanInput ${String(b.wanInput)}`);
 }
 
 /** Resolves a preset name (or a behaviour) plus overrides into a checked behaviour. */

@@ -65,7 +65,12 @@ interface Packet {
   /** Put on a LAN by its gateway: it is for someone on that LAN and never goes back up. */
   down: boolean;
   hops: number;
+  /** IP TTL: each gateway that forwards the packet takes one; at 1 it dies there (after refreshing the mapping it matched). */
+  ttl: number;
 }
+
+/** A datagram's TTL unless the sender sets one (Linux's default). */
+export const DEFAULT_TTL = 64;
 
 export interface NetCounters {
   /** Packets handed to sockets' send. */
@@ -90,7 +95,7 @@ export class SimNetwork {
   }
 
   /** A socket sends: pick the interface, stamp the source, put the packet on the wire. */
-  send(s: VirtualUdpSocket, data: Uint8Array, to: UdpEndpoint): void {
+  send(s: VirtualUdpSocket, data: Uint8Array, to: UdpEndpoint, ttl = DEFAULT_TTL): void {
     const host = s.host;
     const dst: UdpEndpoint = { address: to.address, port: to.port };
     if (s.closed) return this.drop('socket-closed', undefined, dst);
@@ -101,13 +106,13 @@ export class SimNetwork {
     if (dst.address.startsWith('127.') || host.interfaces.some((i) => i.address === dst.address)) {
       // Loopback: the packet never leaves the host.
       const src = { address: dst.address.startsWith('127.') ? '127.0.0.1' : dst.address, port: s.port };
-      const p: Packet = { data: bytes, src, dst, seg: undefined, local: host, multicast: false, down: false, hops: 0 };
+      const p: Packet = { data: bytes, src, dst, seg: undefined, local: host, multicast: false, down: false, hops: 0, ttl };
       this.clock.callLater(0, this.arrive, p);
       return;
     }
     const iface = this.route(s, dst.address);
     if (iface === undefined) return this.drop('no-route', undefined, dst);
-    this.put(iface.segment, { data: bytes, src: { address: iface.address, port: s.port }, dst, seg: undefined, local: undefined, multicast: false, down: false, hops: 0 });
+    this.put(iface.segment, { data: bytes, src: { address: iface.address, port: s.port }, dst, seg: undefined, local: undefined, multicast: false, down: false, hops: 0, ttl });
   }
 
   /**
@@ -129,7 +134,7 @@ export class SimNetwork {
     const iface = want !== undefined ? ifs.find((i) => i.address === want) : ifs[0];
     if (iface === undefined) return this.drop('no-route', undefined, dst);
     if (!iface.segment.multicast) return this.drop('multicast-scope', undefined, dst);
-    this.put(iface.segment, { data: bytes, src: { address: iface.address, port: s.port }, dst, seg: undefined, local: undefined, multicast: true, down: false, hops: 0 });
+    this.put(iface.segment, { data: bytes, src: { address: iface.address, port: s.port }, dst, seg: undefined, local: undefined, multicast: true, down: false, hops: 0, ttl: 1 });
   }
 
   /** Puts a packet on a segment: lost, or scheduled to arrive after the link's delay. */
@@ -190,6 +195,12 @@ export class SimNetwork {
     }
     const kind = gw.behaviour.kind;
     if (kind === 'block-udp') return this.drop('nat-blocked', p.src, p.dst);
+    if (p.ttl <= 1) {
+      // Linux looks conntrack up (refreshing the flow) before the forwarding path drops the packet.
+      if (kind === 'napt') gw.table.touch(p.src, p.dst, now);
+      return this.drop('ttl', p.src, p.dst);
+    }
+    p.ttl--;
     p.down = false;
     if (kind === 'router') return this.put(gw.outside, p);
     const port = kind === 'one-to-one' ? p.src.port : gw.table.outbound(p.src, p.dst, now);
@@ -216,7 +227,11 @@ export class SimNetwork {
     } else if (kind === 'napt') {
       if (dst.address !== gw.publicIp) return this.drop('no-route', p.src, p.dst);
       const inner = gw.table.inbound(p.src, dst.port, this.clock.now());
-      if (inner === undefined) return this.drop('nat-filtered', p.src, p.dst);
+      if (inner === undefined) {
+        // A router whose own stack takes unsolicited WAN packets remembers the flow (nat.ts, wanInput).
+        if (gw.behaviour.wanInput === 'accept') gw.table.unsolicited(p.src, dst.port, this.clock.now());
+        return this.drop('nat-filtered', p.src, p.dst);
+      }
       dst = { address: inner.address, port: inner.port };
     }
     const lan = gw.lanFor(dst.address);

@@ -6,7 +6,10 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv4 } from 'node:net';
 import { normalizeIp } from '../../shared/net/addr.js';
-import type { UdpEndpoint, UdpMessageHandler, UdpSocket } from '../../shared/udp.js';
+import type { UdpEndpoint, UdpMessageHandler, UdpSendOptions, UdpSocket } from '../../shared/udp.js';
+
+/** Linux's default IP TTL (net.ipv4.ip_default_ttl), put back after a datagram sent with its own. */
+const DEFAULT_TTL = 64;
 
 function bind(sock: Socket, port: number, host?: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -33,6 +36,7 @@ export async function openUdpSocket(options: { port: number; host?: string; ipv6
     }
   }
   const handlers: UdpMessageHandler[] = [];
+  const ttlState = new Map<Socket, { pending: number }>();
   const deliver = (msg: Buffer, rinfo: { address: string; port: number }) => {
     const from = { address: normalizeIp(rinfo.address.replace(/%.*$/, '')), port: rinfo.port };
     const bytes = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
@@ -44,9 +48,19 @@ export async function openUdpSocket(options: { port: number; host?: string; ipv6
   v4.on('message', deliver).on('error', ignore);
   v6?.on('message', deliver).on('error', ignore);
   return {
-    send(data: Uint8Array, to: UdpEndpoint) {
+    send(data: Uint8Array, to: UdpEndpoint, options?: UdpSendOptions) {
       const sock = isIPv4(to.address) ? v4 : v6;
-      sock?.send(data, to.port, to.address, ignore);
+      if (!sock) return;
+      if (options?.ttl === undefined) return void sock.send(data, to.port, to.address, ignore);
+      // The TTL is the socket's: set for this datagram, restored once the last such send is done.
+      // A datagram sent meanwhile leaves with it too (a few ms, every few seconds at most).
+      const state = ttlState.get(sock) ?? { pending: 0 };
+      ttlState.set(sock, state);
+      try { sock.setTTL(options.ttl); } catch { return; }
+      state.pending++;
+      sock.send(data, to.port, to.address, () => {
+        if (--state.pending === 0) try { sock.setTTL(DEFAULT_TTL); } catch { /* closed */ }
+      });
     },
     onMessage(h) { handlers.push(h); },
     localPort: () => port,

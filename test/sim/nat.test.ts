@@ -42,6 +42,37 @@ test('mapping table step by step (easy: EI mapping, APD filtering, 30 s, outboun
   assert.equal(t.counters.filtered, 4);
 });
 
+test('wanInput accept: the box\'s own inbound flow makes a later outbound flow to that remote clash onto another port; TTL-1 refreshes without creating', () => {
+  const t = new NatTable(natBehaviour('easy', { wanInput: 'accept' }), new SeededRandom(1));
+  const peer = { address: '198.18.0.20', port: 41641 };
+  // The peer's punch arrives first: no mapping admits it, so the box's stack takes it.
+  assert.equal(t.inbound(peer, 41641, 0), undefined);
+  t.unsolicited(peer, 41641, 0);
+  assert.equal(t.outbound(inner, S1, 1), 41641, 'other destinations keep the preserved port');
+  const clashed = t.outbound(inner, peer, 2);
+  assert.notEqual(clashed, 41641, 'towards the peer: another port, as masquerade picks');
+  assert.equal(t.outbound(inner, peer, 3), clashed, 'and that port while the flow lives');
+  assert.equal(t.inbound(peer, 41641, 4), undefined, 'the peer\'s packets to 41641 still go to the box itself');
+  t.unsolicited(peer, 41641, 4);
+  // Everything quiet for the timeout: the stack's flow and the clashed mapping are gone.
+  assert.equal(t.outbound(inner, peer, 4 + 30_000), 41641, 'after both expired, the preserved port again');
+  assert.equal(t.inbound(peer, 41641, 4 + 30_001)?.port, 41641, 'and the peer gets in');
+  // TTL-1: touch refreshes the live flow towards the peer, creates nothing for a stranger.
+  t.touch(inner, peer, 4 + 50_000);
+  t.touch(inner, S2, 4 + 50_000);
+  assert.equal(t.inbound(peer, 41641, 4 + 79_000)?.port, 41641, 'refreshed at 50 s: alive at 79 s');
+  assert.equal(t.inbound(S2, 41641, 4 + 79_001), undefined, 'never sent to S2: no flow to refresh');
+});
+
+test('wanInput drop (the default): an unsolicited packet leaves nothing behind', () => {
+  const t = new NatTable(natBehaviour('easy'), new SeededRandom(1));
+  assert.equal(t.behaviour.wanInput, 'drop');
+  const peer = { address: '198.18.0.20', port: 41641 };
+  assert.equal(t.inbound(peer, 41641, 0), undefined);
+  assert.equal(t.outbound(inner, peer, 1), 41641);
+  assert.equal(t.inbound(peer, 41641, 2)?.port, 41641);
+});
+
 interface Observed {
   mapping: Dependence | 'blocked';
   filtering: Dependence | 'blocked';
