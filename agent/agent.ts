@@ -319,6 +319,7 @@ export class Agent {
   private welcomed(w: WelcomeMsg): void {
     const observers = w.stun.map((port) => ({ address: this.o.stunHost, port }));
     this.selfEndpoints.setObservers(observers);
+    this.selfEndpoints.loopbackAccepted = w.loopbackEndpoints === true;
     this.d.portMap?.setObservers(observers);
     this.selfEndpoints.reconfigure(this.d.clock.now());
     this.selfEndpoints.report();

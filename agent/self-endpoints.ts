@@ -10,6 +10,7 @@
 import type { Clock, RandomBytes } from '../shared/clock.js';
 import type { Logger } from '../shared/log.js';
 import type { UdpEndpoint, UdpSocket } from '../shared/udp.js';
+import { isReportableEndpoint, parseEndpoint } from '../shared/net/addr.js';
 import { MAX_ENDPOINTS, type NatType } from '../shared/wire/control.js';
 import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResult } from './discovery/stun-probe.js';
 
@@ -119,10 +120,17 @@ export class SelfEndpoints {
     this.report();
   }
 
+  /**
+   * Whether the coordinator passes loopback endpoints on (its welcome says so; single-machine
+   * tests). Until it says so they aren't reported: it would drop them, and peers can't use them.
+   */
+  loopbackAccepted = false;
+
   report(): void {
     // A verified port mapping comes first: peers reach it without punching.
     if (this.portMapped && !this.list.includes(this.portMapped)) this.list = [this.portMapped, ...this.list].slice(0, MAX_ENDPOINTS);
-    this.d.report(this.list, this.natType);
+    const allowLoopback = this.loopbackAccepted;
+    this.d.report(this.list.filter((e) => isReportableEndpoint(parseEndpoint(e)!, { allowLoopback })), this.natType);
   }
 
   private run(actions: DiscoveryAction[]): void {

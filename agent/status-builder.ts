@@ -4,6 +4,7 @@
  * choice, disco's detail), WireGuard's stats and every part's counters. It only
  * reads what it is handed; the agent shell (agent/agent.ts) calls it per request.
  */
+import { formatEndpoint } from '../shared/net/addr.js';
 import type { NatType } from '../shared/wire/control.js';
 import type { ControlStatus } from './control/client.js';
 import type { Netmap } from './control/netmap.js';
@@ -76,6 +77,11 @@ function relayEndpointText(endpoint: string | undefined, relay: Pick<RelayPaths,
   return url ? safeUrl(url) : endpoint;
 }
 
+function relayStatus(relay: Pick<RelayPaths, 'client'>): StatusDocument['relay'] {
+  const t = relay.client.target!;
+  return { endpoint: formatEndpoint(t.endpoint), ...(t.ws ? { ws: safeUrl(t.ws) } : {}), transport: relay.client.transport };
+}
+
 /** The status document as of `now` (disco's RTTs) and `wallNow` (the port mapping's expiry). */
 export function buildStatus(s: StatusSources): StatusDocument {
   const disco = new Map(s.disco.peerStatus(s.now).map((d) => [d.nodeKey, d]));
@@ -87,6 +93,7 @@ export function buildStatus(s: StatusSources): StatusDocument {
     },
     coordinator: { url: s.node.coordinatorUrl, status: s.control.status, detail: s.control.detail, version: s.netmap.version },
     engine: { kind: s.engineKind, iface: s.iface, portMode: s.portMode },
+    ...(s.relay.client.target ? { relay: relayStatus(s.relay) } : {}),
     ...(s.portMap ? { portMapping: describePortMapping(s.portMap.status(), s.now, s.wallNow) } : {}),
     counters: {
       ...s.counters, ...s.disco.counters,

@@ -51,6 +51,8 @@ export interface StatusDocument {
   };
   coordinator: { url: string; status: string; detail?: string; version: number };
   engine: { kind: string; iface: string; portMode: 'proxy' | 'shared' | 'memory' };
+  /** The relay the coordinator announced (absent: none), and how relayed packets reach it now. */
+  relay?: { endpoint: string; ws?: string; transport: 'udp' | 'ws' };
   /** Absent with --no-port-mapping (docs/port-mapping.md). */
   portMapping?: PortMappingStatus;
   counters: Record<string, number>;

@@ -21,6 +21,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Runner> }>
   down: { summary: 'leave the mesh cleanly (stops a running agent)', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   status: { summary: 'show this node, its peers and their paths', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   netcheck: { summary: 'report UDP reachability and NAT behaviour', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
+  doctor: { summary: 'check what makes this node fail silently (ok / warn / fail, and what to do)', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   ping: { summary: 'disco-ping a peer and show the path each reply took', load: async () => (await import('../agent/cli/main.js')).runAgentCli },
   sim: { summary: 'run the deterministic network simulator (grid, scenarios, scale)', load: async () => (await import('../sim/cli.js')).runSimCli },
   bench: { summary: 'run benchmarks (JSON with --json)', load: async () => (await import('../sim/bench/cli.js')).runBenchCli },

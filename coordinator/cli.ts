@@ -1,7 +1,7 @@
 /**
  * The coordinator's commands:
  *
- *   knit coordinator [--listen HOST:PORT] [--stun HOST:PORT|off] [--stun2 HOST:PORT] [--data DIR] [--url URL] …
+ *   knit coordinator [--listen HOST:PORT] [--stun HOST:PORT|off] [--stun2 HOST:PORT|off] [--data DIR] [--url URL] …
  *   knit token create [--reusable] [--uses N] [--ephemeral] [--expires 24h] [--tags a,b]
  *   knit token list | knit token revoke ID
  *   knit nodes [list] [--json] | knit nodes remove ID
@@ -31,8 +31,9 @@ import type { PathEdge } from './control/path-reports.js';
 export const COORDINATOR_COMMANDS: Record<'coordinator' | 'token' | 'nodes', string> = {
   coordinator: `usage: knit coordinator [flags]
   --listen HOST:PORT          HTTP + control WebSocket (default 0.0.0.0:8080)
-  --stun HOST:PORT|off        STUN observer on UDP (default 0.0.0.0:3478)
-  --stun2 HOST:PORT           a second STUN port, so agents can detect endpoint-dependent NAT mapping
+  --stun HOST:PORT|off        STUN observer on UDP (default 0.0.0.0:3478; off turns both ports off)
+  --stun2 HOST:PORT|off       the second STUN port, which lets agents tell endpoint-dependent NAT mapping
+                              (default: the --stun host, its port + 1; one that can't be bound is skipped with a warning)
   --relay HOST:PORT|off       relay for pairs that can't go direct, UDP (default: the listen host, port 3480)
   --relay-ws HOST:PORT|off    the relay's WebSocket fallback, TCP (default: the --relay address and port)
   --relay-tls-cert FILE       serve the relay's WebSocket over TLS (wss), with --relay-tls-key FILE
@@ -71,12 +72,7 @@ async function runCoordinator(argv: string[]): Promise<number> {
   });
   if (values.help) return console.log(COORDINATOR_COMMANDS.coordinator), 0;
   const listen = parseHostPort(values.listen ?? '0.0.0.0:8080', 'listen');
-  const stun: HostPort[] = [];
-  if (values.stun !== 'off') stun.push(parseHostPort(values.stun ?? '0.0.0.0:3478', 'stun'));
-  if (values.stun2 !== undefined) {
-    if (stun.length === 0) throw new KnitError('KNIT_ERR_USAGE', '--stun2 is a second STUN port: it needs --stun');
-    stun.push(parseHostPort(values.stun2, 'stun2'));
-  }
+  const stun = stunOptions(values);
   if (values['ipv4-prefix'] !== undefined && !canonicalIpv4Prefix(values['ipv4-prefix'])) {
     throw new KnitError('KNIT_ERR_USAGE', '--ipv4-prefix must be an IPv4 prefix between /8 and /30, like 100.96.0.0/16');
   }
@@ -119,6 +115,30 @@ async function runCoordinator(argv: string[]): Promise<number> {
     await c.stop();
   }
   return 0;
+}
+
+/** The first STUN port when --stun isn't given. */
+export const DEFAULT_STUN = '0.0.0.0:3478';
+
+/**
+ * The STUN observer ports from --stun and --stun2 (docs/coordinator.md). Both are on by
+ * default: an agent needs two answers to classify its NAT, and without that classification
+ * hard-NAT traversal never starts (a default that disables a feature). The default second
+ * port is the first one's host at port + 1 (ephemeral when the first is, as in tests) and is
+ * optional: a busy port warns instead of stopping the coordinator. A second port asked for
+ * by name is required, like the first.
+ */
+export function stunOptions(values: { stun?: string; stun2?: string }): NonNullable<CoordinatorOptions['stun']> {
+  if (values.stun === 'off') {
+    if (values.stun2 !== undefined && values.stun2 !== 'off') throw new KnitError('KNIT_ERR_USAGE', '--stun2 is a second STUN port: it needs --stun');
+    return [];
+  }
+  const first = parseHostPort(values.stun ?? DEFAULT_STUN, 'stun');
+  if (values.stun2 === 'off') return [first];
+  if (values.stun2 !== undefined) return [first, parseHostPort(values.stun2, 'stun2')];
+  // Port 65535 has no port + 1: any free one does, since the welcome tells agents the ports.
+  const port = first.port === 0 || first.port === 65535 ? 0 : first.port + 1;
+  return [first, { host: first.host, port, optional: true }];
 }
 
 /** The in-process relay (docs/relay.md): on by default at the listen host, UDP and TCP port 3480. */

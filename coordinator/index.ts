@@ -35,7 +35,11 @@ export interface CoordinatorOptions {
   /** A postgres:// URL: share that database with other replicas instead of SQLite in dataDir. */
   store?: string;
   listen: HostPort;
-  stun?: HostPort[]; // [] = no STUN observer
+  /**
+   * STUN observer ports; [] = none. An `optional` port that can't be bound is skipped with a
+   * warning (the default second port: one port still gives reflexive addresses).
+   */
+  stun?: (HostPort & { optional?: boolean })[];
   url?: string; // public URL written into tokens; default derived from `listen`
   ipv4Prefix?: string;
   allowLoopbackEndpoints?: boolean;
@@ -138,7 +142,7 @@ export async function createCoordinator(options: CoordinatorOptions, deps: { clo
     ephemeralTimeoutMs: options.ephemeralTimeoutMs ?? DEFAULT_EPHEMERAL_TIMEOUT_MS,
   });
   const app = buildApp({
-    registry, hub, metrics, clock, logger, joinRatePerMin: options.joinRatePerMin,
+    registry, hub, metrics, clock, logger, joinRatePerMin: options.joinRatePerMin, stunPorts: () => stunPorts,
     stunStats: () => observers.map((o) => o.stats()).reduce(
       (a, b) => ({ requests: a.requests + b.requests, responses: a.responses + b.responses, dropped: a.dropped + b.dropped, rateLimited: a.rateLimited + b.rateLimited }),
       { requests: 0, responses: 0, dropped: 0, rateLimited: 0 }),
@@ -151,10 +155,15 @@ export async function createCoordinator(options: CoordinatorOptions, deps: { clo
   const listen = async (): Promise<{ httpPort: number; stunPorts: number[] }> => {
     const ports: number[] = [];
     for (const [i, o] of observers.entries()) {
+      const at = options.stun![i]!;
       try {
         ports.push((await o.start()).port);
       } catch (err) {
-        throw listenError(err, `udp ${hostPortText(options.stun![i]!)} (STUN)`);
+        if (!at.optional) throw listenError(err, `udp ${hostPortText(at)} (STUN)`);
+        // Loud: with one port agents can't classify their NAT, and hard-NAT traversal never starts.
+        logger.warn('second STUN port not started: agents will report NAT type unknown', {
+          err: listenError(err, `udp ${hostPortText(at)} (STUN)`).message, fix: 'free the port, or choose one with --stun2 HOST:PORT',
+        });
       }
     }
     stunPorts = ports;

@@ -31,6 +31,8 @@ export class CoordinatorMetrics {
   snapshotsSent = 0;
   wsProtocolErrors = 0;
   authFailures = 0;
+  /** Endpoints dropped from reports and call-me-maybes (loopback, multicast, …): the rest of the message stands. */
+  endpointsRefused = 0;
   snapshotsEncoded = 0;
   readonly fanout = new Histogram();
   /** Time to commit one window and hand its delta to every session: the coordinator's work per change. */
@@ -54,6 +56,7 @@ export class CoordinatorMetrics {
     metric('knit_snapshots_sent_total', 'counter', 'Peer-map snapshot frames sent.', this.snapshotsSent);
     metric('knit_snapshots_encoded_total', 'counter', 'Peer-map snapshots encoded (at most one per version, shared by every client that needs it).', this.snapshotsEncoded);
     metric('knit_control_protocol_errors_total', 'counter', 'Control connections closed for malformed input.', this.wsProtocolErrors);
+    metric('knit_endpoints_refused_total', 'counter', 'Endpoints dropped from reports and call-me-maybes as unreachable for peers (loopback, multicast, broadcast, unspecified).', this.endpointsRefused);
     metric('knit_control_auth_failures_total', 'counter', 'Control connections that failed proof of key possession.', this.authFailures);
     out.push(...this.fanout.render('knit_fanout_latency_seconds', 'Time from a change accepted to its delta handed to the last connected peer.'));
     out.push(...this.flush.render('knit_delta_flush_seconds', 'Time to commit a window and hand its delta to every connected peer.'));

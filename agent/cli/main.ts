@@ -1,5 +1,5 @@
 /**
- * The agent's commands: up, down, status, netcheck, ping. Exit codes: 0 ok,
+ * The agent's commands: up, down, status, netcheck, ping, doctor. Exit codes: 0 ok,
  * 1 operational failure, 2 usage error; every failure is one line on stderr.
  */
 import { existsSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { KnitError, isKnitError } from '../../shared/errors.js';
 import { intFlag, listFlag, oneOf, parseFlags } from '../../shared/cli/args.js';
 import { callAgent } from '../api/client.js';
 import { DEFAULT_STATE_DIR, socketPath } from '../state.js';
+import { runDoctor } from './doctor.js';
 import { fetchStatus, formatStatus, pingOnce, requestDown } from './status.js';
 import { runUp } from './up.js';
 
@@ -32,6 +33,11 @@ const HELP: Record<string, string> = {
   down: 'usage: knit down [--state DIR]',
   status: 'usage: knit status [--json] [--state DIR]',
   netcheck: 'usage: knit netcheck [--json] [--state DIR]   (asks the running agent to probe from its tunnel port)',
+  doctor: `usage: knit doctor [--json] [--state DIR]
+  checks what makes a node fail silently, one line each (ok / warn / fail, and what to do):
+  the agent, its own checks (engine, IPv6, firewall, relay, port mapping, MTU), the coordinator,
+  its STUN ports and the NAT type, the relay, port mapping, the clock, a mesh prefix that overlaps
+  a local route. --json prints {checks: [{check, level, detail, fix?}]}. Exit 1 when a check fails`,
   ping: 'usage: knit ping PEER [--count N] [--until-direct] [--state DIR]   (PEER: name, mesh IP or node key)',
 };
 
@@ -45,6 +51,12 @@ async function status(argv: string[]): Promise<number> {
   const doc = await fetchStatus(values.state ?? defaultStateDir());
   console.log(values.json ? JSON.stringify(doc, null, 2) : formatStatus(doc));
   return 0;
+}
+
+async function doctor(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { json: { type: 'boolean' }, state: { type: 'string' } });
+  if (values.help) return console.log(HELP.doctor), 0;
+  return runDoctor(values.state ?? defaultStateDir(), values.json === true);
 }
 
 async function netcheck(argv: string[]): Promise<number> {
@@ -61,7 +73,7 @@ async function netcheck(argv: string[]): Promise<number> {
     'endpoint-independent': 'endpoint-independent mapping (RFC 4787 EIM): hole punching works',
     'endpoint-dependent': 'endpoint-dependent mapping (symmetric NAT): direct paths need an easy NAT on the other side',
     none: 'no NAT: the tunnel port is reachable as is',
-    unknown: 'unknown (the coordinator offers one STUN port; run it with --stun2 to classify)',
+    unknown: 'unknown: only one STUN port answered (the coordinator offers two by default; knit doctor says which is missing)',
     blocked: 'no STUN answer: UDP to the coordinator seems blocked',
   };
   console.log(`tunnel port     ${r.port}`);
@@ -165,6 +177,7 @@ export async function runAgentCli(argv: string[]): Promise<number> {
       case 'status': return await status(rest);
       case 'netcheck': return await netcheck(rest);
       case 'ping': return await ping(rest);
+      case 'doctor': return await doctor(rest);
       default: throw new KnitError('KNIT_ERR_USAGE', `unknown command ${cmd}`);
     }
   } catch (err) {

@@ -77,7 +77,7 @@ export function describeMapping(mapping: NatType | null, comparedAcross?: 'ports
       return comparedAcross === 'ports'
         ? 'address-and-port-dependent mapping (symmetric NAT): a new public port per destination; direct paths need an easy NAT on the other side'
         : 'endpoint-dependent mapping (symmetric NAT): a new public port per destination; direct paths need an easy NAT on the other side';
-    case 'unknown': return 'unknown: only one STUN observer answered (the coordinator offers a second with --stun2)';
+    case 'unknown': return 'unknown: only one STUN port answered (the coordinator offers two by default: it could not bind the second, was started with --stun2 off, or UDP to it is dropped; knit doctor checks each)';
     case 'blocked': return 'no STUN answer: UDP to the coordinator seems blocked; peers can only be reached by relay';
     default: return 'not measured';
   }

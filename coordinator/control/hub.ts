@@ -124,6 +124,8 @@ interface Session {
   cmmAt: number;
   /** When this session's last path report was taken (reports closer than PATHS_MIN_INTERVAL_MS are dropped). */
   pathsAt: number;
+  /** An endpoint of this session's was dropped and logged (once per session: a report repeats). */
+  refusalLogged?: boolean;
 }
 
 function sendShared(s: Session, bytes: Buffer): void {
@@ -381,13 +383,21 @@ export class ControlHub {
     }
   }
 
-  /** Refuses an endpoint list with anything a peer must never be sent to (multicast, broadcast, unspecified, loopback). */
-  private checkReportable(endpoints: string[]): void {
-    for (const e of endpoints) {
-      if (!isReportableEndpoint(parseEndpoint(e)!, { allowLoopback: this.o.allowLoopbackEndpoints })) {
-        throw new KnitError('KNIT_ERR_BAD_REQUEST', `endpoint ${e} is not reportable (loopback, multicast, broadcast or unspecified)`);
-      }
+  /**
+   * The endpoints of a report or call-me-maybe that a peer may be sent to: multicast,
+   * broadcast, unspecified and (unless allowed) loopback ones are dropped. One such endpoint
+   * costs that endpoint, never the session: closing it made the agent reconnect and send the
+   * same report, several times a second, for good. Counted; logged once per session at debug.
+   */
+  private reportable(s: Session, endpoints: string[]): string[] {
+    const keep = endpoints.filter((e) => isReportableEndpoint(parseEndpoint(e)!, { allowLoopback: this.o.allowLoopbackEndpoints }));
+    if (keep.length === endpoints.length) return endpoints;
+    this.o.metrics.endpointsRefused += endpoints.length - keep.length;
+    if (!s.refusalLogged) {
+      s.refusalLogged = true;
+      this.o.logger.debug('endpoints dropped from a report (loopback, multicast, broadcast or unspecified)', { node: s.nodeId, dropped: endpoints.filter((e) => !keep.includes(e)) });
     }
+    return keep;
   }
 
   /** The frames that give a client the current map: the cached snapshot and the deltas since it, or a new snapshot. */
@@ -463,22 +473,21 @@ export class ControlHub {
     const now = this.o.clock.now();
     if (m.type === 'paths') return this.paths(s, m.paths, now);
     if (m.type === 'endpoints') {
-      this.checkReportable(m.endpoints);
-      this.o.registry.setEndpoints(s.nodeId, m.endpoints, m.natType);
+      this.o.registry.setEndpoints(s.nodeId, this.reportable(s, m.endpoints), m.natType);
       this.noteChanges();
       return;
     }
     // call-me-maybe: the target pings every endpoint in it, so the same rule as for reports
     // applies (no node can aim a peer's pings at its own loopback services); then a token
     // bucket per session, then relay with the sender's proven key as `from`.
-    this.checkReportable(m.endpoints);
+    const endpoints = this.reportable(s, m.endpoints);
     s.cmmTokens = Math.min(CMM_BURST, s.cmmTokens + ((now - s.cmmAt) / 1000) * CMM_RATE_PER_S);
     s.cmmAt = now;
     if (s.cmmTokens < 1) return; // over the rate: dropped silently, the sender retries on its own schedule
     s.cmmTokens -= 1;
     const target = this.o.registry.peerByKey(m.to);
     if (!target || target.id === s.nodeId) return;
-    const frame = JSON.stringify({ type: 'call-me-maybe', from: s.nodeKey, endpoints: m.endpoints });
+    const frame = JSON.stringify({ type: 'call-me-maybe', from: s.nodeKey, endpoints });
     const ts = this.ready.get(target.id);
     if (ts) return ts.t.send(frame);
     // The target's session may be on another replica: the one that holds it passes it on.
@@ -568,6 +577,7 @@ export class ControlHub {
     s.t.send(JSON.stringify({
       type: 'welcome', node: { id: peer.id, name: peer.name, addresses: peer.addresses },
       serverProof: welcomeProof(k, m.clientNonce, s.serverNonce), stun: this.o.stunPorts,
+      ...(this.o.allowLoopbackEndpoints ? { loopbackEndpoints: true } : {}),
       ...(this.o.relays ? { relays: this.o.relays() } : {}),
     }));
     const missed = m.lastVersion > 0 ? this.log.since(m.lastVersion) : undefined;

@@ -11,7 +11,8 @@
  *   GET    /v1/admin/paths         every node's last path report (admin)
  *   GET    /v1/admin/feed          WebSocket: the console's live feed (admin token in the first frame)
  *   GET    /ui, /ui/*              the web console's static files (ui.ts)
- *   GET    /healthz, GET /metrics
+ *   GET    /healthz                {ok, nodes, online, version, stun: [ports]}
+ *   GET    /metrics
  *
  * Every error is {"error":{"code","message"}} with a code from shared/errors.ts.
  */
@@ -40,6 +41,8 @@ export interface AppDeps {
   clock: Clock;
   logger: Logger;
   stunStats?: () => { requests: number; responses: number; dropped: number; rateLimited: number };
+  /** The STUN ports bound, as the welcome announces them (one, when the second couldn't be bound). */
+  stunPorts?: () => number[];
   /** Joins per minute per source address (burst = 2×). Joins are rare; a flood is an attack or a bug. */
   joinRatePerMin?: number;
 }
@@ -159,7 +162,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     void reply.status(404).send(new KnitError('KNIT_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON());
   });
 
-  app.get('/healthz', async () => ({ ok: true, nodes: deps.registry.nodeCount, online: deps.hub.onlineCount, version: deps.hub.log.version }));
+  // `stun` lets `knit doctor` tell "one port offered" (NAT type can't be classified) from "blocked".
+  app.get('/healthz', async () => ({ ok: true, nodes: deps.registry.nodeCount, online: deps.hub.onlineCount, version: deps.hub.log.version, stun: deps.stunPorts?.() ?? [] }));
 
   app.get('/metrics', async (_req, reply) => {
     void reply.type('text/plain; version=0.0.4');

@@ -9,7 +9,7 @@
  *   coordinator                                agent
  *   challenge {serverNonce, coordinatorKey} →
  *                                           ← hello {nodeKey, discoKey, clientNonce, proof, lastVersion}
- *   welcome {node, serverProof, stun}       →   (agent checks serverProof against the pinned key)
+ *   welcome {node, serverProof, stun, relays?, loopbackEndpoints?} → (agent checks serverProof against the pinned key)
  *   snapshot {version, peers} | delta {from, version, changes} →   (then deltas as the mesh changes)
  *                                           ← endpoints {endpoints, natType}
  *                                           ← call-me-maybe {to, endpoints}
@@ -23,7 +23,9 @@
  * pass as the pinned coordinator.
  *
  * Validation is strict: every decoder returns a typed message or an error
- * string; callers close the connection (4400) on an error. The peer map
+ * string; callers close the connection (4400) on an error. Policy is per item:
+ * a well-formed endpoint the coordinator won't pass on (loopback, multicast…)
+ * is dropped from its list and the rest of the message stands. The peer map
  * includes the receiving node itself; agents skip their own entry. That lets
  * the coordinator encode each snapshot and delta once for every client.
  */
@@ -86,7 +88,11 @@ export interface JoinResponse {
 
 export interface ChallengeMsg { type: 'challenge'; v: number; serverNonce: string; coordinatorKey: string }
 export interface HelloMsg { type: 'hello'; v: number; nodeKey: string; discoKey: string; clientNonce: string; proof: string; lastVersion: number }
-export interface WelcomeMsg { type: 'welcome'; node: { id: number; name: string; addresses: string[] }; serverProof: string; stun: number[]; relays?: RelayInfo[] }
+/**
+ * `loopbackEndpoints`: the coordinator accepts loopback endpoints (single-machine tests only);
+ * absent, it drops them from reports, so an agent doesn't send them.
+ */
+export interface WelcomeMsg { type: 'welcome'; node: { id: number; name: string; addresses: string[] }; serverProof: string; stun: number[]; relays?: RelayInfo[]; loopbackEndpoints?: boolean }
 /**
  * A relay the agent may use (docs/relay.md): its X25519 key, its UDP control port, its
  * address (absent: the coordinator's host) and the URL of its WebSocket fallback, if any.
@@ -257,6 +263,7 @@ export function decodeServerMessage(raw: string | Uint8Array): Decoded<ServerMes
       const n = m.node;
       if (!isObj(n) || !isNonNegInt(n.id) || typeof n.name !== 'string' || !Array.isArray(n.addresses)) return bad('malformed welcome');
       if (!isB64(m.serverProof) || !Array.isArray(m.stun) || !m.stun.every((p) => isNonNegInt(p) && p <= 65535)) return bad('malformed welcome');
+      if (m.loopbackEndpoints !== undefined && typeof m.loopbackEndpoints !== 'boolean') return bad('malformed welcome');
       if (m.relays !== undefined && (!Array.isArray(m.relays) || m.relays.length > MAX_RELAYS || !m.relays.every(validateRelayInfo))) return bad('malformed welcome');
       return ok(m as unknown as WelcomeMsg);
     }

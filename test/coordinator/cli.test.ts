@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { COORDINATOR_COMMANDS, parseHostPort, runCoordinatorCli } from '../../coordinator/cli.js';
+import { COORDINATOR_COMMANDS, parseHostPort, runCoordinatorCli, stunOptions } from '../../coordinator/cli.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -39,6 +39,7 @@ test('usage errors: exit 2, exactly one line on stderr, nothing on stdout, nothi
     ['coordinator', '--listen', 'localhost:8080'],
     ['coordinator', '--listen', '127.0.0.1:99999'],
     ['coordinator', '--stun', 'off', '--stun2', '127.0.0.1:3479'],
+    ['coordinator', '--stun2', 'localhost:3479'],
     ['coordinator', '--ipv4-prefix', '10.0.0.0/31'],
     ['coordinator', '--ephemeral-timeout', 'soon'],
     ['coordinator', '--url', 'ftp://x'],
@@ -92,5 +93,24 @@ test('HOST:PORT parsing for --listen/--stun', () => {
   assert.deepEqual(parseHostPort('[::1]:8080', 'listen'), { host: '::1', port: 8080 });
   for (const bad of ['8080', 'host:80', '1.2.3.4:', '1.2.3.4:65536', '[::1:80', '::1:80']) {
     assert.throws(() => parseHostPort(bad, 'listen'), (e: unknown) => (e as { code?: string }).code === 'KNIT_ERR_USAGE', bad);
+  }
+});
+
+test('STUN ports: two by default (the second optional, at port + 1), --stun2 to choose or refuse, --stun off for none', () => {
+  const cases: { flags: { stun?: string; stun2?: string }; want: ReturnType<typeof stunOptions> }[] = [
+    { flags: {}, want: [{ host: '0.0.0.0', port: 3478 }, { host: '0.0.0.0', port: 3479, optional: true }] },
+    { flags: { stun: '198.18.0.1:3478' }, want: [{ host: '198.18.0.1', port: 3478 }, { host: '198.18.0.1', port: 3479, optional: true }] },
+    { flags: { stun: '127.0.0.1:0' }, want: [{ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: 0, optional: true }] },
+    { flags: { stun: '127.0.0.1:65535' }, want: [{ host: '127.0.0.1', port: 65535 }, { host: '127.0.0.1', port: 0, optional: true }] },
+    { flags: { stun: '[::1]:3478' }, want: [{ host: '::1', port: 3478 }, { host: '::1', port: 3479, optional: true }] },
+    { flags: { stun2: '0.0.0.0:5000' }, want: [{ host: '0.0.0.0', port: 3478 }, { host: '0.0.0.0', port: 5000 }] },
+    { flags: { stun: '127.0.0.1:0', stun2: '127.0.0.1:0' }, want: [{ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: 0 }] },
+    { flags: { stun2: 'off' }, want: [{ host: '0.0.0.0', port: 3478 }] },
+    { flags: { stun: 'off' }, want: [] },
+    { flags: { stun: 'off', stun2: 'off' }, want: [] },
+  ];
+  for (const c of cases) assert.deepEqual(stunOptions(c.flags), c.want, JSON.stringify(c.flags));
+  for (const bad of [{ stun: 'off', stun2: '127.0.0.1:3479' }, { stun2: '3479' }, { stun: 'on' }]) {
+    assert.throws(() => stunOptions(bad), (e: unknown) => (e as { code?: string }).code === 'KNIT_ERR_USAGE', JSON.stringify(bad));
   }
 });

@@ -128,7 +128,9 @@ test('bad input on the control socket: an error frame with a stable code, then t
     { name: 'frame over 64 KiB', agent: () => connectMiniAgent(base, a.kp, { manual: true }), act: (m) => m.send('x'.repeat(MAX_FRAME_BYTES + 1)), close: 1009 },
     { name: 'proof with the wrong key', agent: () => connectMiniAgent(base, a.kp, { proofKey: generateKeyPair().privateKey }), close: 4403, code: 'KNIT_ERR_AUTH_FAILED' },
     { name: 'a key that never joined', agent: () => connectMiniAgent(base, stranger), close: 4404, code: 'KNIT_ERR_NODE_UNKNOWN' },
-    { name: 'loopback endpoint report', agent: () => connectMiniAgent(base, a.kp), act: (m) => void m.next(isType('snapshot'), 'snapshot').then(() => m.send({ type: 'endpoints', endpoints: ['127.0.0.1:41641'] })), close: 4400, code: 'KNIT_ERR_BAD_REQUEST' },
+    // A malformed endpoint makes the whole frame malformed (unlike a well-formed one the coordinator won't pass on: next test).
+    { name: 'malformed endpoint in a report', agent: () => connectMiniAgent(base, a.kp), act: (m) => void m.next(isType('snapshot'), 'snapshot').then(() => m.send({ type: 'endpoints', endpoints: ['198.18.0.1:41641', 'not-an-endpoint'] })), close: 4400, code: 'KNIT_ERR_PROTOCOL' },
+    { name: 'duplicate endpoints in a call-me-maybe', agent: () => connectMiniAgent(base, a.kp), act: (m) => void m.next(isType('snapshot'), 'snapshot').then(() => m.send({ type: 'call-me-maybe', to: encodeKey(stranger.publicKey), endpoints: ['198.18.0.1:1', '198.18.0.1:1'] })), close: 4400, code: 'KNIT_ERR_PROTOCOL' },
   ];
   for (const k of cases) {
     const m = k.agent();
@@ -143,6 +145,37 @@ test('bad input on the control socket: an error frame with a stable code, then t
   const wrongPath = connectMiniAgent(`${base}/elsewhere`, a.kp);
   await wrongPath.closed;
   assert.equal(wrongPath.frames[0]?.type === 'error' && wrongPath.frames[0].code, 'HTTP_404');
+  await c.stop();
+});
+
+test('an endpoint the coordinator won\'t pass on costs that endpoint, never the session', async () => {
+  const { c, base, newToken } = await startCoordinator();
+  const token = await newToken({ reusable: true });
+  const [a, b] = [await joinNode(base, token, 'alpha'), await joinNode(base, token, 'beta')];
+  const ma = connectMiniAgent(base, a.kp);
+  const mb = connectMiniAgent(base, b.kp);
+  const welcome = await ma.next(isType('welcome'), 'welcome') as WelcomeMsg;
+  assert.equal(welcome.loopbackEndpoints, undefined, 'the welcome says loopback endpoints are not accepted (by saying nothing)');
+  await ma.next(isType('snapshot'), 'alpha snapshot');
+  await mb.next(isType('snapshot'), 'beta snapshot');
+  const cases: { sent: string[]; kept: string[] }[] = [
+    { sent: ['198.18.0.1:41641', '127.0.0.1:41641'], kept: ['198.18.0.1:41641'] },
+    { sent: ['[::1]:41641', '224.0.0.251:5353', '0.0.0.0:1', '198.18.0.2:41641'], kept: ['198.18.0.2:41641'] },
+    { sent: ['127.0.0.1:41641'], kept: [] },
+  ];
+  for (const k of cases) {
+    ma.send({ type: 'endpoints', endpoints: k.sent });
+    await until(`beta sees ${k.kept.join(',') || 'no endpoint'}`, () => JSON.stringify(mb.peers.get(a.body.node.id)?.endpoints) === JSON.stringify(k.kept), { timeoutMs: 3000 });
+  }
+  ma.send({ type: 'call-me-maybe', to: encodeKey(b.kp.publicKey), endpoints: ['127.0.0.1:41641', '198.18.0.1:41641'] });
+  const cmm = await mb.next(isType('call-me-maybe'), 'call-me-maybe');
+  assert.deepEqual(cmm.endpoints, ['198.18.0.1:41641'], 'the call-me-maybe arrives without the loopback endpoint');
+  assert.equal(ma.ws.readyState, ma.ws.OPEN, 'the session stands');
+  assert.equal(ma.frames.filter(isType('error')).length, 0);
+  assert.equal(c.metrics.endpointsRefused, 6, "1 + 3 + 1 from the reports, 1 from the call-me-maybe");
+  assert.match(c.metrics.render({ nodes: 2, online: 2 }), /^knit_endpoints_refused_total 6$/m);
+  await ma.close();
+  await mb.close();
   await c.stop();
 });
 
