@@ -377,7 +377,7 @@ export class Agent {
     for (const a of actions) {
       switch (a.type) {
         case 'send-udp':
-          if (a.via === undefined) this.d.udp.send(a.bytes, a.to);
+          if (a.via === undefined) this.d.udp.send(a.bytes, a.to, a.ttl === undefined ? undefined : { ttl: a.ttl });
           else this.birthday?.send(a.via, a.bytes, a.to);
           break;
         case 'release-sockets':

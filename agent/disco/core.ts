@@ -39,6 +39,9 @@ import {
 } from './peer-path.js';
 import { describePeer, type DiscoPeerStatus, type NoPathContext } from './peer-status.js';
 import { PingPong } from './ping-pong.js';
+import {
+  QUIET_KEEP_TTL, quietActive, quietDue, quietEligible, quietHoldsBack, quietMayStart, quietNextWakeup, quietOpenerSignalled, startQuiet, stopQuiet,
+} from './quiet-punch.js';
 import { dueProbes, followPath, noteProbeAnswered, pathMtuNextWakeup, probePayloadBytes, tunnelMtuFor } from './path-mtu.js';
 import { WG_DEFAULT_MTU } from '../engine/ip-link.js';
 
@@ -86,7 +89,7 @@ export class DiscoCore {
   readonly counters: DiscoCounters = {
     pingsSent: 0, pongsSent: 0, pongsAccepted: 0, dropMalformed: 0, dropUnknownSender: 0, dropBadNodeKey: 0,
     dropUnexpectedPong: 0, dropRateLimited: 0, dropReplay: 0, callMeMaybeSent: 0, callMeMaybeReceived: 0, discoKeysAdopted: 0, discoKeysAnnounced: 0,
-    hardNatAttempts: 0, hardNatProbes: 0, hardNatOpeners: 0, hardNatSockets: 0, hardNatDirect: 0, dropWrongSocket: 0,
+    quietRounds: 0, quietDirect: 0, hardNatAttempts: 0, hardNatProbes: 0, hardNatOpeners: 0, hardNatSockets: 0, hardNatDirect: 0, dropWrongSocket: 0,
     mtuProbesSent: 0, dropShortMtuPong: 0,
   };
   private readonly pings: PingPong;
@@ -140,12 +143,16 @@ export class DiscoCore {
         p.wantedUntil = now + WANT_TTL_MS; // the peer wants a path to us
         this.counters.callMeMaybeReceived++;
         const keys = new Set<string>();
+        let fresh = false;
         for (const text of e.endpoints.slice(0, 16)) {
           const ep = parseEndpoint(text);
           if (!ep) continue;
           keys.add(formatEndpoint(ep));
-          addCandidate(p.path, ep, 'call-me-maybe', now);
+          if (addCandidate(p.path, ep, 'call-me-maybe', now)) fresh = true;
         }
+        // During a quiet round the peer calls only when it opens (or when it moved: start over).
+        if (fresh) stopQuiet(p.quiet, now, false);
+        else quietOpenerSignalled(p.quiet, now);
         // The peer's address may have changed: let any fresh answer replace the current path.
         const bestEp = p.path.best && p.path.candidates.get(p.path.best.key)?.ep;
         if (p.path.best && !(bestEp && keys.has(formatEndpoint(bestEp)))) p.path.best.suspect = true;
@@ -159,6 +166,7 @@ export class DiscoCore {
           if (p.path.best) p.path.best.suspect = true;
           startBurst(p.path, now);
           resetHardNat(p.hardNat); // our mappings are new: hard-NAT attempts start over after this burst
+          stopQuiet(p.quiet, now, false);
           this.callMeMaybe(p, now, out, true);
         }
         break;
@@ -219,7 +227,8 @@ export class DiscoCore {
     const a = peerNextWakeup(p.path);
     const h = p.discoPub ? hardNatNextWakeup(p.hardNat, !p.path.best) : undefined; // runTimers skips a peer without a disco key
     const m = p.discoPub ? pathMtuNextWakeup(p.mtu) : undefined;
-    const at = [a, h, m].reduce<number | undefined>((t, x) => (x === undefined ? t : t === undefined ? x : Math.min(t, x)), undefined);
+    const q = p.discoPub ? quietNextWakeup(p.quiet) : undefined;
+    const at = [a, h, m, q].reduce<number | undefined>((t, x) => (x === undefined ? t : t === undefined ? x : Math.min(t, x)), undefined);
     if (at === p.wake) return;
     p.wake = at;
     p.wakeGen++;
@@ -291,6 +300,7 @@ export class DiscoCore {
         if (p.path.best) p.path.best.suspect = true;
         startBurst(p.path, now);
         resetHardNat(p.hardNat);
+        stopQuiet(p.quiet, now, false);
         this.callMeMaybe(p, now, out, false);
       } else if (added) {
         // New endpoints from the coordinator: if the current path isn't among them the peer
@@ -339,6 +349,7 @@ export class DiscoCore {
   }
 
   private callMeMaybe(p: Peer, now: number, out: DiscoAction[], force: boolean): void {
+    if (!force && quietActive(p.quiet)) return; // a quiet round's one call is its opener's signal
     if (!force && now - p.lastCallMeMaybeAt < CALL_ME_MAYBE_INTERVAL_MS) return;
     p.lastCallMeMaybeAt = now;
     this.counters.callMeMaybeSent++;
@@ -357,6 +368,7 @@ export class DiscoCore {
       const d = due(p.path, now);
       for (const c of d.ping) this.ping(p, c, now, out, false);
       if (d.burstEnded && !p.path.best && hardNatRole(this.selfNatType, p.input.natType)) noteBurstFailed(p.hardNat, now);
+      this.quietPunch(p, d.burstEnded, now, out);
       this.hardNat.run(p, now, out);
       this.probeMtu(p, now, out);
       if (d.died || d.burstEnded) {
@@ -366,6 +378,35 @@ export class DiscoCore {
         else p.path.repunchAt = undefined;
       }
       this.notePathKind(p, now, out);
+    }
+  }
+
+  /**
+   * Quiet punching (quiet-punch.ts): a round starts when an ordinary burst between two
+   * endpoint-independent NATs found nothing; its steps go out on schedule.
+   */
+  private quietPunch(p: Peer, burstEnded: boolean, now: number, out: DiscoAction[]): void {
+    const q = p.quiet;
+    if (burstEnded && !p.path.best && quietMayStart(q, now) && quietEligible(this.selfNatType, p.input.natType)) {
+      const publicCandidates = [...p.path.candidates.values()].some((c) => c.kind === 'direct' && c.via === undefined);
+      if (publicCandidates) {
+        startQuiet(q, this.o.nodeKey < p.input.nodeKey ? 'opener' : 'waiter', now);
+        this.counters.quietRounds++;
+      }
+    }
+    const { steps } = quietDue(q, now);
+    if (steps.length === 0) return;
+    const targets = [...p.path.candidates.values()].filter((c) => c.kind === 'direct' && c.via === undefined);
+    for (const step of steps) {
+      for (const c of targets) {
+        const at = out.length;
+        // Past the hold-back (explicit: a scheduled step, not a burst's).
+        if (!this.pings.ping(p, c, now, out, true)) continue;
+        const sent = out[at];
+        if (step === 'keep' && sent?.type === 'send-udp') sent.ttl = QUIET_KEEP_TTL;
+      }
+      // The waiter re-anchors its tries on this (through the coordinator: nothing else crosses yet).
+      if (step === 'open') this.callMeMaybe(p, now, out, true);
     }
   }
 
@@ -401,6 +442,7 @@ export class DiscoCore {
   }
 
   private ping(p: Peer, c: Candidate, now: number, out: DiscoAction[], explicit: boolean): void {
+    if (quietHoldsBack(p.quiet, c.kind) && c.via === undefined) return; // a quiet round sends on its own schedule
     if (!this.pings.ping(p, c, now, out, explicit)) return;
     // Until the peer has answered us once since we started, it may hold an old disco key of
     // ours (we restarted and the coordinator couldn't tell it): say which key is current.
@@ -439,6 +481,7 @@ export class DiscoCore {
     if (m.type === 'ping') {
       if (!this.pings.answerPing(p, m, bytes.length, from, via, now, out)) return;
       p.wantedUntil = now + WANT_TTL_MS;
+      stopQuiet(p.quiet, now, false); // packets cross: ordinary punching finishes the job
       // The ping's source is where the peer's packets come from: a candidate worth pinging back
       // at once — that return ping is what opens our side of a NAT for the crossing.
       const isNew = addCandidate(p.path, from, 'ping', now, via);
@@ -473,6 +516,8 @@ export class DiscoCore {
 
   private chosen(p: Peer, c: Candidate, now: number, out: DiscoAction[]): void {
     if (p.hardNat.current && !p.hardNat.current.released) this.counters.hardNatDirect++;
+    if (quietActive(p.quiet) && c.kind === 'direct') this.counters.quietDirect++;
+    stopQuiet(p.quiet, now, false);
     out.push({
       type: 'set-peer-endpoint', nodeKey: p.input.nodeKey, endpoint: formatEndpoint(c.ep), path: c.kind, initiator: this.o.nodeKey < p.input.nodeKey,
       ...(c.via !== undefined && { via: c.via }),

@@ -33,7 +33,8 @@ export type DiscoEvent =
 
 export type DiscoAction =
   /** `via`: send from that hard-NAT extra socket (the shell opens it on first use) instead of the tunnel port. */
-  | { type: 'send-udp'; to: UdpEndpoint; bytes: Uint8Array; via?: number }
+  /** `ttl`: the datagram's own IP TTL (quiet punching's keep pings die at the first router). */
+  | { type: 'send-udp'; to: UdpEndpoint; bytes: Uint8Array; via?: number; ttl?: number }
   | { type: 'send-call-me-maybe'; toNodeKey: string; endpoints: string[] }
   /**
    * Hand this endpoint to the engine. `initiator`: this side should start WireGuard's handshake (see docs/disco.md,
@@ -66,6 +67,9 @@ export interface DiscoCounters {
   callMeMaybeReceived: number;
   discoKeysAdopted: number;
   discoKeysAnnounced: number;
+  /** Quiet punching rounds started, and paths they found (quiet-punch.ts). */
+  quietRounds: number;
+  quietDirect: number;
   /** Hard-NAT attempts started, probes sent (easy side), openers sent from extra sockets (hard side). */
   hardNatAttempts: number;
   hardNatProbes: number;

@@ -6,6 +6,7 @@
  */
 import type { NatType } from '../../shared/wire/control.js';
 import type { PathKind } from '../status.js';
+import { quietActive } from './quiet-punch.js';
 import { hardNatRole } from './hard-nat.js';
 import type { Peer } from './peer.js';
 import { pathKind } from './peer-path.js';
@@ -62,6 +63,9 @@ function explainNoPath(p: Peer, context: NoPathContext): string {
     return 'both sides map endpoint-dependently (symmetric NAT), so hole punching cannot work; a relay is needed';
   }
   if (!p.input.online) return `the peer is offline (coordinator) and none of its ${tried} known endpoints answered`;
+  if (quietActive(p.quiet)) {
+    return `a router on the way answers unsolicited packets itself and keeps them, which blocks the punch; waiting out its connection tracking (30 s) to punch again in order (${p.quiet.role}, round ${p.quiet.rounds}). The relay carries traffic meanwhile`;
+  }
   const role = hardNatRole(selfNatType, p.input.natType);
   if (role && p.hardNat.attempts > 0) {
     const next = p.hardNat.nextAttemptAt !== undefined ? `; next attempt in ${Math.max(0, Math.round((p.hardNat.nextAttemptAt - lastNow) / 1000))} s` : '';

@@ -9,6 +9,7 @@ import type { DiscoPeerInput } from './events.js';
 import { newHardNatState, type HardNatState } from './hard-nat.js';
 import { newPeerPath, type PeerPathState } from './peer-path.js';
 import { newPathMtu, type PathMtuState } from './path-mtu.js';
+import { newQuietPunch, type QuietPunchState } from './quiet-punch.js';
 
 export interface Peer {
   /** The epoch of the newest disco-key announcement adopted from this peer: older ones are replays. */
@@ -29,6 +30,8 @@ export interface Peer {
   hardNat: HardNatState;
   /** What the chosen path carries (path-mtu.ts). */
   mtu: PathMtuState;
+  /** Punching past routers whose own stack takes unsolicited packets (quiet-punch.ts). */
+  quiet: QuietPunchState;
   /** When this peer's timers want to run (cached), and a generation that invalidates stale heap entries. */
   wake?: number;
   wakeGen: number;
@@ -36,5 +39,5 @@ export interface Peer {
 
 /** A peer just seen in the map: no keys derived, no path, never wanted. */
 export function newPeer(input: DiscoPeerInput): Peer {
-  return { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, hardNat: newHardNatState(), mtu: newPathMtu(), wakeGen: 0, wantedUntil: -Infinity };
+  return { input, path: newPeerPath(), lastCallMeMaybeAt: -Infinity, lastKind: 'none', lastHandshakeMs: 0, hardNat: newHardNatState(), mtu: newPathMtu(), quiet: newQuietPunch(), wakeGen: 0, wantedUntil: -Infinity };
 }

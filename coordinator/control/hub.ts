@@ -481,6 +481,8 @@ export class ControlHub {
     // applies (no node can aim a peer's pings at its own loopback services); then a token
     // bucket per session, then relay with the sender's proven key as `from`.
     const endpoints = this.reportable(s, m.endpoints);
+    // Nothing usable left of what it named: nothing to pass on (an empty one by itself still goes).
+    if (endpoints.length === 0 && m.endpoints.length > 0) return;
     s.cmmTokens = Math.min(CMM_BURST, s.cmmTokens + ((now - s.cmmAt) / 1000) * CMM_RATE_PER_S);
     s.cmmAt = now;
     if (s.cmmTokens < 1) return; // over the rate: dropped silently, the sender retries on its own schedule

@@ -162,7 +162,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     void reply.status(404).send(new KnitError('KNIT_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON());
   });
 
-  // `stun` lets `knit doctor` tell "one port offered" (NAT type can't be classified) from "blocked".
+  // `stun` lets `knit doctor` tell "one port offered" (NAT type cannot be classified) and "blocked" apart.
   app.get('/healthz', async () => ({ ok: true, nodes: deps.registry.nodeCount, online: deps.hub.onlineCount, version: deps.hub.log.version, stun: deps.stunPorts?.() ?? [] }));
 
   app.get('/metrics', async (_req, reply) => {
