@@ -226,7 +226,7 @@ export function parseStun(b: Uint8Array): StunMessage | undefined {
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const len = view.getUint16(2);
   if (len % 4 !== 0 || STUN_HEADER_LEN + len !== b.length) return undefined;
-  const txid = b.slice(8, STUN_HEADER_LEN);
+  const txid = Uint8Array.prototype.slice.call(b, 8, STUN_HEADER_LEN); // a copy, even of a Buffer
   const msg: StunMessage = { type: view.getUint16(0), txid, hasFingerprint: false };
   let xorMapped: UdpEndpoint | undefined;
   let plainMapped: UdpEndpoint | undefined;
@@ -288,7 +288,9 @@ function parseAddress(v: Uint8Array, xorTxid: Uint8Array | undefined): UdpEndpoi
   const iplen = v[1] === FAMILY_V4 ? 4 : v[1] === FAMILY_V6 ? 16 : 0;
   if (iplen === 0 || v.length !== 4 + iplen) return undefined;
   let port = (v[2]! << 8) | v[3]!;
-  const ip = v.slice(4);
+  // A copy, since it is XORed in place: on a node Buffer (what dgram delivers) slice() is a view,
+  // and un-XORing the datagram itself broke its FINGERPRINT for the next reader.
+  const ip = Uint8Array.prototype.slice.call(v, 4);
   if (xorTxid) {
     port ^= STUN_MAGIC_COOKIE >>> 16;
     const mask = xorMask(xorTxid);

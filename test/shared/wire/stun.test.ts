@@ -69,6 +69,16 @@ test('RFC 5769 §2.2 and §2.3 sample responses decode to their mapped addresses
   }
 });
 
+test('a response held in a node Buffer (as dgram delivers it) parses the same twice and is left unchanged', () => {
+  for (const bytes of [RFC5769_IPV4_RESPONSE, RFC5769_IPV6_RESPONSE]) {
+    const datagram = Buffer.from(bytes);
+    const first = parseBindingResponse(datagram);
+    assert.ok(first);
+    assert.deepEqual(Uint8Array.from(datagram), Uint8Array.from(bytes), 'the datagram is untouched');
+    assert.deepEqual(parseBindingResponse(datagram)?.mapped, first.mapped, 'a second reader gets the same answer');
+  }
+});
+
 test('CRC-32 matches the standard check value', () => {
   assert.equal(crc32(new TextEncoder().encode('123456789')), 0xcbf43926);
 });
