@@ -227,11 +227,14 @@ if (!check.ok) {
           await target.send(`${s1.address}:${ECHO_PORT}`, 'open');
           const mapped = JSON.parse((await target.next((m) => m.data.includes('open'))).data).observed as string;
           assert.equal(mapped, `${router.wanAddress}:${port}`);
+          // The sender's own mapping first, as an agent's STUN request makes one.
+          await sender.send(`${s1.address}:${ECHO_PORT}`, 'open');
+          await sender.next((m) => m.data.includes('open'));
           const before = await unreachablesIn(from.ns);
           await sender.send(mapped, 'hairpin');
           if (hairpins) {
             const arrived = await target.next((m) => m.data === 'hairpin');
-            assert.notEqual(arrived.from.split(':')[0], from.address, 'NATed back in: the neighbour does not see a LAN peer');
+            assert.equal(arrived.from, `${router.wanAddress}:${port + 1}`, 'NATed back in from the sender\'s public mapping (RFC 4787 REQ-9)');
             await target.send(arrived.from, 'reply');
             const reply = await sender.next((m) => m.data === 'reply');
             assert.equal(reply.from, mapped, 'the reply comes from the public mapping');

@@ -390,10 +390,12 @@ export async function createLab(): Promise<Lab> {
    * (port kept), which with masquerade's port preservation is endpoint-independent filtering:
    * the classic full cone, for a one-host LAN.
    *
-   * `hairpin` records every UDP mapping the router makes (public port → inner address and port,
-   * read from conntrack after masquerade chose the port), DNATs a LAN packet addressed to one of
-   * the router's own addresses (not its LAN gateway) on a recorded port to that inner host, and
-   * masquerades it on the LAN side so the reply comes back through the router.
+   * `hairpin` records every UDP mapping the router makes, both ways (public port ⇄ inner address
+   * and port, read from conntrack after masquerade chose the port), DNATs a LAN packet addressed
+   * to one of the router's own addresses (not its LAN gateway) on a recorded port to that inner
+   * host, and SNATs it to the sender's own public mapping (RFC 4787 REQ-9: the receiver sees the
+   * external address and port, as it would from outside, so a NAT nested behind this one admits
+   * it). A sender without a mapping yet is masqueraded to the router's LAN address instead.
    *
    * Forwarded traffic is always filtered (a new flow from the WAN is dropped unless DNATed);
    * traffic to the router itself follows `wanInput`: drop and reject are one case each among
@@ -404,20 +406,27 @@ export async function createLab(): Promise<Lab> {
     const cone = router.nat === 'full-cone' && fullConeHost !== undefined;
     const prerouting = [
       ...(cone ? [`    iifname "wan0" udp dport 1024-65535 dnat to ${fullConeHost}`] : []),
-      ...(router.hairpin ? [`    iifname "br0" ip daddr != ${router.lanGateway} fib daddr type local meta l4proto udp dnat ip addr . port to udp dport map @mappings`] : []),
+      ...(router.hairpin ? [`    iifname "br0" ip daddr != ${router.lanGateway} fib daddr type local meta l4proto udp dnat ip addr . port to udp dport map @inbound`] : []),
     ];
     return [
       'table ip knit_lab {',
       ...(router.hairpin ? [
-        '  map mappings {',
+        // Longer than any UDP conntrack timeout, and refreshed by every packet out.
+        '  map inbound {',
         '    type inet_service : ipv4_addr . inet_service',
         '    flags dynamic, timeout',
         '    timeout 180s',
         '  }',
+        '  map outbound {',
+        '    type ipv4_addr . inet_service : ipv4_addr . inet_service',
+        '    flags dynamic, timeout',
+        '    timeout 180s',
+        '  }',
         '  chain record {',
-        // After srcnat: the reply tuple's destination port is the public port masquerade chose.
+        // After srcnat: the reply tuple's destination is the public address and port masquerade chose.
         '    type filter hook postrouting priority srcnat + 10; policy accept;',
-        '    oifname "wan0" meta l4proto udp update @mappings { ct reply proto-dst : ct original ip saddr . ct original proto-src }',
+        '    oifname "wan0" meta l4proto udp update @inbound { ct reply proto-dst : ct original ip saddr . ct original proto-src }',
+        '    oifname "wan0" meta l4proto udp update @outbound { ct original ip saddr . ct original proto-src : ct reply ip daddr . ct reply proto-dst }',
         '  }',
       ] : []),
       ...(prerouting.length > 0 ? [
@@ -429,7 +438,10 @@ export async function createLab(): Promise<Lab> {
       '  chain postrouting {',
       '    type nat hook postrouting priority srcnat; policy accept;',
       `    oifname "wan0" masquerade${random}`,
-      ...(router.hairpin ? ['    iifname "br0" oifname "br0" ct status dnat masquerade'] : []),
+      ...(router.hairpin ? [
+        '    iifname "br0" oifname "br0" ct status dnat meta l4proto udp snat ip addr . port to ip saddr . udp sport map @outbound',
+        '    iifname "br0" oifname "br0" ct status dnat masquerade',
+      ] : []),
       '  }',
       '  chain forward {',
       '    type filter hook forward priority filter; policy drop;',
