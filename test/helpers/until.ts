@@ -15,6 +15,7 @@ export async function until<T>(
     try {
       const v = await fn();
       if (v) return v;
+      last = undefined; // an error from an earlier attempt (a process still starting) is not why this one failed
     } catch (err) {
       last = err;
     }

@@ -62,12 +62,13 @@ export interface LabMesh extends LabAgents {
 }
 
 /**
- * Starts the coordinator on `coordHost` with its defaults (STUN on 3478 and, by default, 3479;
- * the relay on its default port) and makes a token. Only the addresses are named: the lab host's.
+ * Starts the coordinator on `coordHost` and makes a token. By default it listens on the host's
+ * address with STUN on 3478 and (the coordinator's default) 3479 and the relay on its default port; `defaults: true` runs it
+ * as `npm start` would, with nothing but `--data` (the production configuration).
  */
-export async function startMesh(lab: Lab, coordHost: LabHost, dir: string): Promise<LabMesh> {
-  const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', '--listen', `${coordHost.address}:8080`,
-    '--stun', `${coordHost.address}:3478`, '--data', join(dir, 'coord')]);
+export async function startMesh(lab: Lab, coordHost: LabHost, dir: string, options: { defaults?: boolean } = {}): Promise<LabMesh> {
+  const flags = options.defaults ? [] : ['--listen', `${coordHost.address}:8080`, '--stun', `${coordHost.address}:3478`];
+  const coordProc = lab.spawn(coordHost.ns, [process.execPath, BIN, 'coordinator', ...flags, '--data', join(dir, 'coord')]);
   // The first start prints the admin token: a failure's explanation must not carry it into the test log.
   const coordinatorLog = () => `--- coordinator\n${coordProc.output().slice(-1500).replace(/knit_[A-Za-z0-9_-]{16,}/g, 'knit_…')}`;
   await untilHelper('coordinator ready', () => coordProc.output().includes('coordinator ready'), { timeoutMs: 15_000, intervalMs: 250, explain: coordinatorLog });

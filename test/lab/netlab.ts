@@ -12,7 +12,13 @@
  * NAT kinds (LAB-NOTES): `cone` = plain masquerade: endpoint-independent
  * mapping, port preserved, address-and-port-dependent filtering (a
  * port-restricted cone). `symmetric` = masquerade fully-random: a new random
- * port per destination. No hairpinning.
+ * port per destination. No hairpinning unless asked for.
+ *
+ * The variety real networks have is a set of options, each defaulting to the
+ * plain case: a router's WAN input policy (drop / reject / accept by the
+ * kernel's own stack), hairpinning, short UDP conntrack timeouts, the WAN
+ * link's MTU, the LAN prefix (carrier-NAT space 100.64.0.0/10); a host with
+ * IPv6 disabled, or with its own input-drop firewall (nftables, iptables-nft).
  *
  * Safety: every name carries a per-run prefix (kn<pid%10000><letter>-); veths
  * are created inside namespaces, so the root namespace's network is never
@@ -69,10 +75,48 @@ function probeLab(): LabCheck {
 /** `full-cone`: endpoint-independent mapping and filtering (any source may reach a mapped port); see natRuleset. */
 export type NatKind = 'cone' | 'symmetric' | 'full-cone';
 
+/**
+ * What a router's own stack does with unsolicited packets on its WAN link. `drop` and `reject`
+ * are home routers (reject answers ICMP port unreachable from an nft rule and commits nothing);
+ * `accept` has no input filter at all (a plain Linux box, a cloud NAT instance): the kernel
+ * answers port unreachable itself and conntrack confirms that inbound flow.
+ */
+export type WanInput = 'drop' | 'reject' | 'accept';
+
+/** A host's own firewall: input policy drop, established/related and loopback accepted. */
+export type HostFirewall = 'nftables' | 'iptables-nft';
+
+export interface RouterOptions {
+  nat: NatKind;
+  /** The router this one sits behind (double NAT); undefined = on the lab internet. */
+  behind?: LabRouter;
+  /** Default `drop`. */
+  wanInput?: WanInput;
+  /** Hosts behind it reach its public address and are NATed back in (default off). */
+  hairpin?: boolean;
+  /** Both UDP conntrack timeouts (unreplied and stream), in seconds; default the kernel's. */
+  udpTimeoutS?: number;
+  /** The MTU of its WAN link, set on both ends of the veth; default 1500. */
+  wanMtu?: number;
+  /** Its LAN, a prefix inside 10.0.0.0/8 or 100.64.0.0/10 (/8 to /24); default 10.N.0.0/24. */
+  lanPrefix?: string;
+}
+
+export interface HostOptions {
+  /** The router it sits behind; undefined = on the lab internet. */
+  behind?: LabRouter;
+  /** false: `disable_ipv6` for all and default interfaces in its namespace. Default true. */
+  ipv6?: boolean;
+  /** Its own input-drop firewall; default none. */
+  firewall?: HostFirewall;
+}
+
 export interface LabRouter {
   readonly name: string;
   readonly ns: string;
   nat: NatKind;
+  readonly wanInput: WanInput;
+  readonly hairpin: boolean;
   /** Its address on the segment above it (the internet, or the outer router's LAN). */
   wanAddress: string;
   readonly lanPrefix: string; // "10.N.0.0/24"
@@ -129,8 +173,8 @@ export interface Lab {
   readonly internetNs: string;
   /** A directory of this lab's, removed at teardown (by the safety net too), after its processes are gone. */
   readonly tempDir: string;
-  addRouter(name: string, options: { nat: NatKind; behind?: LabRouter }): Promise<LabRouter>;
-  addHost(name: string, options?: { behind?: LabRouter }): Promise<LabHost>;
+  addRouter(name: string, options: RouterOptions): Promise<LabRouter>;
+  addHost(name: string, options?: HostOptions): Promise<LabHost>;
   /** Runs argv inside the namespace; rejects with ExecError on a non-zero exit unless allowFailure. */
   run(ns: string, argv: string[], options?: { input?: string; allowFailure?: boolean; timeoutMs?: number }): Promise<RunResult>;
   /** An ExecFn (the engines' seam) that runs inside the namespace. */
@@ -181,6 +225,24 @@ function execFileText(file: string, args: string[], options: { input?: string; e
   });
 }
 
+/**
+ * A router's LAN from its prefix: `address(n)` is the n-th address in it (1 = the gateway). Only
+ * lab-private space is allowed (10.0.0.0/8, or carrier-NAT space 100.64.0.0/10 for the variety
+ * real uplinks have), so nothing a test sends could mean an address outside its namespaces.
+ */
+function labLan(prefix: string): { prefix: string; prefixLen: number; address(n: number): string } {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(prefix);
+  const octets = m ? m.slice(1, 5).map(Number) : [];
+  const len = m ? Number(m[5]) : -1;
+  if (!m || octets.some((o) => o > 255) || len < 8 || len > 24) throw new RangeError(`lanPrefix ${prefix} is not an IPv4 prefix from /8 to /24`);
+  const base = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
+  if ((base & (2 ** (32 - len) - 1)) !== 0) throw new RangeError(`lanPrefix ${prefix} has host bits set`);
+  const inside = (net: number, netLen: number) => len >= netLen && (base >>> (32 - netLen)) === (net >>> (32 - netLen));
+  if (!inside(0x0a000000, 8) && !inside(0x64400000, 10)) throw new RangeError(`lanPrefix ${prefix} is outside 10.0.0.0/8 and 100.64.0.0/10`);
+  const text = (v: number) => [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
+  return { prefix, prefixLen: len, address: (n) => text(base + n) };
+}
+
 /** Builds an empty lab (just the internet). Call teardown() in a finally/after. */
 export async function createLab(): Promise<Lab> {
   const check = canRunLab();
@@ -216,7 +278,7 @@ export async function createLab(): Promise<Lab> {
 
   const wgDir = (ns: string) => join(tmp, ns, 'wireguard');
 
-  const addNamespace = async (short: string, role: { router: boolean }) => {
+  const addNamespace = async (short: string, role: { router: boolean; ipv6?: boolean; udpTimeoutS?: number }) => {
     if (!/^[a-z0-9]{1,12}$/.test(short)) throw new RangeError('lab names are 1-12 of [a-z0-9]');
     const ns = `${prefix}${short}`;
     if (namespaces.includes(ns)) throw new RangeError(`${short} already exists in this lab`);
@@ -234,6 +296,12 @@ export async function createLab(): Promise<Lab> {
       `for f in ${sys}/bridge/bridge-nf-call-iptables ${sys}/bridge/bridge-nf-call-ip6tables ${sys}/bridge/bridge-nf-call-arptables; do`,
       '  if [ -e "$f" ]; then echo 0 > "$f"; fi',
       'done',
+      // Before any interface but lo exists: `default` covers the veths plugged in later, `all` lo.
+      ...(role.ipv6 === false ? [`echo 1 > ${sys}/ipv6/conf/all/disable_ipv6`, `echo 1 > ${sys}/ipv6/conf/default/disable_ipv6`] : []),
+      ...(role.udpTimeoutS === undefined ? [] : [
+        `echo ${role.udpTimeoutS} > ${sys}/netfilter/nf_conntrack_udp_timeout`,
+        `echo ${role.udpTimeoutS} > ${sys}/netfilter/nf_conntrack_udp_timeout_stream`,
+      ]),
     ].join('\n');
     await run(ns, ['sh', '-ec', script]);
     return ns;
@@ -245,10 +313,10 @@ export async function createLab(): Promise<Lab> {
     await ip(['-n', ns, 'link', 'set', 'br0', 'up']);
   };
 
-  /** Plugs `ifName` of `ns` into a segment's bridge; returns the address it got. */
-  const plug = async (ns: string, ifName: string, seg: Segment, address?: string) => {
+  /** Plugs `ifName` of `ns` into a segment's bridge (both ends `mtu` when given); returns the address it got. */
+  const plug = async (ns: string, ifName: string, seg: Segment, address?: string, mtu?: number) => {
     const port = `p${seg.nextPort++}`;
-    await ip(['-n', ns, 'link', 'add', ifName, 'type', 'veth', 'peer', 'name', port, 'netns', seg.ns]);
+    await ip(['-n', ns, 'link', 'add', ifName, ...(mtu ? ['mtu', String(mtu)] : []), 'type', 'veth', 'peer', 'name', port, ...(mtu ? ['mtu', String(mtu)] : []), 'netns', seg.ns]);
     await ip(['-n', seg.ns, 'link', 'set', port, 'master', 'br0', 'up']);
     await ip(['-n', ns, 'link', 'set', ifName, 'up']);
     const addr = address ?? seg.address(seg.nextHost++);
@@ -299,54 +367,96 @@ export async function createLab(): Promise<Lab> {
   const addRouter: Lab['addRouter'] = async (name, options) => {
     const index = ++routerCount;
     if (index > 250) throw new RangeError('at most 250 routers');
-    const ns = await addNamespace(name, { router: true });
-    const lanGateway = `10.${index}.0.1`;
-    const wanAddress = await plug(ns, 'wan0', segmentAbove(options.behind));
-    await addBridge(ns, `${lanGateway}/24`);
-    await run(ns, ['nft', '-f', '-'], { input: natRuleset(options.nat) });
-    const router: LabRouter = { name, ns, nat: options.nat, wanAddress, lanPrefix: `10.${index}.0.0/24`, lanGateway, behind: options.behind };
-    lanOf.set(router, {
-      ns, prefixLen: 24, gateway: lanGateway, nextHost: 10, nextPort: 0, address: (n) => `10.${index}.0.${n}`,
-    });
+    if (options.wanMtu !== undefined && !(Number.isInteger(options.wanMtu) && options.wanMtu >= 576 && options.wanMtu <= 1500)) throw new RangeError('wanMtu is 576-1500');
+    if (options.udpTimeoutS !== undefined && !(Number.isInteger(options.udpTimeoutS) && options.udpTimeoutS >= 1)) throw new RangeError('udpTimeoutS is a whole number of seconds ≥ 1');
+    const lan = labLan(options.lanPrefix ?? `10.${index}.0.0/24`);
+    const ns = await addNamespace(name, { router: true, udpTimeoutS: options.udpTimeoutS });
+    const wanAddress = await plug(ns, 'wan0', segmentAbove(options.behind), undefined, options.wanMtu);
+    await addBridge(ns, `${lan.address(1)}/${lan.prefixLen}`);
+    const router: LabRouter = {
+      name, ns, nat: options.nat, wanInput: options.wanInput ?? 'drop', hairpin: options.hairpin ?? false,
+      wanAddress, lanPrefix: lan.prefix, lanGateway: lan.address(1), behind: options.behind,
+    };
+    await run(ns, ['nft', '-f', '-'], { input: natRuleset(router) });
+    lanOf.set(router, { ns, prefixLen: lan.prefixLen, gateway: router.lanGateway, nextHost: 10, nextPort: 0, address: lan.address });
     routers.set(name, router);
     return router;
   };
 
   /**
-   * The router's nftables ruleset. `full-cone` adds a DNAT of every new inbound UDP flow to
-   * the first host behind the router (port kept), which with masquerade's port preservation
-   * is endpoint-independent filtering: the classic full cone, for a one-host LAN.
+   * The router's nftables ruleset, from its NAT kind and options.
+   *
+   * `full-cone` adds a DNAT of every new inbound UDP flow to the first host behind the router
+   * (port kept), which with masquerade's port preservation is endpoint-independent filtering:
+   * the classic full cone, for a one-host LAN.
+   *
+   * `hairpin` records every UDP mapping the router makes, both ways (public port ⇄ inner address
+   * and port, read from conntrack after masquerade chose the port), DNATs a LAN packet addressed
+   * to one of the router's own addresses (not its LAN gateway) on a recorded port to that inner
+   * host, and SNATs it to the sender's own public mapping (RFC 4787 REQ-9: the receiver sees the
+   * external address and port, as it would from outside, so a NAT nested behind this one admits
+   * it). A sender without a mapping yet is masqueraded to the router's LAN address instead.
+   *
+   * Forwarded traffic is always filtered (a new flow from the WAN is dropped unless DNATed);
+   * traffic to the router itself follows `wanInput`: drop and reject are one case each among
+   * three, not a fix — real routers do all three, and the product has to work behind each.
    */
-  function natRuleset(nat: NatKind, fullConeHost?: string): string {
-    const random = nat === 'symmetric' ? ' fully-random' : '';
-    const cone = nat === 'full-cone' && fullConeHost !== undefined;
+  function natRuleset(router: Pick<LabRouter, 'nat' | 'wanInput' | 'hairpin' | 'lanGateway'>, fullConeHost?: string): string {
+    const random = router.nat === 'symmetric' ? ' fully-random' : '';
+    const cone = router.nat === 'full-cone' && fullConeHost !== undefined;
+    const prerouting = [
+      ...(cone ? [`    iifname "wan0" udp dport 1024-65535 dnat to ${fullConeHost}`] : []),
+      ...(router.hairpin ? [`    iifname "br0" ip daddr != ${router.lanGateway} fib daddr type local meta l4proto udp dnat ip addr . port to udp dport map @inbound`] : []),
+    ];
     return [
       'table ip knit_lab {',
-      ...(cone ? [
+      ...(router.hairpin ? [
+        // Longer than any UDP conntrack timeout, and refreshed by every packet out.
+        '  map inbound {',
+        '    type inet_service : ipv4_addr . inet_service',
+        '    flags dynamic, timeout',
+        '    timeout 180s',
+        '  }',
+        '  map outbound {',
+        '    type ipv4_addr . inet_service : ipv4_addr . inet_service',
+        '    flags dynamic, timeout',
+        '    timeout 180s',
+        '  }',
+        '  chain record {',
+        // After srcnat: the reply tuple's destination is the public address and port masquerade chose.
+        '    type filter hook postrouting priority srcnat + 10; policy accept;',
+        '    oifname "wan0" meta l4proto udp update @inbound { ct reply proto-dst : ct original ip saddr . ct original proto-src }',
+        '    oifname "wan0" meta l4proto udp update @outbound { ct original ip saddr . ct original proto-src : ct reply ip daddr . ct reply proto-dst }',
+        '  }',
+      ] : []),
+      ...(prerouting.length > 0 ? [
         '  chain prerouting {',
         '    type nat hook prerouting priority dstnat; policy accept;',
-        `    iifname "wan0" udp dport 1024-65535 dnat to ${fullConeHost}`,
+        ...prerouting,
         '  }',
       ] : []),
       '  chain postrouting {',
       '    type nat hook postrouting priority srcnat; policy accept;',
       `    oifname "wan0" masquerade${random}`,
+      ...(router.hairpin ? [
+        '    iifname "br0" oifname "br0" ct status dnat meta l4proto udp snat ip addr . port to ip saddr . udp sport map @outbound',
+        '    iifname "br0" oifname "br0" ct status dnat masquerade',
+      ] : []),
       '  }',
       '  chain forward {',
       '    type filter hook forward priority filter; policy drop;',
       '    ct state established,related accept',
-      ...(cone ? ['    ct status dnat accept'] : []),
+      ...(cone || router.hairpin ? ['    ct status dnat accept'] : []),
       '    iifname "br0" oifname "wan0" accept',
       '  }',
-      // Like any home router, drop unsolicited traffic to the router itself. Without this the
-      // first hole-punching packet from a peer is accepted by the router's own stack, its
-      // conntrack entry is confirmed, and the host's later mapping to that peer clashes with it
-      // and gets another port: neither side's packets ever match (seen here with two cone NATs).
-      '  chain input {',
-      '    type filter hook input priority filter; policy accept;',
-      '    iifname "wan0" ct state established,related accept',
-      '    iifname "wan0" drop',
-      '  }',
+      // `accept` has no input chain: the router's own stack sees every unsolicited packet.
+      ...(router.wanInput === 'accept' ? [] : [
+        '  chain input {',
+        '    type filter hook input priority filter; policy accept;',
+        '    iifname "wan0" ct state established,related accept',
+        `    iifname "wan0" ${router.wanInput}`,
+        '  }',
+      ]),
       '}',
     ].join('\n') + '\n';
   }
@@ -354,17 +464,46 @@ export async function createLab(): Promise<Lab> {
   const setRouterNat: Lab['setRouterNat'] = async (router, nat) => {
     const host = hosts.find((h) => h.behind === router);
     if (nat === 'full-cone' && !host) throw new RangeError(`${router.name} has no host to be a full cone for`);
-    await run(router.ns, ['nft', '-f', '-'], { input: `delete table ip knit_lab\n${natRuleset(nat, host?.address)}` });
+    await run(router.ns, ['nft', '-f', '-'], { input: `delete table ip knit_lab\n${natRuleset({ ...router, nat }, host?.address)}` });
     await run(router.ns, ['conntrack', '-F'], { allowFailure: true });
     router.nat = nat;
   };
 
   const addHost: Lab['addHost'] = async (name, options = {}) => {
-    const ns = await addNamespace(name, { router: false });
+    const ns = await addNamespace(name, { router: false, ipv6: options.ipv6 });
+    if (options.firewall) await addHostFirewall(ns, options.firewall);
     const address = await plug(ns, 'eth0', segmentAbove(options.behind));
     const host: LabHost = { name, ns, address, behind: options.behind };
     hosts.push(host);
     return host;
+  };
+
+  /**
+   * A server's own firewall, as an administrator writes it: Debian's `inet filter` table (nftables)
+   * or the `ip filter` table iptables-nft builds, input policy drop, replies and loopback accepted.
+   */
+  const addHostFirewall = async (ns: string, firewall: HostFirewall) => {
+    if (firewall === 'nftables') {
+      await run(ns, ['nft', '-f', '-'], {
+        input: [
+          'table inet filter {',
+          '  chain input {',
+          '    type filter hook input priority filter; policy drop;',
+          '    ct state established,related accept',
+          '    iif "lo" accept',
+          '  }',
+          '}',
+        ].join('\n') + '\n',
+      });
+      return;
+    }
+    const version = await run(ns, ['iptables', '-V'], { allowFailure: true });
+    if (!version.stdout.includes('nf_tables')) throw new Error(`iptables-nft is not available: iptables -V says ${JSON.stringify((version.stdout + version.stderr).trim())}`);
+    await run(ns, ['sh', '-ec', [
+      'iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
+      'iptables -A INPUT -i lo -j ACCEPT',
+      'iptables -P INPUT DROP',
+    ].join('\n')]);
   };
 
   const spawnIn: Lab['spawn'] = (ns, argv, env = {}) => {
