@@ -57,6 +57,12 @@ const ORDINARY_DIRECT = 'two port-restricted cones punch through: each side open
 const PATH_TIMEOUT_MS = 30_000;
 /** Hard NAT: relayed first, then birthday probing; attempts back off from 20 s (docs/disco.md). */
 const HARD_NAT_PATH_TIMEOUT_MS = 90_000;
+/**
+ * A router that accepts unsolicited WAN input: the first burst fails, both sides wait out the
+ * 30 s conntrack timeout, and the waiter's tries follow (agent/disco/quiet-punch.ts: direct
+ * 40–75 s after the start).
+ */
+const QUIET_PATH_TIMEOUT_MS = 110_000;
 /** Beyond the 30 s UDP conntrack timeouts the idle case sets: only keepalives keep the mappings. */
 const IDLE_BEYOND_TIMEOUTS_MS = 40_000;
 
@@ -67,15 +73,17 @@ const CASES: MatrixCase[] = [
     build: async (lab, id) => [await behindCone(lab, `${id}a`, { wanInput }), await behindCone(lab, `${id}b`, { wanInput })],
     path: 'direct',
     why: wanInput === 'accept'
-      ? 'the first punch to arrive is accepted by the far router\'s own stack and its conntrack entry clashes with that side\'s later mapping (LAB-NOTES); the product must find a way through, as on any plain Linux NAT'
+      ? 'the first punch to arrive is accepted by the far router\'s own stack and its conntrack entry clashes with that side\'s later mapping (LAB-NOTES); quiet punching waits that entry out and punches in order'
       : ORDINARY_DIRECT,
+    ...(wanInput === 'accept' && { pathTimeoutMs: QUIET_PATH_TIMEOUT_MS }),
   })),
   {
     id: 'inmix',
     title: 'cone ↔ cone, one router\'s WAN input accept, the other\'s drop',
     build: async (lab, id) => [await behindCone(lab, `${id}a`, { wanInput: 'accept' }), await behindCone(lab, `${id}b`, { wanInput: 'drop' })],
     path: 'direct',
-    why: 'one clashing router is enough to push one side\'s mapping to another port; the product must find a way through',
+    why: 'one clashing router is enough to push one side\'s mapping to another port; quiet punching waits it out and punches in order',
+    pathTimeoutMs: QUIET_PATH_TIMEOUT_MS,
   },
   {
     id: 'hair',
