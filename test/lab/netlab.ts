@@ -72,6 +72,13 @@ function probeLab(): LabCheck {
   return { ok: true };
 }
 
+/** Whether hosts can have an iptables-nft firewall here (iptables with the nf_tables backend), and if not, why. */
+export function canUseIptablesNft(): LabCheck {
+  const r = spawnSync('iptables', ['-V'], { encoding: 'utf8', timeout: 5_000 });
+  if (r.error || r.status !== 0) return { ok: false, reason: 'iptables is not available (install iptables)' };
+  return r.stdout.includes('nf_tables') ? { ok: true } : { ok: false, reason: `iptables is not the nf_tables backend (${r.stdout.trim()})` };
+}
+
 /** `full-cone`: endpoint-independent mapping and filtering (any source may reach a mapped port); see natRuleset. */
 export type NatKind = 'cone' | 'symmetric' | 'full-cone';
 
@@ -497,8 +504,8 @@ export async function createLab(): Promise<Lab> {
       });
       return;
     }
-    const version = await run(ns, ['iptables', '-V'], { allowFailure: true });
-    if (!version.stdout.includes('nf_tables')) throw new Error(`iptables-nft is not available: iptables -V says ${JSON.stringify((version.stdout + version.stderr).trim())}`);
+    const usable = canUseIptablesNft();
+    if (!usable.ok) throw new Error(usable.reason);
     await run(ns, ['sh', '-ec', [
       'iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
       'iptables -A INPUT -i lo -j ACCEPT',
