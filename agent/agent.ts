@@ -426,6 +426,7 @@ export class Agent {
       switch (a.type) {
         case 'send-udp': this.d.udp.send(a.bytes, a.to); break;
         case 'reprobe': this.selfEndpoints.reprobe(this.d.clock.now()); break;
+        case 'observed-port': this.selfEndpoints.relayObservedPort(a.port, this.d.clock.now()); break;
         case 'udp-unanswered':
           this.d.logger.warn('the relay does not answer over UDP', { relay: this.relay.client.target?.endpoint, fallback: this.relayWs && this.relay.client.target?.ws ? 'websocket' : 'none' });
           break;

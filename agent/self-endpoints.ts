@@ -16,6 +16,11 @@ import { candidateEndpoints, StunProbe, type DiscoveryAction, type DiscoveryResu
 
 /** A dying path triggers a STUN round at most this often (several peers die together after a NAT change). */
 export const REPROBE_ON_DEATH_MS = 5000;
+/**
+ * How long a port the relay saw our binds come from stays a candidate without a fresh bind
+ * (binds are renewed every 10 s: seven of them).
+ */
+export const RELAY_OBSERVED_KEEP_MS = 75_000;
 
 export interface NetcheckReport { result?: DiscoveryResult; servers: string[]; localAddresses: string[]; port: number }
 
@@ -45,6 +50,10 @@ export class SelfEndpoints {
   /** The verified port-mapped endpoint ("ip:port"), advertised first among our candidates. */
   private portMapped: string | undefined;
   private netcheckWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
+  /** Our public IPv4 endpoints as STUN last saw them (from long-lived flows). */
+  private reflexive: UdpEndpoint[] = [];
+  /** The NAT port the relay saw our newest binds come from, and when (see relayObservedPort). */
+  private relayObserved: { port: number; at: number } | undefined;
 
   constructor(private readonly d: SelfEndpointsDeps) {
     this.probe = new StunProbe(d.tunnelPort, d.random);
@@ -111,6 +120,27 @@ export class SelfEndpoints {
     return this.probe.nextWakeup();
   }
 
+  /**
+   * The relay saw a bind of ours come from `port` (shared/wire/relay.ts). STUN's flows are old
+   * and keep the port they were given; a new flow gets the port of the newest flow of the same
+   * source in Linux masquerade, and after a clash (a router whose own stack took a peer's first
+   * punch) that is another port. The relay's flow is new, so its port is where a new flow to a
+   * peer will come from: it becomes a candidate on our public address too, so the peer can aim
+   * at it (docs/disco.md, quiet punching).
+   */
+  relayObservedPort(port: number, now: number): void {
+    const changed = this.relayObserved?.port !== port;
+    this.relayObserved = { port, at: now };
+    if (changed) this.report();
+  }
+
+  /** Public IPv4 candidates at the relay-observed port, where it differs from STUN's (and is fresh). */
+  private relayObservedCandidates(now: number): string[] {
+    const o = this.relayObserved;
+    if (!o || now - o.at > RELAY_OBSERVED_KEEP_MS) return [];
+    return this.reflexive.filter((e) => e.port !== o.port && !e.address.includes(':')).map((e) => `${e.address}:${o.port}`);
+  }
+
   /** The verified port mapping appeared, moved or went away: report it like the STUN-discovered endpoints. */
   portMapChanged(external: string | undefined): void {
     if (external === this.portMapped) return;
@@ -130,7 +160,9 @@ export class SelfEndpoints {
     // A verified port mapping comes first: peers reach it without punching.
     if (this.portMapped && !this.list.includes(this.portMapped)) this.list = [this.portMapped, ...this.list].slice(0, MAX_ENDPOINTS);
     const allowLoopback = this.loopbackAccepted;
-    this.d.report(this.list.filter((e) => isReportableEndpoint(parseEndpoint(e)!, { allowLoopback })), this.natType);
+    const extra = this.relayObservedCandidates(this.d.clock.now()).filter((e) => !this.list.includes(e));
+    const all = [...this.list, ...extra].slice(0, MAX_ENDPOINTS);
+    this.d.report(all.filter((e) => isReportableEndpoint(parseEndpoint(e)!, { allowLoopback })), this.natType);
   }
 
   private run(actions: DiscoveryAction[]): void {
@@ -142,6 +174,7 @@ export class SelfEndpoints {
         this.portPreserved = r.portPreserved;
         const before = this.lastReflexive;
         this.lastReflexive = r.reflexive.map((e) => `${e.address}:${e.port}`).sort().join(',');
+        this.reflexive = r.reflexive;
         this.list = candidateEndpoints(this.d.localAddresses(), this.d.tunnelPort(), r.reflexive);
         this.d.logger.debug('endpoints discovered', { endpoints: this.list, nat: r.natType });
         this.report();

@@ -393,7 +393,7 @@ export class RelayCore {
     side.addrKey = formatEndpoint(from);
     side.boundAt = now;
     at.pair.lastActive = now;
-    out.push(this.reply(from, port, { type: 'bind-ok', txid: m.txid }, key));
+    out.push(this.reply(from, port, { type: 'bind-ok', txid: m.txid, observedPort: from.port }, key));
   }
 
   private wsMessage(id: number, bytes: Uint8Array, now: number, out: RelayAction[]): void {

@@ -34,7 +34,7 @@ import { hardNatNextWakeup, hardNatRole, noteBurstFailed, resetHardNat } from '.
 import { HardNatRunner } from './hard-nat-runner.js';
 import { newPeer, type Peer } from './peer.js';
 import {
-  addCandidate, candidateKey, due, expireCandidates, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
+  addCandidate, betterKind, candidateKey, due, expireCandidates, nextWakeup as peerNextWakeup, noteWireguardEvidence, notePong,
   pathKind, startBurst, withdrawCoordinatorCandidates, type Candidate,
 } from './peer-path.js';
 import { describePeer, type DiscoPeerStatus, type NoPathContext } from './peer-status.js';
@@ -143,16 +143,15 @@ export class DiscoCore {
         p.wantedUntil = now + WANT_TTL_MS; // the peer wants a path to us
         this.counters.callMeMaybeReceived++;
         const keys = new Set<string>();
-        let fresh = false;
         for (const text of e.endpoints.slice(0, 16)) {
           const ep = parseEndpoint(text);
           if (!ep) continue;
           keys.add(formatEndpoint(ep));
-          if (addCandidate(p.path, ep, 'call-me-maybe', now)) fresh = true;
+          addCandidate(p.path, ep, 'call-me-maybe', now);
         }
-        // During a quiet round the peer calls only when it opens (or when it moved: start over).
-        if (fresh) stopQuiet(p.quiet, now, false);
-        else quietOpenerSignalled(p.quiet, now);
+        // During a quiet round the peer calls only when it opens; new candidates in the call
+        // (a port its new flows get, say) are simply targets of the round's next steps.
+        quietOpenerSignalled(p.quiet, now);
         // The peer's address may have changed: let any fresh answer replace the current path.
         const bestEp = p.path.best && p.path.candidates.get(p.path.best.key)?.ep;
         if (p.path.best && !(bestEp && keys.has(formatEndpoint(bestEp)))) p.path.best.suspect = true;
@@ -486,7 +485,10 @@ export class DiscoCore {
       // at once — that return ping is what opens our side of a NAT for the crossing.
       const isNew = addCandidate(p.path, from, 'ping', now, via);
       const c = p.path.candidates.get(fromKey);
-      if (c && (isNew || !p.path.best || p.path.best.suspect)) this.ping(p, c, now, out, false);
+      // Also when it comes from a better kind of path than ours (the LAN while we went direct,
+      // say through a hairpinning router): the burst that would have tried it ended at our
+      // first pong, and the next upgrade round is half a minute away.
+      if (c && (isNew || !p.path.best || p.path.best.suspect || betterKind(c.kind, p.path.best.kind))) this.ping(p, c, now, out, false);
       return;
     }
     if (m.type === 'pong') {

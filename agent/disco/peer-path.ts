@@ -88,6 +88,11 @@ export function candidateKey(ep: UdpEndpoint, via?: number): string {
 
 const KIND_RANK: Record<'lan' | 'direct', number> = { lan: 2, direct: 1 };
 
+/** Whether a candidate of kind `kind` would beat the chosen path's kind (a LAN path over a direct one). */
+export function betterKind(kind: 'lan' | 'direct', than: 'lan' | 'direct' | undefined): boolean {
+  return than === undefined || KIND_RANK[kind] > KIND_RANK[than];
+}
+
 /** Adds or refreshes a candidate; returns true when it is new. */
 export function addCandidate(s: PeerPathState, ep: UdpEndpoint, source: CandidateSource, now: number, via?: number): boolean {
   const key = candidateKey(ep, via);

@@ -94,6 +94,8 @@ export type RelayClientAction =
   | { type: 'relay-endpoint'; nodeKey: string; endpoint?: string }
   /** Run a STUN round now (some peer is relayed: look for a way to go direct). */
   | { type: 'reprobe' }
+  /** The relay saw our bind come from this port: the NAT port our new flows get (wire/relay.ts). */
+  | { type: 'observed-port'; port: number }
   /** UDP to the relay gets no answer: the WebSocket fallback follows (`ws-connect`) if the relay has one. */
   | { type: 'udp-unanswered' }
   /** Open a WebSocket to the relay (closing any other); report `ws-open`, frames, `ws-closed`. */
@@ -486,6 +488,7 @@ export class RelayClient {
       return;
     }
     if (m.type === 'bind-ok' && a.state !== 'allocating' && from.port === a.port) {
+      if (m.observedPort !== undefined) out.push({ type: 'observed-port', port: m.observedPort });
       a.unanswered = 0;
       a.boundAt = now;
       a.tries = 0;

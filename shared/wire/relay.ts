@@ -19,13 +19,17 @@
  *     1 alloc     txid (12) | peer node key (32)          node → relay control port
  *     2 alloc-ok  txid (12) | port (2)                    relay → node
  *     3 bind      txid (12) | port (2) | counter (8)      node → the allocated port
- *     4 bind-ok   txid (12)                               relay → node, from that port
+ *     4 bind-ok   txid (12) [| observed port (2)]         relay → node, from that port
  *     5 error     txid (12) | code (1)                    relay → node
  *     6 ws-hello  challenge (32)                          node → relay, first WebSocket frame
  *     7 ws-ok     (empty)                                 relay → node over WebSocket
  *
  * Every answer is smaller than the request it answers (alloc 46 → 16, bind 24 →
- * 14 or 15 plaintext bytes), so a relay can't be used to amplify. A bind's
+ * 16 or 15 plaintext bytes), so a relay can't be used to amplify. bind-ok's observed port
+ * is the source port the bind came from: the NAT port a *new* flow from the tunnel port
+ * gets, which can differ from what STUN (an old flow) sees — after a clash, Linux
+ * masquerade gives every new flow of that source the newest flow's port (docs/disco.md).
+ * Older agents ignore it (decoders take trailing bytes from newer versions). A bind's
  * counter must grow (the node's clock in ms), so an old bind replayed from
  * another address can't steal the port.
  *
@@ -69,7 +73,7 @@ export type RelayMessage =
   | { type: 'alloc'; txid: Uint8Array; peer: Uint8Array }
   | { type: 'alloc-ok'; txid: Uint8Array; port: number }
   | { type: 'bind'; txid: Uint8Array; port: number; counter: number }
-  | { type: 'bind-ok'; txid: Uint8Array }
+  | { type: 'bind-ok'; txid: Uint8Array; observedPort?: number }
   | { type: 'error'; txid: Uint8Array; code: RelayErrorCode }
   | { type: 'ws-hello'; challenge: Uint8Array }
   | { type: 'ws-ok' };
@@ -118,8 +122,10 @@ export function encodeRelayPlaintext(m: RelayMessage): Uint8Array {
       return out;
     }
     case 'bind-ok': {
-      const out = head(RELAY_TYPE_BIND_OK, RELAY_TXID_LEN);
+      if (m.observedPort !== undefined && !isPort(m.observedPort)) throw new RangeError('bad observed port');
+      const out = head(RELAY_TYPE_BIND_OK, RELAY_TXID_LEN + (m.observedPort === undefined ? 0 : 2));
       out.set(txid(m.txid), 2);
+      if (m.observedPort !== undefined) new DataView(out.buffer).setUint16(2 + RELAY_TXID_LEN, m.observedPort);
       return out;
     }
     case 'error': {
@@ -164,7 +170,8 @@ export function decodeRelayPlaintext(p: Uint8Array): RelayMessage | undefined {
     }
     case RELAY_TYPE_BIND_OK:
       if (body.length < RELAY_TXID_LEN) return undefined;
-      return { type: 'bind-ok', txid: txid() };
+      if (body.length < RELAY_TXID_LEN + 2) return { type: 'bind-ok', txid: txid() };
+      return { type: 'bind-ok', txid: txid(), observedPort: v.getUint16(RELAY_TXID_LEN) };
     case RELAY_TYPE_ERROR: {
       if (body.length < RELAY_TXID_LEN + 1) return undefined;
       const code = body[RELAY_TXID_LEN]!;

@@ -62,6 +62,7 @@ test('alloc → bind on both sides → WireGuard packets are forwarded between t
   const ok = bind(a, pa, 1);
   assert.equal(ok.length, 1);
   assert.equal(a.open((ok[0] as { bytes: Uint8Array }).bytes)?.type, 'bind-ok');
+  assert.equal((a.open((ok[0] as { bytes: Uint8Array }).bytes) as { observedPort?: number }).observedPort, a.addr.port, 'it says which port the bind came from');
   assert.equal(ok[0]!.type === 'send' && ok[0]!.port, pa, 'bind-ok comes from the allocated port');
   assert.equal(core.forward(pa, a.addr, wg(), T0), undefined);
   assert.equal(core.counters.dropPeerNotBound, 1);

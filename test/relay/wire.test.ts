@@ -22,7 +22,7 @@ test('relay plaintext: golden bytes and round trip for every message', () => {
     { m: { type: 'alloc', txid: TXID, peer: new Uint8Array(32).fill(0xab) }, hex: '0101' + hex(TXID) + 'ab'.repeat(32) },
     { m: { type: 'alloc-ok', txid: TXID, port: 41641 }, hex: '0201' + hex(TXID) + 'a2a9' },
     { m: { type: 'bind', txid: TXID, port: 3480, counter: 1_700_000_000_123 }, hex: '0301' + hex(TXID) + '0d98' + '0000018bcfe5687b' },
-    { m: { type: 'bind-ok', txid: TXID }, hex: '0401' + hex(TXID) },
+    { m: { type: 'bind-ok', txid: TXID, observedPort: 41641 }, hex: '0401' + hex(TXID) + 'a2a9' },
     { m: { type: 'error', txid: TXID, code: 4 }, hex: '0501' + hex(TXID) + '04' },
     { m: { type: 'ws-hello', challenge: new Uint8Array(32).fill(0x11) }, hex: '0601' + '11'.repeat(32) },
     { m: { type: 'ws-ok' }, hex: '0701' },
@@ -34,6 +34,13 @@ test('relay plaintext: golden bytes and round trip for every message', () => {
     // Lenient on trailing bytes from newer versions.
     assert.deepEqual(decodeRelayPlaintext(Uint8Array.from([...bytes, 0, 1, 2])), r.m, `${r.m.type} with trailing bytes`);
   }
+});
+
+test('bind-ok from an older relay carries no observed port, and decodes without one', () => {
+  const bytes = Uint8Array.from(Buffer.from('0401' + hex(TXID), 'hex'));
+  assert.deepEqual(decodeRelayPlaintext(bytes), { type: 'bind-ok', txid: TXID });
+  assert.equal(hex(encodeRelayPlaintext({ type: 'bind-ok', txid: TXID })), '0401' + hex(TXID));
+  assert.throws(() => encodeRelayPlaintext({ type: 'bind-ok', txid: TXID, observedPort: 70_000 }), RangeError);
 });
 
 test('relay plaintext: bad input decodes to undefined, bad fields throw on encode', () => {
@@ -79,7 +86,7 @@ test('every answer is smaller than the request it answers (no amplification)', (
   for (const answer of [{ type: 'alloc-ok', txid: TXID, port: 1 }, { type: 'error', txid: TXID, code: 1 }] as RelayMessage[]) {
     assert.ok(sealRelay(answer, RELAY_PUB, k, NONCE).length < alloc.length, answer.type);
   }
-  for (const answer of [{ type: 'bind-ok', txid: TXID }, { type: 'error', txid: TXID, code: 5 }] as RelayMessage[]) {
+  for (const answer of [{ type: 'bind-ok', txid: TXID, observedPort: 65535 }, { type: 'error', txid: TXID, code: 5 }] as RelayMessage[]) {
     assert.ok(sealRelay(answer, RELAY_PUB, k, NONCE).length < bind.length, answer.type);
   }
 });
