@@ -21,11 +21,13 @@
  *                Then O keeps its mapping alive with TTL-1 pings ("keep"): they refresh O's
  *                own router's flow (conntrack is looked up before the TTL check) and die there,
  *                so nothing more lands on B's router.
- *   waiter (W)   S + QUIET_FAST_MS: a first try — enough when W's router drops unsolicited
- *                packets (nothing landed there), W's ping meets O's open mapping;
- *                S + QUIET_SLOW_MS: a second try, after the flow O's open burst left on W's
- *                router (and W's own clashed mapping from the first try) expired: W's ping
- *                now leaves from its preserved port and meets O's mapping, kept open.
+ *   waiter (W)   S + QUIET_SLOW_MS: its try, after the flow O's open burst may have left on W's
+ *                router expired: W's ping leaves from its preserved port and meets O's
+ *                mapping, kept open. No earlier try: were W's router of this kind, a try
+ *                before that flow expired would clash, and Linux masquerade then gives every
+ *                new flow of the tunnel port the clashed port (it reuses the newest flow's
+ *                translation for the same source), which no timing undoes while such flows
+ *                keep being made.
  *   either       a pong ends it (the path is chosen as usual); after QUIET_TAIL_MS without one
  *                the round ends, ordinary re-punching resumes, and another round may start
  *                after QUIET_RETRY_MS.
@@ -41,12 +43,8 @@ import type { NatType } from '../../shared/wire/control.js';
 export const QUIET_SILENCE_MS = 35_000;
 /** The opener's burst: two pings, the second in case the first is lost. */
 export const QUIET_OPEN_OFFSETS_MS = [0, 300];
-/** The waiter's first try, after the opener's burst (the opener's call-me-maybe re-anchors it). */
-export const QUIET_FAST_MS = 3_000;
-/** The waiter's second try: after the flow the open burst left on its router (30 s) and its own clashed mapping from the first try expired. */
-export const QUIET_SLOW_MS = 36_000;
-/** After the opener's call-me-maybe arrives, the waiter's tries come this much later than anchored on its own clock. */
-export const QUIET_ANCHOR_FAST_MS = 800;
+/** The waiter's try: after the flow the open burst may have left on its router expired (30 s unreplied, plus skew). */
+export const QUIET_SLOW_MS = 32_000;
 /** A try is a short burst. */
 export const QUIET_TRY_OFFSETS_MS = [0, 300, 1000, 2500];
 /** TTL-1 pings keep the opener's mapping open: well inside the 30 s unreplied timeout. */
@@ -98,7 +96,7 @@ function planFor(role: QuietRole, openAt: number): { at: number; step: QuietStep
     for (let t = QUIET_KEEP_MS; t < QUIET_SLOW_MS + QUIET_TAIL_MS; t += QUIET_KEEP_MS) plan.push({ at: openAt + t, step: 'keep' });
     return plan;
   }
-  return [QUIET_FAST_MS, QUIET_SLOW_MS].flatMap((base) => QUIET_TRY_OFFSETS_MS.map((o) => ({ at: openAt + base + o, step: 'try' as const })));
+  return QUIET_TRY_OFFSETS_MS.map((o) => ({ at: openAt + QUIET_SLOW_MS + o, step: 'try' as const }));
 }
 
 /** Starts a round: silence now, the rest on schedule. */
@@ -118,8 +116,8 @@ export function startQuiet(s: QuietPunchState, role: QuietRole, now: number): vo
  */
 export function quietOpenerSignalled(s: QuietPunchState, now: number): void {
   if (s.role !== 'waiter' || s.enteredAt === undefined || now < s.enteredAt + QUIET_SILENCE_MS / 2) return;
-  if (s.plan.length < 2 * QUIET_TRY_OFFSETS_MS.length) return; // a try already went out
-  s.openAt = now - QUIET_FAST_MS + QUIET_ANCHOR_FAST_MS;
+  if (s.plan.length < QUIET_TRY_OFFSETS_MS.length) return; // a try already went out
+  s.openAt = now;
   s.plan = planFor('waiter', s.openAt);
   s.endAt = s.openAt + QUIET_SLOW_MS + QUIET_TAIL_MS;
 }

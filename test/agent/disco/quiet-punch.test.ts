@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  newQuietPunch, QUIET_FAST_MS, QUIET_KEEP_MS, QUIET_RETRY_MS, QUIET_SILENCE_MS, QUIET_SLOW_MS, QUIET_TAIL_MS,
+  newQuietPunch, QUIET_KEEP_MS, QUIET_RETRY_MS, QUIET_SILENCE_MS, QUIET_SLOW_MS, QUIET_TAIL_MS,
   quietActive, quietDue, quietEligible, quietHoldsBack, quietMayStart, quietNextWakeup, quietOpenerSignalled, startQuiet, stopQuiet,
 } from '../../../agent/disco/quiet-punch.js';
 
@@ -24,9 +24,8 @@ describe('quiet punching: a round, step by step', () => {
       { at: S + 3 * QUIET_KEEP_MS, steps: ['keep'] }, { at: S + 4 * QUIET_KEEP_MS, steps: ['keep'] },
     ],
     waiter: [
-      { at: 0, steps: [] }, { at: S + QUIET_FAST_MS - 1, steps: [] },
-      { at: S + QUIET_FAST_MS, steps: ['try'] }, { at: S + QUIET_FAST_MS + 2500, steps: ['try'] },
-      { at: S + QUIET_SLOW_MS - 1, steps: [] }, { at: S + QUIET_SLOW_MS, steps: ['try'] }, { at: S + QUIET_SLOW_MS + 2500, steps: ['try'] },
+      { at: 0, steps: [] }, { at: S, steps: [] }, { at: S + QUIET_SLOW_MS - 1, steps: [] },
+      { at: S + QUIET_SLOW_MS, steps: ['try'] }, { at: S + QUIET_SLOW_MS + 300, steps: ['try'] }, { at: S + QUIET_SLOW_MS + 2500, steps: ['try'] },
     ],
   } as const;
   for (const role of ['opener', 'waiter'] as const) {
@@ -49,12 +48,12 @@ describe('quiet punching: a round, step by step', () => {
     const q = newQuietPunch();
     startQuiet(q, 'waiter', 0);
     quietOpenerSignalled(q, 1000); // in the first half of the silence: another call, not the opener's
-    assert.equal(quietNextWakeup(q), S + QUIET_FAST_MS);
+    assert.equal(quietNextWakeup(q), S + QUIET_SLOW_MS);
     quietOpenerSignalled(q, S + 2000); // the opener's clock runs 2 s behind ours
-    assert.equal(quietNextWakeup(q), S + 2000 + 800, 'first try shortly after the call');
-    assert.deepEqual(quietDue(q, S + 2800).steps, ['try']);
-    quietOpenerSignalled(q, S + 2900);
-    assert.equal(quietNextWakeup(q), S + 2800 + 300, 'a try went out: no second re-anchoring');
+    assert.equal(quietNextWakeup(q), S + 2000 + QUIET_SLOW_MS, 'the try counts from the call');
+    assert.deepEqual(quietDue(q, S + 2000 + QUIET_SLOW_MS).steps, ['try']);
+    quietOpenerSignalled(q, S + 2000 + QUIET_SLOW_MS + 100);
+    assert.equal(quietNextWakeup(q), S + 2000 + QUIET_SLOW_MS + 300, 'a try went out: no second re-anchoring');
   });
 
   it('a path found ends the round without holding the next back', () => {
