@@ -144,7 +144,8 @@ export function clockCheck(c: CoordinatorProbe | undefined): HealthCheck | undef
   if (!c?.reachable || c.clockSkewMs === undefined) return undefined;
   const s = Math.round(c.clockSkewMs / 1000);
   const ahead = s >= 0 ? `${s} s ahead of` : `${-s} s behind`;
-  if (Math.abs(c.clockSkewMs) <= CLOCK_SKEW_WARN_MS) return { check: 'clock', level: 'ok', detail: `this host's clock is within a minute of the coordinator's (${ahead})` };
+  const skew = s === 0 ? 'less than a second apart' : s > 0 ? `${s} s ahead` : `${-s} s behind`;
+  if (Math.abs(c.clockSkewMs) <= CLOCK_SKEW_WARN_MS) return { check: 'clock', level: 'ok', detail: `this host's clock is within a minute of the coordinator's (${skew})` };
   return {
     check: 'clock', level: 'warn', detail: `this host's clock is ${ahead} the coordinator's: token expiry, last-seen and handshake ages read wrong across the two`,
     fix: 'synchronise the clock (systemd-timesyncd, chrony or ntpd)',

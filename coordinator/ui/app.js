@@ -407,6 +407,9 @@ $('tf-reusable').addEventListener('change', () => {
   if (uses.disabled) uses.value = '';
 });
 $('copy-token').addEventListener('click', () => void copyToken());
+// The dialog's 'close' event comes a task after it closed (and after Escape): forget the token at
+// the click itself too, so no moment exists with the dialog shut and the secret still in the page.
+$('token-done').addEventListener('click', closeTokenDialog);
 $('token-dialog').addEventListener('close', closeTokenDialog);
 
 const saved = sessionStorage.getItem(TOKEN_KEY);
