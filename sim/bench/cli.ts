@@ -57,11 +57,13 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       console.log('  --agents: agents for `agent` (2-32, default 8) or `coordinator` (2-20000 each, default 1000,10000; with --replicas 1000)');
       console.log('  --replicas: `coordinator` as R replicas (2-8) on a throwaway PostgreSQL server, agents spread over them');
       console.log(`  --runs: fresh starts per NAT pair for \`connect\` (1-50, default 10); --pairs: which (${CONNECT_PAIRS.join(',')})`);
+      console.log('          rounds of transfers for `tunnel` (1-20, default 5)');
       return 0;
     }
     const which = positionals[0] ?? 'all';
     if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'connect', 'sim', 'relay'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, connect, sim, relay)`);
-    if ((values.runs !== undefined || values.pairs !== undefined) && which !== 'connect') throw new KnitError('KNIT_ERR_USAGE', '--runs and --pairs go with `knit bench connect`');
+    if (values.runs !== undefined && which !== 'connect' && which !== 'tunnel') throw new KnitError('KNIT_ERR_USAGE', '--runs goes with `knit bench connect` or `knit bench tunnel`');
+    if (values.pairs !== undefined && which !== 'connect') throw new KnitError('KNIT_ERR_USAGE', '--pairs goes with `knit bench connect`');
     const pairs = values.pairs?.split(',');
     const unknownPair = pairs?.find((p) => !(CONNECT_PAIRS as readonly string[]).includes(p));
     if (unknownPair !== undefined) throw new KnitError('KNIT_ERR_USAGE', `unknown pair "${unknownPair}" (${CONNECT_PAIRS.join(', ')})`);
@@ -133,7 +135,7 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       budgets.push(budget('relay: direct possible → path direct (virtual ms)', relay.upgrade.upgradeMs ?? Infinity, 5000));
     }
     if (which === 'all' || which === 'tunnel') {
-      const tunnel = await benchTunnel();
+      const tunnel = await benchTunnel({ rounds: intFlag(which === 'tunnel' ? values.runs : undefined, 'runs', 1, 20, 5) });
       report.tunnel = tunnel;
       if (tunnel.skipped) console.error(`knit bench: tunnel benchmark skipped: ${tunnel.skipped}`);
       else {
