@@ -68,6 +68,8 @@ export interface KnitTrial {
   finalPath: string;
   finalPathMs?: number;
   loadAvg1: number;
+  /** Why the trial could not run to the end. */
+  error?: string;
   from: StartTimeline;
   to: StartTimeline;
 }
@@ -398,10 +400,11 @@ export async function benchConnect(options: ConnectBenchOptions = {}): Promise<C
       const trials: KnitTrial[] = [];
       const nebula: Array<number | undefined> = [];
       for (let i = 0; i < runs; i++) {
-        const t = await knitTrial(ctx, pair);
+        // A trial that breaks (a coordinator that never came up, say) is a start without a ping, not the end of the run.
+        const t = await knitTrial(ctx, pair).catch((err: Error): KnitTrial => ({ finalPath: 'none', loadAvg1: loadAvg1(), from: {}, to: {}, error: err.message }));
         trials.push(t);
         if (t.firstPingMs === undefined || t.firstPingMs > SLOW_START_MS) result.slowStarts.push({ pair, trial: i, ...t });
-        if (neb) nebula.push(await nebulaTrial(ctx, neb, pair));
+        if (neb) nebula.push(await nebulaTrial(ctx, neb, pair).catch(() => undefined));
         progress(`connect ${pair} ${i + 1}/${runs}: knit first ping ${t.firstPingMs ?? '—'} ms, ${t.finalPath} at ${t.finalPathMs ?? '—'} ms${neb ? `; nebula first ping ${nebula.at(-1) ?? '—'} ms` : ''} (load ${t.loadAvg1})`);
       }
       result.pairs.push(pairResult(pair, trials, neb ? nebula : undefined));
