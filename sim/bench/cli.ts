@@ -14,6 +14,7 @@ import { KnitError, isKnitError } from '../../shared/errors.js';
 import { benchAgents } from './agent-bench.js';
 import { budget, type Budget } from './budget.js';
 import { benchCoordinator, benchReplicas } from './coordinator-bench.js';
+import { benchConnect, connectBudgets, CONNECT_PAIRS, type ConnectPairName } from './connect-bench.js';
 import { coordinatorBudgets, coordinatorSizes, replicaBudgets, COORDINATOR_GOAL_AGENTS, REPLICA_DEFAULT } from './coordinator-budgets.js';
 import type { CoordinatorBenchResult, ReplicaBenchResult } from './coordinator-results.js';
 import { benchLan } from './lan-bench.js';
@@ -48,15 +49,24 @@ async function replicated(replicas: number, sizes: number[], budgets: Budget[]):
 
 export async function runBenchCli(argv: string[]): Promise<number> {
   try {
-    const { values, positionals } = parseFlags(argv.slice(1), { json: { type: 'boolean' }, agents: { type: 'string' }, replicas: { type: 'string' } }, true);
+    const { values, positionals } = parseFlags(argv.slice(1), {
+      json: { type: 'boolean' }, agents: { type: 'string' }, replicas: { type: 'string' }, runs: { type: 'string' }, pairs: { type: 'string' },
+    }, true);
     if (values.help) {
-      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|sim|relay] [--agents N[,N…]] [--replicas R] [--json]');
+      console.log('usage: knit bench [all|agent|coordinator|lan|tunnel|connect|sim|relay] [--agents N[,N…]] [--replicas R] [--runs N] [--pairs P,…] [--json]');
       console.log('  --agents: agents for `agent` (2-32, default 8) or `coordinator` (2-20000 each, default 1000,10000; with --replicas 1000)');
       console.log('  --replicas: `coordinator` as R replicas (2-8) on a throwaway PostgreSQL server, agents spread over them');
+      console.log(`  --runs: fresh starts per NAT pair for \`connect\` (1-50, default 10); --pairs: which (${CONNECT_PAIRS.join(',')})`);
+      console.log('          rounds of transfers for `tunnel` (1-20, default 5)');
       return 0;
     }
     const which = positionals[0] ?? 'all';
-    if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'sim', 'relay'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, sim, relay)`);
+    if (!['all', 'agent', 'coordinator', 'lan', 'tunnel', 'connect', 'sim', 'relay'].includes(which)) throw new KnitError('KNIT_ERR_USAGE', `unknown benchmark "${which}" (all, agent, coordinator, lan, tunnel, connect, sim, relay)`);
+    if (values.runs !== undefined && which !== 'connect' && which !== 'tunnel') throw new KnitError('KNIT_ERR_USAGE', '--runs goes with `knit bench connect` or `knit bench tunnel`');
+    if (values.pairs !== undefined && which !== 'connect') throw new KnitError('KNIT_ERR_USAGE', '--pairs goes with `knit bench connect`');
+    const pairs = values.pairs?.split(',');
+    const unknownPair = pairs?.find((p) => !(CONNECT_PAIRS as readonly string[]).includes(p));
+    if (unknownPair !== undefined) throw new KnitError('KNIT_ERR_USAGE', `unknown pair "${unknownPair}" (${CONNECT_PAIRS.join(', ')})`);
     if (values.replicas !== undefined && which !== 'coordinator') throw new KnitError('KNIT_ERR_USAGE', '--replicas goes with `knit bench coordinator`');
     const replicas = values.replicas === undefined ? undefined : intFlag(values.replicas, 'replicas', 2, 8, REPLICA_DEFAULT.replicas);
     const sizes = coordinatorSizes(which === 'coordinator' ? values.agents : undefined, replicas === undefined ? undefined : [REPLICA_DEFAULT.agents]);
@@ -125,12 +135,24 @@ export async function runBenchCli(argv: string[]): Promise<number> {
       budgets.push(budget('relay: direct possible → path direct (virtual ms)', relay.upgrade.upgradeMs ?? Infinity, 5000));
     }
     if (which === 'all' || which === 'tunnel') {
-      const tunnel = await benchTunnel();
+      const tunnel = await benchTunnel({ rounds: intFlag(which === 'tunnel' ? values.runs : undefined, 'runs', 1, 20, 5) });
       report.tunnel = tunnel;
       if (tunnel.skipped) console.error(`knit bench: tunnel benchmark skipped: ${tunnel.skipped}`);
       else {
         // Goal: shared ≥ 95% of bare wireguard-go; expressed as a shortfall so every budget reads "value ≤ limit".
         budgets.push(budget('tunnel: shared-mode shortfall vs bare wireguard-go (1 - ratio)', Number((1 - tunnel.sharedVsBare!).toFixed(3)), 0.05));
+      }
+    }
+    if (which === 'all' || which === 'connect') {
+      const connect = await benchConnect({
+        runs: intFlag(values.runs, 'runs', 1, 50, 10), pairs: pairs as ConnectPairName[] | undefined,
+        progress: values.json ? undefined : (line) => console.error(line),
+      });
+      report.connect = connect;
+      if (connect.skipped) console.error(`knit bench: connect benchmark skipped: ${connect.skipped}`);
+      else {
+        if (connect.nebulaSkipped) console.error(`knit bench: connect: Nebula not run: ${connect.nebulaSkipped}`);
+        budgets.push(...connectBudgets(connect));
       }
     }
     report.budgets = budgets;
