@@ -27,8 +27,8 @@ import type { PathKind, PathState } from './status.js';
 
 /** The initiator forces a handshake when none came this long after the path started: a lost first initiation, or a session moved onto a new path. */
 export const FORCE_FIRST_MS = 400;
-/** The responder waits longer, so its forced initiation never meets the initiator's (anti-stall). */
-export const RESPONDER_FORCE_FIRST_MS = 1500;
+/** The responder waits longer — past its own anti-stall wait (RESPONDER_WAIT_MS, 2 s) — so its forced initiation never meets the initiator's. */
+export const RESPONDER_FORCE_FIRST_MS = 2500;
 /** Between forced handshakes while none completes; WireGuard's own retry is 5 s. */
 export const FORCE_RETRY_MS = 1000;
 /** After this many forced handshakes WireGuard's own retries take over (the path may be dying). */

@@ -32,6 +32,12 @@ export const PATH_DEAD_MS = 6500;
 export const PING_TIMEOUT_MS = 5000;
 /** How often a non-LAN path looks for a better one. */
 export const UPGRADE_MS = 30_000;
+/**
+ * A direct path chosen while a LAN candidate never answered looks again this soon: the
+ * burst that would have tried the LAN ends at the first pong, and behind a hairpinning
+ * router the hairpin often answers first.
+ */
+export const LAN_RECHECK_MS = 2000;
 /** A new candidate must be this much faster (ratio) to replace a chosen path of the same kind. */
 export const SWITCH_RTT_RATIO = 0.7;
 /** Candidates per peer: a hostile peer map can't make us probe the whole internet. */
@@ -170,7 +176,8 @@ export function notePong(s: PeerPathState, key: string, rttMs: number, now: numb
   s.repunchAt = undefined;
   s.repunchDelay = REPUNCH_BASE_MS;
   s.nextHeartbeatAt = now + HEARTBEAT_MS;
-  s.nextUpgradeAt = c.kind === 'lan' ? undefined : now + UPGRADE_MS;
+  const lanUnanswered = c.kind !== 'lan' && [...s.candidates.values()].some((x) => x.kind === 'lan' && x.lastPongAt === -Infinity);
+  s.nextUpgradeAt = c.kind === 'lan' ? undefined : now + (lanUnanswered ? LAN_RECHECK_MS : UPGRADE_MS);
   return c;
 }
 
