@@ -340,6 +340,13 @@ export class Agent {
       this.confirm.forget(k);
     }
     for (const k of this.pathMtus.keys()) if (!keys.has(k)) this.pathMtus.delete(k);
+    // A peer that restarted (a new disco key) lost its WireGuard session: ours to it is dead too.
+    if (previous) {
+      for (const p of peers) {
+        const before = previous.peers.get(p.id);
+        if (before && before !== p && before.discoKey !== '' && before.discoKey !== p.discoKey) this.peerRestarted(p.nodeKey);
+      }
+    }
     this.d.lan?.setPeers([...keys]);
     // The map's own objects: the reducer keeps an unchanged peer's object, so the cores can skip it.
     this.discoEvent({ type: 'peers-updated', peers });
@@ -460,6 +467,15 @@ export class Agent {
         }
       }
     }
+  }
+
+  /** The path stays, but it must be handshaken again (PathConfirmer.peerRestarted). */
+  private peerRestarted(nodeKey: string): void {
+    const path = this.relay.path(nodeKey);
+    if (path.kind === 'none') return;
+    this.confirm.peerRestarted(nodeKey, path.kind, path.endpoint, isInitiator(this.o.identity.publicKey, nodeKey), this.d.clock.now(), this.d.clock.wallNow());
+    this.engineStats.setFast(true);
+    this.arm();
   }
 
   private peerName(nodeKey: string): string {

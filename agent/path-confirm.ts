@@ -59,12 +59,23 @@ export class PathConfirmer {
    * WireGuard reported last: a handshake from before the change proves nothing about the new path.
    */
   pathChanged(nodeKey: string, kind: PathKind, endpoint: string | undefined, initiator: boolean, now: number, wallNow: number): void {
+    this.start(nodeKey, kind, endpoint, initiator, now, wallNow, initiator ? FORCE_FIRST_MS : RESPONDER_FORCE_FIRST_MS);
+  }
+
+  /**
+   * The peer restarted (a new disco key) while its path stayed: its WireGuard has no session,
+   * so ours to it is dead, and nothing on our side would handshake before WireGuard's own
+   * timers notice (a restarted responder waits for us). The path counts again only after a
+   * new handshake, and the initiator forces one at once.
+   */
+  peerRestarted(nodeKey: string, kind: PathKind, endpoint: string | undefined, initiator: boolean, now: number, wallNow: number): void {
+    this.start(nodeKey, kind, endpoint, initiator, now, wallNow, initiator ? 0 : RESPONDER_FORCE_FIRST_MS);
+  }
+
+  private start(nodeKey: string, kind: PathKind, endpoint: string | undefined, initiator: boolean, now: number, wallNow: number, firstForceInMs: number): void {
     if (kind === 'none') return this.forget(nodeKey);
     this.waiting.add(nodeKey);
-    this.peers.set(nodeKey, {
-      kind, endpoint, since: now, sinceWall: wallNow, confirmed: false, initiator, forces: 0,
-      nextForceAt: now + (initiator ? FORCE_FIRST_MS : RESPONDER_FORCE_FIRST_MS),
-    });
+    this.peers.set(nodeKey, { kind, endpoint, since: now, sinceWall: wallNow, confirmed: false, initiator, forces: 0, nextForceAt: now + firstForceInMs });
   }
 
   /** WireGuard's latest handshake for a peer (wall ms, 0 = never); returns true when it confirms the path. */

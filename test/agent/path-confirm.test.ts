@@ -54,6 +54,19 @@ describe('PathConfirmer: a path counts once WireGuard handshook over it', () => 
     });
   }
 
+  it('a restarted peer: the path counts again only after a new handshake, which the initiator forces at once', () => {
+    const c = new PathConfirmer();
+    c.pathChanged(K, 'direct', '198.18.1.10:41641', true, 0, WALL);
+    assert.equal(c.handshake(K, WALL + 10), true);
+    c.peerRestarted(K, 'direct', '198.18.1.10:41641', true, 60_000, WALL + 60_000);
+    assert.equal(c.state(K, 'direct'), 'direct (handshaking)');
+    assert.deepEqual(c.due(60_000), [K], 'at once');
+    const r = new PathConfirmer();
+    r.peerRestarted(K, 'lan', '10.0.0.2:41641', false, 0, WALL);
+    assert.deepEqual(r.due(0), [], 'the responder leaves the first move to the restarted initiator');
+    assert.equal(r.nextWakeup(), RESPONDER_FORCE_FIRST_MS);
+  });
+
   it('a handshake stops the forcing; a forgotten peer is gone', () => {
     const c = new PathConfirmer();
     c.pathChanged(K, 'relay', '198.18.0.1:3480', true, 0, WALL);
