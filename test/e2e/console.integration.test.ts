@@ -160,8 +160,9 @@ test('console: sign in, create a token (once, copy, QR), nodes appear live, a pa
     await page.locator('#nodes tbody tr[data-name="bravo"] [data-field="state"]', { hasText: 'online' }).waitFor();
     const ab = page.locator('#matrix td[data-from="alpha"][data-to="bravo"]');
     const ba = page.locator('#matrix td[data-from="bravo"][data-to="alpha"]');
-    await ab.and(page.locator('[data-kind="lan"]')).waitFor();
-    await ba.and(page.locator('[data-kind="lan"]')).waitFor();
+    // A working path: handed to WireGuard and handshaken over (docs/disco.md), not only punched.
+    await ab.and(page.locator('[data-kind="lan"]:not([data-handshaking])')).waitFor();
+    await ba.and(page.locator('[data-kind="lan"]:not([data-handshaking])')).waitFor();
     assert.match(await ab.innerText(), /lan\s+[\d.]+ ms/, 'the cell shows the kind and the RTT');
     await screenshot(page, 'two-nodes-lan');
 

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import { FAMILY_RECHECK_MS } from '../../agent/engine-health.js';
 import { STATS_POLL_MS } from '../../agent/engine-stats.js';
+import { canonicalAddress } from '../../agent/engine/prefix.js';
 import { BIN, startMesh, type LabMesh } from './mesh.js';
 import { canRunLab, createLab, type Lab, type LabHost } from './netlab.js';
 
@@ -78,7 +79,8 @@ if (!check.ok) {
     });
 
     it('IPv6 switched back on: the IPv6 mesh address appears, and carries a ping', async (t) => {
-      const v6 = await meshIp('a', 6);
+      // As `ip` prints it (RFC 5952: no leading zeros in a group); the mesh's random prefix may have some.
+      const v6 = canonicalAddress(`${await meshIp('a', 6)}/128`)!.split('/')[0]!;
       const bV6 = await meshIp('b', 6);
       await setIpv6(hostA, true);
       const t0 = Date.now();
