@@ -5,11 +5,11 @@
  * crashed run of ours left and reports what to open. Never throws: a host
  * whose firewall Knit can't read or change gets a health check saying so.
  */
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Clock, TimerHandle } from '../../shared/clock.js';
 import type { Logger } from '../../shared/log.js';
 import type { HealthCheck } from '../health.js';
+import { runNft, type NftRunner } from '../net/nft.js';
 import {
   blockingInputChains, firewallHealth, parseRuleset, planFirewall, planScript, removalScript, type FirewallFacts, type FirewallWant, type NftChain,
 } from './rules.js';
@@ -29,17 +29,6 @@ export interface HostFirewall {
   /** Removes our rules (stop, `knit down`); idempotent. */
   close(): Promise<void>;
 }
-
-export interface NftResult { code: number; stdout: string; stderr: string }
-export type NftRunner = (args: string[], input?: string) => Promise<NftResult>;
-
-const runNft: NftRunner = (args, input) => new Promise((resolve) => {
-  const child = execFile('nft', args, { timeout: 10_000, maxBuffer: 32 * 1024 * 1024 }, (err, stdout, stderr) => {
-    resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr || (err ? err.message : '')) });
-  });
-  child.stdin?.on('error', () => {});
-  child.stdin?.end(input ?? '');
-});
 
 /** iptables-legacy tables in this network namespace: rules nft can't show us. */
 function readLegacyTables(): string[] {

@@ -19,10 +19,10 @@
  * dropped — replies to our own punches included. The ruleset is a pure
  * function; the shell applies it with `nft -f -` and deletes the table on close.
  */
-import { execFile } from 'node:child_process';
 import { KnitError } from '../../shared/errors.js';
 import { DISCO_MAGIC } from '../../shared/wire/disco.js';
 import { STUN_MAGIC_COOKIE } from '../../shared/wire/stun.js';
+import { runNft } from './nft.js';
 
 /**
  * The steering chain's place at the input hook: after the filter chains a host
@@ -67,16 +67,6 @@ export function sharedPortRuleset(iface: string, tunnelPort: number, agentPort: 
   ].join('\n') + '\n';
 }
 
-function nft(args: string[], input?: string): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile('nft', args, { timeout: 10_000 }, (err, _stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr: String(stderr || (err ? err.message : '')) });
-    });
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(input ?? '');
-  });
-}
-
 export interface SharedPort {
   readonly table: string;
   close(): Promise<void>;
@@ -85,8 +75,8 @@ export interface SharedPort {
 /** Installs the rules (replacing a stale table of a previous run); throws KNIT_ERR_ENGINE when nft can't. */
 export async function installSharedPort(iface: string, tunnelPort: number, agentPort: number): Promise<SharedPort> {
   const table = sharedPortTable(iface);
-  await nft(['delete', 'table', 'inet', table]); // a leftover from a killed agent; absent is fine
-  const r = await nft(['-f', '-'], sharedPortRuleset(iface, tunnelPort, agentPort));
+  await runNft(['delete', 'table', 'inet', table]); // a leftover from a killed agent; absent is fine
+  const r = await runNft(['-f', '-'], sharedPortRuleset(iface, tunnelPort, agentPort));
   if (r.code !== 0) throw new KnitError('KNIT_ERR_ENGINE', `cannot install the shared-port rules: ${r.stderr.trim().split('\n')[0]}`);
   let closed = false;
   return {
@@ -94,7 +84,7 @@ export async function installSharedPort(iface: string, tunnelPort: number, agent
     async close() {
       if (closed) return;
       closed = true;
-      await nft(['delete', 'table', 'inet', table]);
+      await runNft(['delete', 'table', 'inet', table]);
     },
   };
 }
