@@ -71,8 +71,7 @@ export async function stunBinding(server: UdpEndpoint, timeoutMs = DOCTOR_PROBE_
       const done = (v: UdpEndpoint | undefined) => { timers.forEach(clearTimeout); resolve(v); };
       sock.on('error', () => done(undefined));
       sock.on('message', (msg) => {
-        // A copy: parseStun un-XORs the mapped address with slice(), which on a Buffer is a view.
-        const r = parseBindingResponse(new Uint8Array(msg));
+        const r = parseBindingResponse(msg);
         if (r && Buffer.from(r.txid).equals(txid)) done({ address: normalizeIp(r.mapped.address), port: r.mapped.port });
       });
       for (let i = 0; i < STUN_TRIES; i++) {
