@@ -40,7 +40,7 @@ import {
 import { describePeer, type DiscoPeerStatus, type NoPathContext } from './peer-status.js';
 import { PingPong } from './ping-pong.js';
 import {
-  QUIET_KEEP_TTL, quietActive, quietDue, quietEligible, quietHoldsBack, quietMayStart, quietNextWakeup, quietOpenerSignalled, startQuiet, stopQuiet,
+  isQuietTarget, QUIET_KEEP_TTL, quietActive, quietDue, quietEligible, quietHoldsBack, quietMayStart, quietNextWakeup, quietOpenerSignalled, startQuiet, stopQuiet,
 } from './quiet-punch.js';
 import { dueProbes, followPath, noteProbeAnswered, pathMtuNextWakeup, probePayloadBytes, tunnelMtuFor } from './path-mtu.js';
 import { WG_DEFAULT_MTU } from '../engine/ip-link.js';
@@ -387,15 +387,14 @@ export class DiscoCore {
   private quietPunch(p: Peer, burstEnded: boolean, now: number, out: DiscoAction[]): void {
     const q = p.quiet;
     if (burstEnded && !p.path.best && quietMayStart(q, now) && quietEligible(this.selfNatType, p.input.natType)) {
-      const publicCandidates = [...p.path.candidates.values()].some((c) => c.kind === 'direct' && c.via === undefined);
-      if (publicCandidates) {
+      if ([...p.path.candidates.values()].some(isQuietTarget)) {
         startQuiet(q, this.o.nodeKey < p.input.nodeKey ? 'opener' : 'waiter', now);
         this.counters.quietRounds++;
       }
     }
     const { steps } = quietDue(q, now);
     if (steps.length === 0) return;
-    const targets = [...p.path.candidates.values()].filter((c) => c.kind === 'direct' && c.via === undefined);
+    const targets = [...p.path.candidates.values()].filter(isQuietTarget);
     for (const step of steps) {
       for (const c of targets) {
         const at = out.length;
@@ -441,7 +440,7 @@ export class DiscoCore {
   }
 
   private ping(p: Peer, c: Candidate, now: number, out: DiscoAction[], explicit: boolean): void {
-    if (quietHoldsBack(p.quiet, c.kind) && c.via === undefined) return; // a quiet round sends on its own schedule
+    if (quietHoldsBack(p.quiet, c)) return; // a quiet round sends on its own schedule
     if (!this.pings.ping(p, c, now, out, explicit)) return;
     // Until the peer has answered us once since we started, it may hold an old disco key of
     // ours (we restarted and the coordinator couldn't tell it): say which key is current.

@@ -131,9 +131,17 @@ export function stopQuiet(s: QuietPunchState, now: number, failed: boolean): voi
   s.lastEndAt = failed ? now : -Infinity;
 }
 
-/** Public candidates are held back during a round (LAN ones never are). */
-export function quietHoldsBack(s: QuietPunchState, kind: 'lan' | 'direct'): boolean {
-  return s.enteredAt !== undefined && kind === 'direct';
+/**
+ * What a round is about: a peer's public candidates on our tunnel port (not LAN ones, which no
+ * router in between can spoil, nor hard-NAT extra sockets, which have their own method).
+ */
+export function isQuietTarget(c: { kind: 'lan' | 'direct'; via?: number }): boolean {
+  return c.kind === 'direct' && c.via === undefined;
+}
+
+/** During a round its targets are pinged only on its schedule. */
+export function quietHoldsBack(s: QuietPunchState, c: { kind: 'lan' | 'direct'; via?: number }): boolean {
+  return s.enteredAt !== undefined && isQuietTarget(c);
 }
 
 /** The steps due at `now` (at most one of each kind), and whether the round just ended. */

@@ -32,8 +32,9 @@ describe('quiet punching: a round, step by step', () => {
     it(`${role}: silent first, then its steps, then the round ends and holds the next back`, () => {
       const q = newQuietPunch();
       startQuiet(q, role, 0);
-      assert.equal(quietHoldsBack(q, 'direct'), true);
-      assert.equal(quietHoldsBack(q, 'lan'), false, 'LAN candidates are never held back');
+      assert.equal(quietHoldsBack(q, { kind: 'direct' }), true);
+      assert.equal(quietHoldsBack(q, { kind: 'lan' }), false, 'LAN candidates are never held back');
+      assert.equal(quietHoldsBack(q, { kind: 'direct', via: 3 }), false, 'nor hard-NAT extra sockets');
       for (const row of tables[role]) assert.deepEqual(quietDue(q, row.at).steps, row.steps, `${role} at ${row.at}`);
       const end = S + QUIET_SLOW_MS + QUIET_TAIL_MS;
       assert.equal(quietNextWakeup(q), end);
@@ -61,7 +62,7 @@ describe('quiet punching: a round, step by step', () => {
     startQuiet(q, 'opener', 0);
     stopQuiet(q, 5000, false);
     assert.equal(quietActive(q), false);
-    assert.equal(quietHoldsBack(q, 'direct'), false);
+    assert.equal(quietHoldsBack(q, { kind: 'direct' }), false);
     assert.equal(quietMayStart(q, 5001), true);
     assert.equal(quietNextWakeup(q), undefined);
   });
