@@ -22,6 +22,11 @@ export const REPROBE_ON_DEATH_MS = 5000;
  */
 export const RELAY_OBSERVED_KEEP_MS = 75_000;
 
+/** A set of reflexive endpoints as one comparable text (order does not matter). */
+function reflexiveKey(list: readonly UdpEndpoint[]): string {
+  return list.map((e) => `${e.address}:${e.port}`).sort().join(',');
+}
+
 export interface NetcheckReport { result?: DiscoveryResult; servers: string[]; localAddresses: string[]; port: number }
 
 export interface SelfEndpointsDeps {
@@ -46,12 +51,11 @@ export class SelfEndpoints {
   private readonly probe: StunProbe;
   private observers: UdpEndpoint[] = [];
   private lastDeathProbe = -Infinity;
-  private lastReflexive: string | undefined;
   /** The verified port-mapped endpoint ("ip:port"), advertised first among our candidates. */
   private portMapped: string | undefined;
   private netcheckWaiters: ((r: DiscoveryResult | undefined) => void)[] = [];
-  /** Our public IPv4 endpoints as STUN last saw them (from long-lived flows). */
-  private reflexive: UdpEndpoint[] = [];
+  /** Our public endpoints as the last STUN round saw them (long-lived flows); undefined before the first. */
+  private reflexive: UdpEndpoint[] | undefined;
   /** The NAT port the relay saw our newest binds come from, and when (see relayObservedPort). */
   private relayObserved: { port: number; at: number } | undefined;
 
@@ -138,7 +142,7 @@ export class SelfEndpoints {
   private relayObservedCandidates(now: number): string[] {
     const o = this.relayObserved;
     if (!o || now - o.at > RELAY_OBSERVED_KEEP_MS) return [];
-    return this.reflexive.filter((e) => e.port !== o.port && !e.address.includes(':')).map((e) => `${e.address}:${o.port}`);
+    return (this.reflexive ?? []).filter((e) => e.port !== o.port && !e.address.includes(':')).map((e) => `${e.address}:${o.port}`);
   }
 
   /** The verified port mapping appeared, moved or went away: report it like the STUN-discovered endpoints. */
@@ -172,15 +176,14 @@ export class SelfEndpoints {
         const r = a.result;
         this.natType = r.natType;
         this.portPreserved = r.portPreserved;
-        const before = this.lastReflexive;
-        this.lastReflexive = r.reflexive.map((e) => `${e.address}:${e.port}`).sort().join(',');
+        const before = this.reflexive && reflexiveKey(this.reflexive);
         this.reflexive = r.reflexive;
         this.list = candidateEndpoints(this.d.localAddresses(), this.d.tunnelPort(), r.reflexive);
         this.d.logger.debug('endpoints discovered', { endpoints: this.list, nat: r.natType });
         this.report();
         // Our public mapping moved (the NAT's address changed, or it forgot us) while nothing
         // local changed: to peers this is a roam, so re-punch and tell them where we are now.
-        if (before !== undefined && r.reflexive.length > 0 && before !== this.lastReflexive) {
+        if (before !== undefined && r.reflexive.length > 0 && before !== reflexiveKey(r.reflexive)) {
           this.d.logger.info('public endpoint changed', { endpoints: this.list });
           this.d.publicEndpointMoved();
         }
