@@ -18,10 +18,10 @@ import type { HealthCheck } from './health.js';
 import { RELAY_WS_ENDPOINT } from './relay/core.js';
 import type { RelayPaths } from './relay/paths.js';
 
-/** The smallest path MTU assumed for a path nobody can probe: IPv6's minimum link MTU (RFC 8200 §5). */
-export const UNPROBED_PATH_MTU = 1280;
 /** IPv6 can't run over a link smaller than this, the tunnel included (RFC 8200 §5). */
 export const IPV6_MIN_MTU = 1280;
+/** The path MTU assumed for a path nobody can probe: the smallest a link of the IPv6 era may have. */
+export const UNPROBED_PATH_MTU = IPV6_MIN_MTU;
 
 /** What disco last proved about a peer's chosen path (its `path-mtu` action); absent = nothing proven. */
 export interface PathMtuReport { endpoint?: string; pathMtu?: number; tunnelMtu?: number }
