@@ -27,6 +27,8 @@
  * namespaces), deletes only its own namespaces, and also runs from a process
  * 'exit'/signal safety net if a test never reaches its `after`.
  *
+ * The rulesets and address plans it writes are pure text, in netlab-rules.ts.
+ *
  * Every command run in a namespace gets a private /run/wireguard (a bind mount
  * inside `ip netns exec`'s own mount namespace), so wireguard-go and `wg` in
  * different namespaces can all use "wg0" without their UAPI sockets colliding.
@@ -37,6 +39,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExecError, type ExecFn } from '../../agent/engine/exec.js';
+import { HOST_FIREWALL_IPTABLES, HOST_FIREWALL_NFTABLES, labLan, natRuleset } from './netlab-rules.js';
 
 export type LabCheck = { ok: true } | { ok: false; reason: string };
 
@@ -232,24 +235,6 @@ function execFileText(file: string, args: string[], options: { input?: string; e
   });
 }
 
-/**
- * A router's LAN from its prefix: `address(n)` is the n-th address in it (1 = the gateway). Only
- * lab-private space is allowed (10.0.0.0/8, or carrier-NAT space 100.64.0.0/10 for the variety
- * real uplinks have), so nothing a test sends could mean an address outside its namespaces.
- */
-function labLan(prefix: string): { prefix: string; prefixLen: number; address(n: number): string } {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(prefix);
-  const octets = m ? m.slice(1, 5).map(Number) : [];
-  const len = m ? Number(m[5]) : -1;
-  if (!m || octets.some((o) => o > 255) || len < 8 || len > 24) throw new RangeError(`lanPrefix ${prefix} is not an IPv4 prefix from /8 to /24`);
-  const base = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
-  if ((base & (2 ** (32 - len) - 1)) !== 0) throw new RangeError(`lanPrefix ${prefix} has host bits set`);
-  const inside = (net: number, netLen: number) => len >= netLen && (base >>> (32 - netLen)) === (net >>> (32 - netLen));
-  if (!inside(0x0a000000, 8) && !inside(0x64400000, 10)) throw new RangeError(`lanPrefix ${prefix} is outside 10.0.0.0/8 and 100.64.0.0/10`);
-  const text = (v: number) => [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
-  return { prefix, prefixLen: len, address: (n) => text(base + n) };
-}
-
 /** Builds an empty lab (just the internet). Call teardown() in a finally/after. */
 export async function createLab(): Promise<Lab> {
   const check = canRunLab();
@@ -390,84 +375,6 @@ export async function createLab(): Promise<Lab> {
     return router;
   };
 
-  /**
-   * The router's nftables ruleset, from its NAT kind and options.
-   *
-   * `full-cone` adds a DNAT of every new inbound UDP flow to the first host behind the router
-   * (port kept), which with masquerade's port preservation is endpoint-independent filtering:
-   * the classic full cone, for a one-host LAN.
-   *
-   * `hairpin` records every UDP mapping the router makes, both ways (public port ⇄ inner address
-   * and port, read from conntrack after masquerade chose the port), DNATs a LAN packet addressed
-   * to one of the router's own addresses (not its LAN gateway) on a recorded port to that inner
-   * host, and SNATs it to the sender's own public mapping (RFC 4787 REQ-9: the receiver sees the
-   * external address and port, as it would from outside, so a NAT nested behind this one admits
-   * it). A sender without a mapping yet is masqueraded to the router's LAN address instead.
-   *
-   * Forwarded traffic is always filtered (a new flow from the WAN is dropped unless DNATed);
-   * traffic to the router itself follows `wanInput`: drop and reject are one case each among
-   * three, not a fix — real routers do all three, and the product has to work behind each.
-   */
-  function natRuleset(router: Pick<LabRouter, 'nat' | 'wanInput' | 'hairpin' | 'lanGateway'>, fullConeHost?: string): string {
-    const random = router.nat === 'symmetric' ? ' fully-random' : '';
-    const cone = router.nat === 'full-cone' && fullConeHost !== undefined;
-    const prerouting = [
-      ...(cone ? [`    iifname "wan0" udp dport 1024-65535 dnat to ${fullConeHost}`] : []),
-      ...(router.hairpin ? [`    iifname "br0" ip daddr != ${router.lanGateway} fib daddr type local meta l4proto udp dnat ip addr . port to udp dport map @inbound`] : []),
-    ];
-    return [
-      'table ip knit_lab {',
-      ...(router.hairpin ? [
-        // Longer than any UDP conntrack timeout, and refreshed by every packet out.
-        '  map inbound {',
-        '    type inet_service : ipv4_addr . inet_service',
-        '    flags dynamic, timeout',
-        '    timeout 180s',
-        '  }',
-        '  map outbound {',
-        '    type ipv4_addr . inet_service : ipv4_addr . inet_service',
-        '    flags dynamic, timeout',
-        '    timeout 180s',
-        '  }',
-        '  chain record {',
-        // After srcnat: the reply tuple's destination is the public address and port masquerade chose.
-        '    type filter hook postrouting priority srcnat + 10; policy accept;',
-        '    oifname "wan0" meta l4proto udp update @inbound { ct reply proto-dst : ct original ip saddr . ct original proto-src }',
-        '    oifname "wan0" meta l4proto udp update @outbound { ct original ip saddr . ct original proto-src : ct reply ip daddr . ct reply proto-dst }',
-        '  }',
-      ] : []),
-      ...(prerouting.length > 0 ? [
-        '  chain prerouting {',
-        '    type nat hook prerouting priority dstnat; policy accept;',
-        ...prerouting,
-        '  }',
-      ] : []),
-      '  chain postrouting {',
-      '    type nat hook postrouting priority srcnat; policy accept;',
-      `    oifname "wan0" masquerade${random}`,
-      ...(router.hairpin ? [
-        '    iifname "br0" oifname "br0" ct status dnat meta l4proto udp snat ip addr . port to ip saddr . udp sport map @outbound',
-        '    iifname "br0" oifname "br0" ct status dnat masquerade',
-      ] : []),
-      '  }',
-      '  chain forward {',
-      '    type filter hook forward priority filter; policy drop;',
-      '    ct state established,related accept',
-      ...(cone || router.hairpin ? ['    ct status dnat accept'] : []),
-      '    iifname "br0" oifname "wan0" accept',
-      '  }',
-      // `accept` has no input chain: the router's own stack sees every unsolicited packet.
-      ...(router.wanInput === 'accept' ? [] : [
-        '  chain input {',
-        '    type filter hook input priority filter; policy accept;',
-        '    iifname "wan0" ct state established,related accept',
-        `    iifname "wan0" ${router.wanInput}`,
-        '  }',
-      ]),
-      '}',
-    ].join('\n') + '\n';
-  }
-
   const setRouterNat: Lab['setRouterNat'] = async (router, nat) => {
     const host = hosts.find((h) => h.behind === router);
     if (nat === 'full-cone' && !host) throw new RangeError(`${router.name} has no host to be a full cone for`);
@@ -491,26 +398,12 @@ export async function createLab(): Promise<Lab> {
    */
   const addHostFirewall = async (ns: string, firewall: HostFirewall) => {
     if (firewall === 'nftables') {
-      await run(ns, ['nft', '-f', '-'], {
-        input: [
-          'table inet filter {',
-          '  chain input {',
-          '    type filter hook input priority filter; policy drop;',
-          '    ct state established,related accept',
-          '    iif "lo" accept',
-          '  }',
-          '}',
-        ].join('\n') + '\n',
-      });
+      await run(ns, ['nft', '-f', '-'], { input: HOST_FIREWALL_NFTABLES });
       return;
     }
     const usable = canUseIptablesNft();
     if (!usable.ok) throw new Error(usable.reason);
-    await run(ns, ['sh', '-ec', [
-      'iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
-      'iptables -A INPUT -i lo -j ACCEPT',
-      'iptables -P INPUT DROP',
-    ].join('\n')]);
+    await run(ns, ['sh', '-ec', HOST_FIREWALL_IPTABLES]);
   };
 
   const spawnIn: Lab['spawn'] = (ns, argv, env = {}) => {
