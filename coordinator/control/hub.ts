@@ -40,7 +40,6 @@ import type { Clock, RandomBytes } from '../../shared/clock.js';
 import { defaultRandomBytes } from '../../shared/crypto/seal.js';
 import { KnitError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
-import { isReportableEndpoint, parseEndpoint } from '../../shared/net/addr.js';
 import {
   CONTROL_PROTOCOL_VERSION, NONCE_BYTES, controlAuthKey, decodeClientMessage, decodeServerMessage, helloProof, proofsEqual, welcomeProof,
   type ClientMessage, type DeltaMsg, type HelloMsg, type PathReport, type RelayInfo,
@@ -50,6 +49,7 @@ import type { Registry } from '../registry/registry.js';
 import { REPLICA_HEARTBEAT_MS } from '../registry/liveness.js';
 import { ChangeLog, coalesce } from '../registry/changes.js';
 import type { ChangeRow } from '../store/store.js';
+import { reportableEndpoints } from './endpoint-policy.js';
 import { PATHS_MIN_INTERVAL_MS, PathReports, type PathEdge } from './path-reports.js';
 
 export interface SessionTransport {
@@ -383,19 +383,14 @@ export class ControlHub {
     }
   }
 
-  /**
-   * The endpoints of a report or call-me-maybe that a peer may be sent to: multicast,
-   * broadcast, unspecified and (unless allowed) loopback ones are dropped. One such endpoint
-   * costs that endpoint, never the session: closing it made the agent reconnect and send the
-   * same report, several times a second, for good. Counted; logged once per session at debug.
-   */
+  /** The endpoints of a report or call-me-maybe a peer may be sent to (endpoint-policy.ts); the rest counted, logged once per session. */
   private reportable(s: Session, endpoints: string[]): string[] {
-    const keep = endpoints.filter((e) => isReportableEndpoint(parseEndpoint(e)!, { allowLoopback: this.o.allowLoopbackEndpoints }));
-    if (keep.length === endpoints.length) return endpoints;
-    this.o.metrics.endpointsRefused += endpoints.length - keep.length;
+    const { keep, dropped } = reportableEndpoints(endpoints, this.o.allowLoopbackEndpoints === true);
+    if (dropped.length === 0) return endpoints;
+    this.o.metrics.endpointsRefused += dropped.length;
     if (!s.refusalLogged) {
       s.refusalLogged = true;
-      this.o.logger.debug('endpoints dropped from a report (loopback, multicast, broadcast or unspecified)', { node: s.nodeId, dropped: endpoints.filter((e) => !keep.includes(e)) });
+      this.o.logger.debug('endpoints dropped from a report (loopback, multicast, broadcast or unspecified)', { node: s.nodeId, dropped });
     }
     return keep;
   }
