@@ -33,7 +33,7 @@ export function formatStatus(doc: StatusDocument, now = Date.now()): string {
       const hs = p.lastHandshake ? `${Math.max(0, Math.round((now - p.lastHandshake) / 1000))}s ago` : '-';
       lines.push(pad(p.name, 16) + pad(p.ip, 16) + pad(p.transport === 'ws' ? p.path.replace('relay', 'relay-ws') : p.path, 22) + pad(p.endpoint ?? '-', 24) + pad(p.rttMs === undefined ? '-' : `${p.rttMs}ms`, 8) + hs);
       if (p.why) lines.push(`  └ ${p.why}`);
-      if (p.mtu !== undefined && p.path !== 'none') lines.push(`  └ mtu ${p.mtu}${p.pathMtu !== undefined ? ` (path ${p.pathMtu})` : p.path === 'relay' && p.transport !== 'ws' ? ' (relayed: not probed)' : ''}`);
+      if (p.mtu !== undefined && p.path !== 'none') lines.push(`  └ mtu ${p.mtu}${p.pathMtu !== undefined ? ` (path ${p.pathMtu})` : p.path.startsWith('relay') && p.transport !== 'ws' ? ' (relayed: not probed)' : ''}`);
     }
   }
   return lines.join('\n');
